@@ -1,0 +1,449 @@
+"""The EV-charging park as a pure-JAX gymnax environment.
+
+``EVChargingEnv`` implements ``docs/physics.md``: one step is one hour of the Mall de Iquitos park
+(PV, mall load, a stationary battery and a park of charging sockets). Everything the physics needs
+is in :class:`EnvParams` (arrays, so ``jax.vmap`` can map over environments that share params or
+over params themselves); the environment object holds only what fixes array shapes.
+
+``make_env(scenario, **overrides) -> (env, params)`` is the entry point.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+from scipy import stats
+
+from oe3jax.config import Field
+from oe3jax.scenario import HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, fingerprint, get_scenario, scenario_profiles
+
+# Config section ``env:`` of a training run (the runner resolves it; see make_env for the meaning).
+ENV_SPEC = {
+    "episode_hours": Field(HOURS_PER_YEAR, int, low=1, high=10 * HOURS_PER_YEAR,
+                           help="steps per episode; 8,760 = the whole year"),
+    "random_start": Field(False, bool, help="start each episode at midnight of a random day"),
+    "reward": Field("co2_focus", str, choices=tuple(REWARD_PRESETS), help="reward weight preset"),
+}
+
+TOTAL_KEYS = (
+    "return", "grid_kwh", "co2_kg", "cost", "pv_kwh", "pv_used_kwh", "pv_curtailed_kwh", "mall_kwh",
+    "ev_kwh", "unmet_kwh", "vehicles_arrived", "vehicles_admitted", "vehicles_rejected",
+    "vehicles_departed", "vehicles_served", "peak_import_kw", "peak_import_evening_kw",
+    "bess_charge_kwh", "bess_discharge_kwh", "grid_to_bess_kwh",
+)
+EVENING_HOURS = (18, 22)  # 18:00-21:59, the evening peak of the site
+
+
+class ObsLayout(NamedTuple):
+    """How an observation splits: ``n_global`` features, then ``n_sockets x n_socket_features``."""
+
+    n_global: int
+    n_sockets: int
+    n_socket_features: int
+
+    @property
+    def size(self) -> int:
+        return self.n_global + self.n_sockets * self.n_socket_features
+
+
+@struct.dataclass
+class Arrivals:
+    """The randomness of one hour: Poisson counts per type and one pair of uniforms per slot."""
+
+    count_moto: jax.Array  # int32
+    count_taxi: jax.Array  # int32
+    u_need: jax.Array  # f32[n_sockets], slot order: moto slots then taxi slots
+    u_stay: jax.Array  # f32[n_sockets]
+
+
+@struct.dataclass
+class EnvState:
+    t: jax.Array  # int32, hour of the year 0..8759 of the current step
+    k: jax.Array  # int32, steps taken in this episode
+    energy_kwh: jax.Array  # f32, battery energy
+    occupied: jax.Array  # bool[n_sockets]
+    need_kwh: jax.Array  # f32[n_sockets], energy still wanted
+    hours_left: jax.Array  # int32[n_sockets], hours until departure (0 when free)
+    totals: dict[str, jax.Array]  # running episode totals, keys TOTAL_KEYS
+
+    @property
+    def time(self) -> jax.Array:  # gymnax's name for the step counter
+        return self.k
+
+
+@struct.dataclass
+class EnvParams:
+    pv_kw: jax.Array  # f32[8760]
+    mall_kw: jax.Array  # f32[8760]
+    tariff: jax.Array  # f32[24] price per kWh by hour of day
+    co2_kg_per_kwh: jax.Array
+    capacity_kwh: jax.Array
+    power_kw: jax.Array
+    e_min_kwh: jax.Array
+    e_max_kwh: jax.Array
+    e_init_kwh: jax.Array
+    eta_charge: jax.Array
+    eta_discharge: jax.Array
+    socket_kw: jax.Array  # f32[n_sockets]
+    socket_battery_kwh: jax.Array  # f32[n_sockets]
+    need_frac_min: jax.Array
+    need_frac_max: jax.Array
+    stay_cum: jax.Array  # f32[max_stay] cumulative stay probabilities
+    close_hour: jax.Array  # int32
+    cdf_moto: jax.Array  # f32[24, K] P(N <= k) of the hour's Poisson arrivals
+    cdf_taxi: jax.Array  # f32[24, K]
+    served_tol_kwh: jax.Array
+    first_weekday: jax.Array  # int32
+    weights: jax.Array  # f32[5] in REWARD_TERMS order
+    grid_ref_kw: jax.Array
+    pv_ac_kw: jax.Array
+    mall_ref_kw: jax.Array
+    ev_installed_kw: jax.Array
+    ev_need_ref_kwh: jax.Array
+    peak_threshold_kw: jax.Array
+    max_steps_in_episode: jax.Array  # int32, episode length in hours
+    start_hour: jax.Array  # int32, used when random_start is off
+    random_start: jax.Array  # bool
+
+
+def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
+    """P(N <= k) for the Poisson arrivals of each hour of day, k = 0..K-1.
+
+    K covers all but 1e-12 of the busiest hour's mass; float32 rounds the last entries to 1, so a
+    count whose probability is below float32 resolution (6e-8) is never drawn.
+    """
+    total = factor.sum()
+    means = daily * factor / total if total > 0 else np.zeros(24)
+    k_max = int(stats.poisson.ppf(1.0 - 1e-12, max(means.max(), 1e-9))) + 2
+    ks = np.arange(k_max)
+    return np.stack([stats.poisson.cdf(ks, m) if m > 0 else np.ones(k_max) for m in means])
+
+
+def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start: bool = False,
+                start_hour: int = 0) -> EnvParams:
+    """EnvParams of a validated scenario (profiles resolved here)."""
+    pv_kw, mall_kw = scenario_profiles(scn)
+    n_moto, n_taxi = scn.n_moto, scn.n_taxi
+    f32 = jnp.float32
+    factor = np.asarray(scn.operating_factor, dtype=np.float64)
+    socket_kw = np.r_[np.full(n_moto, scn.moto_kw), np.full(n_taxi, scn.taxi_kw)]
+    socket_batt = np.r_[np.full(n_moto, scn.moto_battery_kwh), np.full(n_taxi, scn.taxi_battery_kwh)]
+    weights = np.array([scn.reward_weights[t] for t in REWARD_TERMS])
+    grid_ref = float(mall_kw.max()) + scn.ev_installed_kw + scn.power_kw
+    if not (0 <= start_hour < HOURS_PER_YEAR):
+        raise ValueError(f"start_hour: {start_hour!r}; expected an integer in [0, {HOURS_PER_YEAR})")
+    if not (1 <= episode_hours):
+        raise ValueError(f"episode_hours: {episode_hours!r}; expected an integer >= 1")
+    if scn.peak_threshold_kw >= grid_ref:
+        raise ValueError(f"peak_threshold_kw: {scn.peak_threshold_kw}; expected below the largest import {grid_ref:.0f} kW")
+    return EnvParams(
+        pv_kw=jnp.asarray(pv_kw, f32),
+        mall_kw=jnp.asarray(mall_kw, f32),
+        tariff=jnp.asarray(scn.tariff_per_kwh, f32),
+        co2_kg_per_kwh=jnp.asarray(scn.co2_kg_per_kwh, f32),
+        capacity_kwh=jnp.asarray(scn.capacity_kwh, f32),
+        power_kw=jnp.asarray(scn.power_kw, f32),
+        e_min_kwh=jnp.asarray(scn.soc_min * scn.capacity_kwh, f32),
+        e_max_kwh=jnp.asarray(scn.soc_max * scn.capacity_kwh, f32),
+        e_init_kwh=jnp.asarray(scn.soc_init * scn.capacity_kwh, f32),
+        eta_charge=jnp.asarray(scn.eta_charge, f32),
+        eta_discharge=jnp.asarray(scn.eta_discharge, f32),
+        socket_kw=jnp.asarray(socket_kw, f32),
+        socket_battery_kwh=jnp.asarray(socket_batt, f32),
+        need_frac_min=jnp.asarray(scn.need_frac_min, f32),
+        need_frac_max=jnp.asarray(scn.need_frac_max, f32),
+        stay_cum=jnp.asarray(np.cumsum(scn.stay_probs), f32),
+        close_hour=jnp.asarray(scn.close_hour, jnp.int32),
+        cdf_moto=jnp.asarray(_poisson_cdf_table(scn.daily_moto, factor), f32),
+        cdf_taxi=jnp.asarray(_poisson_cdf_table(scn.daily_taxi, factor), f32),
+        served_tol_kwh=jnp.asarray(scn.served_tol_kwh, f32),
+        first_weekday=jnp.asarray(scn.first_weekday, jnp.int32),
+        weights=jnp.asarray(weights, f32),
+        grid_ref_kw=jnp.asarray(grid_ref, f32),
+        pv_ac_kw=jnp.asarray(scn.pv_ac_kw, f32),
+        mall_ref_kw=jnp.asarray(float(mall_kw.max()), f32),
+        ev_installed_kw=jnp.asarray(scn.ev_installed_kw, f32),
+        ev_need_ref_kwh=jnp.asarray(float(socket_batt.sum()) * scn.need_frac_max, f32),
+        peak_threshold_kw=jnp.asarray(scn.peak_threshold_kw, f32),
+        max_steps_in_episode=jnp.asarray(episode_hours, jnp.int32),
+        start_hour=jnp.asarray(start_hour, jnp.int32),
+        random_start=jnp.asarray(random_start, bool),
+    )
+
+
+class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
+    """The park of one scenario. Static: socket counts and forecast offsets (array shapes)."""
+
+    N_SOCKET_FEATURES = 4
+
+    def __init__(self, scenario: Scenario, params: EnvParams | None = None):
+        super().__init__()
+        self.scenario = scenario
+        self.n_moto = scenario.n_moto
+        self.n_taxi = scenario.n_taxi
+        self.n_sockets = scenario.n_sockets
+        self.forecast_offsets = tuple(scenario.forecast_offsets)
+        self._params = params if params is not None else make_params(scenario)
+        self.obs_layout = ObsLayout(
+            n_global=6 + 2 * len(self.forecast_offsets) + 5,
+            n_sockets=self.n_sockets,
+            n_socket_features=self.N_SOCKET_FEATURES,
+        )
+        # static per-socket layout: motos first, then mototaxis
+        self._is_taxi = np.r_[np.zeros(self.n_moto, bool), np.ones(self.n_taxi, bool)]
+
+    # ----------------------------------------------------------------- gymnax plumbing
+    @property
+    def default_params(self) -> EnvParams:
+        return self._params
+
+    @property
+    def name(self) -> str:
+        return f"EVCharging-{self.scenario.name}"
+
+    @property
+    def num_actions(self) -> int:
+        return 1 + self.n_sockets
+
+    def action_space(self, params: EnvParams | None = None) -> spaces.Box:
+        return spaces.Box(-1.0, 1.0, (1 + self.n_sockets,), jnp.float32)
+
+    def observation_space(self, params: EnvParams | None = None) -> spaces.Box:
+        return spaces.Box(-jnp.inf, jnp.inf, (self.obs_layout.size,), jnp.float32)
+
+    def is_truncated(self, state: EnvState, params: EnvParams) -> jax.Array:
+        return state.k >= params.max_steps_in_episode
+
+    def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
+        return jnp.zeros((), bool)
+
+    # ----------------------------------------------------------------- randomness
+    def draw_arrivals(self, key: jax.Array, t: jax.Array, params: EnvParams) -> Arrivals:
+        """Arrival counts for hour ``t`` (inverse-CDF Poisson) and one pair of uniforms per slot."""
+        bits = jax.random.bits(key, (self.n_sockets + 2,), jnp.uint32)
+        u_count = (bits[:2] >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+        h = t % 24
+        count_moto = jnp.sum(params.cdf_moto[h] < u_count[0]).astype(jnp.int32)
+        count_taxi = jnp.sum(params.cdf_taxi[h] < u_count[1]).astype(jnp.int32)
+        slot_bits = bits[2:]
+        u_need = (slot_bits >> 16).astype(jnp.float32) * jnp.float32(2.0**-16)
+        u_stay = (slot_bits & 0xFFFF).astype(jnp.float32) * jnp.float32(2.0**-16)
+        return Arrivals(count_moto, count_taxi, u_need, u_stay)
+
+    def initial_conditions(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, Arrivals]:
+        """The start hour and the arrival draw that ``reset_env(key)`` uses."""
+        k_start, k_arr = jax.random.split(key)
+        day = jax.random.randint(k_start, (), 0, HOURS_PER_YEAR // 24)
+        start = jnp.where(params.random_start, day * 24, params.start_hour).astype(jnp.int32)
+        return start, self.draw_arrivals(k_arr, start, params)
+
+    # ----------------------------------------------------------------- physics
+    def _admit(self, occupied, need_kwh, hours_left, arr: Arrivals, t, params: EnvParams):
+        """Fill free sockets of each type, in index order, with that hour's arriving vehicles."""
+        is_taxi = self._is_taxi
+        free = ~occupied
+        csum = jnp.cumsum(free.astype(jnp.int32))
+        free_moto = csum[self.n_moto - 1] if self.n_moto > 0 else jnp.int32(0)
+        rank = csum - 1 - jnp.where(is_taxi, free_moto, 0)  # rank among free sockets of the type
+        count = jnp.where(is_taxi, arr.count_taxi, arr.count_moto)
+        admit = free & (rank < count)
+        slot = jnp.clip(rank + jnp.where(is_taxi, self.n_moto, 0), 0, self.n_sockets - 1)
+        u_need = arr.u_need[slot]
+        u_stay = arr.u_stay[slot]
+        frac = params.need_frac_min + (params.need_frac_max - params.need_frac_min) * u_need
+        new_need = params.socket_battery_kwh * frac
+        n_stay = params.stay_cum.shape[0]
+        stay = 1 + jnp.minimum(jnp.sum(params.stay_cum[None, :] <= u_stay[:, None], axis=1), n_stay - 1)
+        stay = jnp.minimum(stay, params.close_hour - t % 24).astype(jnp.int32)
+        occupied = occupied | admit
+        need_kwh = jnp.where(admit, new_need, need_kwh)
+        hours_left = jnp.where(admit, stay, hours_left)
+        n_arrived = (arr.count_moto + arr.count_taxi).astype(jnp.float32)
+        n_admitted = jnp.sum(admit).astype(jnp.float32)
+        return occupied, need_kwh, hours_left, n_arrived, n_admitted
+
+    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        start, arr = self.initial_conditions(key, params)
+        n = self.n_sockets
+        occupied, need, hours_left, n_arrived, n_admitted = self._admit(
+            jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), arr, start, params
+        )
+        totals = {k: jnp.zeros((), jnp.float32) for k in TOTAL_KEYS}
+        totals["vehicles_arrived"] = n_arrived
+        totals["vehicles_admitted"] = n_admitted
+        totals["vehicles_rejected"] = n_arrived - n_admitted
+        state = EnvState(
+            t=start, k=jnp.zeros((), jnp.int32), energy_kwh=params.e_init_kwh,
+            occupied=occupied, need_kwh=need, hours_left=hours_left, totals=totals,
+        )
+        return self.get_obs(state, params), state
+
+    def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        f32 = jnp.float32
+        a = jnp.clip(jnp.nan_to_num(jnp.asarray(action, f32), nan=0.0), -1.0, 1.0)
+        t = state.t
+        h = t % 24
+
+        # EV charging: at most the socket rating and at most what the vehicle still wants
+        ev_i = jnp.where(state.occupied,
+                         jnp.minimum(jnp.maximum(a[1:], 0.0) * params.socket_kw, state.need_kwh), 0.0)
+        need = state.need_kwh - ev_i
+        ev = jnp.sum(ev_i)
+
+        # PV serves the loads first
+        pv = params.pv_kw[t]
+        mall = params.mall_kw[t]
+        load = mall + ev
+        pv_to_load = jnp.minimum(pv, load)
+        surplus = pv - pv_to_load
+        net_load = load - pv_to_load
+
+        # battery: power rating, SOC window, one-way efficiencies, no export
+        e = state.energy_kwh
+        req = a[0] * params.power_kw
+        charge = jnp.where(req > 0, jnp.minimum(req, jnp.maximum(params.e_max_kwh - e, 0.0) / params.eta_charge), 0.0)
+        discharge = jnp.where(
+            req < 0,
+            jnp.minimum(jnp.minimum(-req, jnp.maximum(e - params.e_min_kwh, 0.0) * params.eta_discharge), net_load),
+            0.0,
+        )
+        e_next = jnp.clip(e + params.eta_charge * charge - discharge / params.eta_discharge,
+                          params.e_min_kwh, params.e_max_kwh)
+        pv_to_bess = jnp.minimum(surplus, charge)
+        grid_to_bess = charge - pv_to_bess
+        grid = net_load - discharge + grid_to_bess
+        pv_used = pv_to_load + pv_to_bess
+        curtailed = pv - pv_used
+
+        # departures: the energy still wanted leaves unmet
+        hours_left = jnp.where(state.occupied, state.hours_left - 1, 0)
+        departing = state.occupied & (hours_left <= 0)
+        unmet = jnp.sum(jnp.where(departing, need, 0.0))
+        n_departed = jnp.sum(departing).astype(f32)
+        n_served = jnp.sum(departing & (need <= params.served_tol_kwh)).astype(f32)
+        occupied = state.occupied & ~departing
+        need = jnp.where(departing, 0.0, need)
+        hours_left = jnp.where(departing, 0, hours_left).astype(jnp.int32)
+
+        # arrivals for the next hour
+        t_next = (t + 1) % HOURS_PER_YEAR
+        arr = self.draw_arrivals(key, t_next, params)
+        occupied, need, hours_left, n_arrived, n_admitted = self._admit(
+            occupied, need, hours_left, arr, t_next, params)
+
+        # reward: weighted terms, each in [-1, 1]
+        terms = {
+            "co2": -grid / params.grid_ref_kw,
+            "cost": -grid * params.tariff[h] / (params.grid_ref_kw * jnp.max(params.tariff)),
+            "solar": (pv_used - curtailed) / params.pv_ac_kw,
+            "ev": jnp.clip((ev - unmet) / params.ev_installed_kw, -1.0, 1.0),
+            "peak": -jnp.maximum(grid - params.peak_threshold_kw, 0.0) / (params.grid_ref_kw - params.peak_threshold_kw),
+        }
+        reward = sum(params.weights[i] * terms[name] for i, name in enumerate(REWARD_TERMS))
+
+        flows = {
+            "pv_kwh": pv, "mall_kwh": mall, "ev_kwh": ev, "pv_to_load": pv_to_load, "pv_to_bess": pv_to_bess,
+            "grid_to_bess": grid_to_bess, "pv_used": pv_used, "pv_curtailed": curtailed, "grid_import": grid,
+            "bess_charge": charge, "bess_discharge": discharge, "unmet_kwh": unmet,
+        }
+        vehicles = {"arrived": n_arrived, "admitted": n_admitted, "rejected": n_arrived - n_admitted,
+                    "departed": n_departed, "served": n_served}
+        tot = state.totals
+        evening = (h >= EVENING_HOURS[0]) & (h < EVENING_HOURS[1])
+        totals = {
+            "return": tot["return"] + reward,
+            "grid_kwh": tot["grid_kwh"] + grid,
+            "co2_kg": tot["co2_kg"] + grid * params.co2_kg_per_kwh,
+            "cost": tot["cost"] + grid * params.tariff[h],
+            "pv_kwh": tot["pv_kwh"] + pv,
+            "pv_used_kwh": tot["pv_used_kwh"] + pv_used,
+            "pv_curtailed_kwh": tot["pv_curtailed_kwh"] + curtailed,
+            "mall_kwh": tot["mall_kwh"] + mall,
+            "ev_kwh": tot["ev_kwh"] + ev,
+            "unmet_kwh": tot["unmet_kwh"] + unmet,
+            "vehicles_arrived": tot["vehicles_arrived"] + n_arrived,
+            "vehicles_admitted": tot["vehicles_admitted"] + n_admitted,
+            "vehicles_rejected": tot["vehicles_rejected"] + n_arrived - n_admitted,
+            "vehicles_departed": tot["vehicles_departed"] + n_departed,
+            "vehicles_served": tot["vehicles_served"] + n_served,
+            "peak_import_kw": jnp.maximum(tot["peak_import_kw"], grid),
+            "peak_import_evening_kw": jnp.where(evening, jnp.maximum(tot["peak_import_evening_kw"], grid),
+                                                tot["peak_import_evening_kw"]),
+            "bess_charge_kwh": tot["bess_charge_kwh"] + charge,
+            "bess_discharge_kwh": tot["bess_discharge_kwh"] + discharge,
+            "grid_to_bess_kwh": tot["grid_to_bess_kwh"] + grid_to_bess,
+        }
+        state = EnvState(t=t_next, k=state.k + 1, energy_kwh=e_next, occupied=occupied, need_kwh=need,
+                         hours_left=hours_left, totals=totals)
+        info = {"flows": flows, "terms": terms, "vehicles": vehicles, "arrivals": arr, "episode": totals}
+        terminated = jnp.zeros((), bool)
+        return self.get_obs(state, params), state, reward.astype(f32), terminated, info
+
+    # ----------------------------------------------------------------- observation
+    def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
+        params = self.default_params if params is None else params
+        f32 = jnp.float32
+        t = state.t
+        h = (t % 24).astype(f32)
+        day = t // 24
+        weekday = ((day + params.first_weekday) % 7).astype(f32)
+        two_pi = 2.0 * math.pi
+        idx = (t + jnp.asarray(self.forecast_offsets, jnp.int32)) % HOURS_PER_YEAR
+        occ = state.occupied.astype(f32)
+        n_moto, n_taxi = max(self.n_moto, 1), max(self.n_taxi, 1)
+        glob = jnp.concatenate([
+            jnp.stack([
+                jnp.sin(two_pi * h / 24), jnp.cos(two_pi * h / 24),
+                jnp.sin(two_pi * weekday / 7), jnp.cos(two_pi * weekday / 7),
+                jnp.sin(two_pi * day.astype(f32) / 365), jnp.cos(two_pi * day.astype(f32) / 365),
+            ]),
+            params.pv_kw[idx] / params.pv_ac_kw,
+            params.mall_kw[idx] / params.mall_ref_kw,
+            jnp.stack([
+                state.energy_kwh / params.capacity_kwh,
+                jnp.sum(occ[: self.n_moto]) / n_moto,
+                jnp.sum(occ[self.n_moto:]) / n_taxi,
+                jnp.sum(state.need_kwh) / params.ev_need_ref_kwh,
+                params.tariff[t % 24] / jnp.max(params.tariff),
+            ]),
+        ])
+        per_socket = jnp.stack([
+            occ,
+            state.need_kwh / params.socket_battery_kwh,
+            state.hours_left.astype(f32) / params.stay_cum.shape[0],
+            jnp.asarray(self._is_taxi, f32),
+        ], axis=1)
+        return jnp.concatenate([glob, per_socket.reshape(-1)]).astype(f32)
+
+
+def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = HOURS_PER_YEAR,
+             random_start: bool = False, start_hour: int = 0, **overrides: Any) -> tuple[EVChargingEnv, EnvParams]:
+    """The environment and its params for a preset (or Scenario) with scenario-field overrides.
+
+    ``episode_hours`` (default the 8,760-hour year) and ``random_start`` (episodes begin at midnight
+    of a random day) shape training episodes; any other keyword is a :class:`Scenario` field
+    (``capacity_kwh=3000``, ``reward="balanced"``, ``pv_profile={"path": ..., "column": ...}``).
+    """
+    if isinstance(episode_hours, bool) or not isinstance(episode_hours, int) or episode_hours < 1:
+        raise ValueError(f"episode_hours: {episode_hours!r}; expected an integer >= 1")
+    scn = get_scenario(scenario, **overrides)
+    params = make_params(scn, episode_hours=episode_hours, random_start=bool(random_start), start_hour=start_hour)
+    env = EVChargingEnv(scn, params)
+    return env, params
+
+
+def env_fingerprint(env: EVChargingEnv) -> str:
+    """A hash of the scenario constants and profiles (the physics), for checkpoints."""
+    pv = np.asarray(env.default_params.pv_kw, np.float64)
+    mall = np.asarray(env.default_params.mall_kw, np.float64)
+    return fingerprint(env.scenario, pv, mall)
+
+
+__all__ = ["ENV_SPEC", "Arrivals", "EVChargingEnv", "EnvParams", "EnvState", "ObsLayout", "TOTAL_KEYS",
+           "env_fingerprint", "make_env", "make_params"]
+
