@@ -223,38 +223,63 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         return jnp.zeros((), bool)
 
     # ----------------------------------------------------------------- randomness
-    def draw_arrivals(self, key: jax.Array, t: jax.Array, params: EnvParams) -> Arrivals:
-        """Arrival counts for hour ``t`` (inverse-CDF Poisson) and one pair of uniforms per slot."""
-        bits = jax.random.bits(key, (self.n_sockets + 2,), jnp.uint32)
-        u_count = (bits[:2] >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+    # One step needs four random 32-bit words (two threefry blocks): the two arrival-count
+    # uniforms, a seed for the per-slot uniforms and the day of a random restart. The per-slot
+    # uniforms (n_sockets pairs) come from a counter-based integer hash of (seed, slot), so a step
+    # costs the same few random blocks whatever the size of the park.
+    def draw(self, key: jax.Array) -> jax.Array:
+        """The random words of one step (uint32[4])."""
+        return jax.random.bits(key, (4,), jnp.uint32)
+
+    @staticmethod
+    def _slot_uniforms(seed: jax.Array, slot: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Two 16-bit uniforms in [0, 1) per slot from a murmur3-style finaliser of (seed, slot)."""
+        x = seed + (slot.astype(jnp.uint32) + jnp.uint32(1)) * jnp.uint32(0x9E3779B9)
+        x = x ^ (x >> 16)
+        x = x * jnp.uint32(0x85EBCA6B)
+        x = x ^ (x >> 13)
+        x = x * jnp.uint32(0xC2B2AE35)
+        x = x ^ (x >> 16)
+        scale = jnp.float32(2.0**-16)
+        return (x >> 16).astype(jnp.float32) * scale, (x & jnp.uint32(0xFFFF)).astype(jnp.float32) * scale
+
+    def _counts(self, words: jax.Array, t: jax.Array, params: EnvParams) -> tuple[jax.Array, jax.Array]:
+        """Poisson arrival counts of hour ``t`` by inverse CDF (24-bit uniforms)."""
+        u = (words[:2] >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
         h = t % 24
-        count_moto = jnp.sum(params.cdf_moto[h] < u_count[0]).astype(jnp.int32)
-        count_taxi = jnp.sum(params.cdf_taxi[h] < u_count[1]).astype(jnp.int32)
-        slot_bits = bits[2:]
-        u_need = (slot_bits >> 16).astype(jnp.float32) * jnp.float32(2.0**-16)
-        u_stay = (slot_bits & 0xFFFF).astype(jnp.float32) * jnp.float32(2.0**-16)
+        return (jnp.sum(params.cdf_moto[h] < u[0]).astype(jnp.int32),
+                jnp.sum(params.cdf_taxi[h] < u[1]).astype(jnp.int32))
+
+    def _start_hour(self, words: jax.Array, params: EnvParams) -> jax.Array:
+        day = (words[3] % jnp.uint32(HOURS_PER_YEAR // 24)).astype(jnp.int32)
+        return jnp.where(params.random_start, day * 24, params.start_hour).astype(jnp.int32)
+
+    def arrivals(self, words: jax.Array, t: jax.Array, params: EnvParams) -> Arrivals:
+        """The arrival draw of hour ``t`` made from a step's random words (for the NumPy reference)."""
+        count_moto, count_taxi = self._counts(words, t, params)
+        u_need, u_stay = self._slot_uniforms(words[2], jnp.arange(self.n_sockets))
         return Arrivals(count_moto, count_taxi, u_need, u_stay)
 
     def initial_conditions(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, Arrivals]:
         """The start hour and the arrival draw that ``reset_env(key)`` uses."""
-        k_start, k_arr = jax.random.split(key)
-        day = jax.random.randint(k_start, (), 0, HOURS_PER_YEAR // 24)
-        start = jnp.where(params.random_start, day * 24, params.start_hour).astype(jnp.int32)
-        return start, self.draw_arrivals(k_arr, start, params)
+        words = self.draw(key)
+        start = self._start_hour(words, params)
+        return start, self.arrivals(words, start, params)
 
     # ----------------------------------------------------------------- physics
-    def _admit(self, occupied, need_kwh, hours_left, arr: Arrivals, t, params: EnvParams):
+    def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams):
         """Fill free sockets of each type, in index order, with that hour's arriving vehicles."""
         is_taxi = self._is_taxi
+        count_moto, count_taxi = self._counts(words, t, params)
         free = ~occupied
-        csum = jnp.cumsum(free.astype(jnp.int32))
+        # inclusive prefix count of free sockets; a log-depth scan is ~3x faster than jnp.cumsum on CPU
+        csum = jax.lax.associative_scan(jnp.add, free.astype(jnp.int32))
         free_moto = csum[self.n_moto - 1] if self.n_moto > 0 else jnp.int32(0)
         rank = csum - 1 - jnp.where(is_taxi, free_moto, 0)  # rank among free sockets of the type
-        count = jnp.where(is_taxi, arr.count_taxi, arr.count_moto)
+        count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
-        slot = jnp.clip(rank + jnp.where(is_taxi, self.n_moto, 0), 0, self.n_sockets - 1)
-        u_need = arr.u_need[slot]
-        u_stay = arr.u_stay[slot]
+        slot = jnp.maximum(rank, 0) + jnp.where(is_taxi, self.n_moto, 0)
+        u_need, u_stay = self._slot_uniforms(words[2], slot)
         frac = params.need_frac_min + (params.need_frac_max - params.need_frac_min) * u_need
         new_need = params.socket_battery_kwh * frac
         n_stay = params.stay_cum.shape[0]
@@ -263,15 +288,19 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         occupied = occupied | admit
         need_kwh = jnp.where(admit, new_need, need_kwh)
         hours_left = jnp.where(admit, stay, hours_left)
-        n_arrived = (arr.count_moto + arr.count_taxi).astype(jnp.float32)
+        n_arrived = (count_moto + count_taxi).astype(jnp.float32)
         n_admitted = jnp.sum(admit).astype(jnp.float32)
         return occupied, need_kwh, hours_left, n_arrived, n_admitted
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        start, arr = self.initial_conditions(key, params)
+        return self._fresh(self.draw(key), params)
+
+    def _fresh(self, words: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        """A new episode: battery at soc_init, sockets empty, then the start hour's arrivals."""
+        start = self._start_hour(words, params)
         n = self.n_sockets
         occupied, need, hours_left, n_arrived, n_admitted = self._admit(
-            jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), arr, start, params
+            jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), words, start, params
         )
         totals = {k: jnp.zeros((), jnp.float32) for k in TOTAL_KEYS}
         totals["vehicles_arrived"] = n_arrived
@@ -283,7 +312,28 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         )
         return self.get_obs(state, params), state
 
+    def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None = None):
+        """gymnax step with auto-reset; the step and the reset share one draw of random words.
+
+        Returns ``(obs, state, reward, terminated, truncated, info)``; on the last step of an
+        episode ``obs``/``state`` are those of the next episode and ``info["final_observation"]``
+        is the true last observation (for bootstrapping a truncated episode).
+        """
+        params = self.default_params if params is None else params
+        words = self.draw(key)
+        obs_st, state_st, reward, terminated, info = self._transition(words, state, action, params)
+        truncated = self.is_truncated(state_st, params)
+        done = terminated | truncated
+        obs_re, state_re = self._fresh(words, params)
+        state = jax.tree.map(lambda r, s: jnp.where(done, r, s), state_re, state_st)
+        obs = jnp.where(done, obs_re, obs_st)
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+        return obs, state, reward, terminated, truncated, info
+
     def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        return self._transition(self.draw(key), state, action, params)
+
+    def _transition(self, words: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
         f32 = jnp.float32
         a = jnp.clip(jnp.nan_to_num(jnp.asarray(action, f32), nan=0.0), -1.0, 1.0)
         t = state.t
@@ -332,9 +382,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
 
         # arrivals for the next hour
         t_next = (t + 1) % HOURS_PER_YEAR
-        arr = self.draw_arrivals(key, t_next, params)
         occupied, need, hours_left, n_arrived, n_admitted = self._admit(
-            occupied, need, hours_left, arr, t_next, params)
+            occupied, need, hours_left, words, t_next, params)
 
         # reward: weighted terms, each in [-1, 1]
         terms = {
@@ -380,7 +429,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         }
         state = EnvState(t=t_next, k=state.k + 1, energy_kwh=e_next, occupied=occupied, need_kwh=need,
                          hours_left=hours_left, totals=totals)
-        info = {"flows": flows, "terms": terms, "vehicles": vehicles, "arrivals": arr, "episode": totals}
+        info = {"flows": flows, "terms": terms, "vehicles": vehicles, "arrivals": self.arrivals(words, t_next, params),
+                "episode": totals}
         terminated = jnp.zeros((), bool)
         return self.get_obs(state, params), state, reward.astype(f32), terminated, info
 
