@@ -1,0 +1,145 @@
+"""Trained policies: ``load_policy(path)`` from a run directory or a checkpoint.
+
+>>> policy = load_policy("results/runs/ppo-iquitos-128")     # latest checkpoint, seed 0
+>>> action = policy(obs)                                      # deterministic, jittable, vmappable
+>>> policy.algo, policy.step, policy.scenario, policy.config["ppo"]["lr"]
+
+``path`` may be
+
+- a run directory (``<run>/checkpoints/<algo>/`` inside); with several algorithms in it
+  (``--algo all``) pass ``algo=``;
+- an algorithm's checkpoint directory (``<run>/checkpoints/<algo>``);
+- one checkpoint step directory (``<run>/checkpoints/<algo>/<step>``).
+
+The latest complete checkpoint is used unless ``step=`` is given (after a finished run the latest
+is the final one). With several seeds in the run, ``seed=k`` picks the k-th (default 0).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from oe3jax.checkpoint import CheckpointError, Checkpoints, complete_steps, read_meta, tree_fingerprint
+
+
+@dataclasses.dataclass(eq=False)
+class Policy:
+    """A deterministic policy: ``policy(obs) -> action`` for one observation.
+
+    ``apply(params, obs)`` is the pure function behind it, for callers that want the parameters
+    as an argument (e.g. to vmap over several policies).
+    """
+
+    algo: str
+    step: int                  # env steps per environment done when it was saved
+    config: dict[str, Any]     # the resolved training config
+    scenario: str
+    seed: int                  # the seed value of the run it comes from
+    params: Any
+    apply: Callable[[Any, Any], Any]
+    env: Any = None
+    env_params: Any = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, obs: Any) -> Any:
+        return self.apply(self.params, obs)
+
+
+def policy_from_state(
+    state: Any,
+    algo: ModuleType,
+    env: Any,
+    env_params: Any,
+    cfg: Mapping[str, Any],
+    *,
+    seed_index: int = 0,
+    step: int = 0,
+    meta: Mapping[str, Any] | None = None,
+) -> Policy:
+    """The policy of seed ``seed_index`` of a train state with a leading seed axis."""
+    import jax
+
+    one = jax.tree_util.tree_map(lambda x: x[seed_index], state)
+    return Policy(
+        algo=cfg["algo"], step=int(step), config=dict(cfg), scenario=cfg["scenario"],
+        seed=int(cfg["seed"]) + seed_index, params=algo.policy_params(one),
+        apply=algo.make_policy(env, env_params, cfg), env=env, env_params=env_params,
+        meta=dict(meta or {}),
+    )
+
+
+def _locate(path: Path, algo: str | None, step: int | None) -> tuple[Path, int]:
+    """``(checkpoint directory of one algorithm, step)`` for any accepted ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"load_policy: {path} does not exist")
+    if path.name.isdigit() and (path / "meta").is_dir():
+        if step is not None and step != int(path.name):
+            raise ValueError(f"load_policy: {path} is step {path.name}, not step {step}")
+        return path.parent, int(path.name)
+    if (path / "checkpoints").is_dir():
+        names = sorted(d.name for d in (path / "checkpoints").iterdir() if complete_steps(d))
+        if algo is None:
+            if len(names) != 1:
+                raise ValueError(
+                    f"load_policy: {path} holds checkpoints of {', '.join(names) or 'no algorithm'}; "
+                    "pass algo= to choose one" if names else f"load_policy: {path} holds no checkpoint"
+                )
+            algo = names[0]
+        if algo not in names:
+            raise ValueError(f"load_policy: no checkpoint of {algo!r} in {path}; found: {', '.join(names) or 'none'}")
+        path = path / "checkpoints" / algo
+    steps = complete_steps(path)
+    if not steps:
+        raise ValueError(f"load_policy: no complete checkpoint in {path}")
+    if step is None:
+        return path, steps[-1]
+    if step not in steps:
+        raise ValueError(f"load_policy: no step {step} in {path}; steps: {', '.join(map(str, steps))}")
+    return path, step
+
+
+def load_policy(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    algo: str | None = None,
+    step: int | None = None,
+    components: Any = None,
+) -> Policy:
+    """Load the deterministic policy saved in a run or checkpoint directory (see module doc).
+
+    ``seed`` is the index of the seed within the run (0 .. seeds-1). ``components`` (an
+    :class:`oe3jax.runner.Components`) replaces the project's algorithms and environment.
+    """
+    import jax
+
+    from oe3jax.runner import default_components, make_init, seed_keys
+
+    directory, step = _locate(Path(path), algo, step)
+    meta = read_meta(directory / str(step))
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict) or "algo" not in cfg:
+        raise CheckpointError(f"checkpoint: {directory / str(step)} is damaged: its metadata has no config")
+    if not 0 <= seed < int(cfg["seeds"]):
+        raise ValueError(f"load_policy: seed: expected an index in [0, {int(cfg['seeds']) - 1}], got {seed}")
+    comps = components or default_components()
+    algo_module = comps.get_algo(cfg["algo"])
+    env, env_params = comps.make_env(cfg["scenario"], **cfg["env"])
+    if meta.get("fingerprint") not in (None, tree_fingerprint(env_params)):
+        raise ValueError(
+            f"load_policy: the scenario data of {cfg['scenario']!r} differ from those the checkpoint "
+            f"{directory / str(step)} was trained on"
+        )
+    init_fn = make_init(algo_module, env, env_params, cfg)
+    ckpts = Checkpoints(directory, read_only=True, async_save=False)
+    try:
+        state = ckpts.restore(step, jax.eval_shape(init_fn, seed_keys(cfg)))
+    finally:
+        ckpts.close()
+    return policy_from_state(
+        state, algo_module, env, env_params, cfg, seed_index=seed, step=step, meta=meta
+    )

@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Evaluate a policy over the year and write its KPIs as JSON under results/.
+
+    python scripts/evaluate.py --policy rule                         # iquitos-128, seed 0, full year
+    python scripts/evaluate.py --policy optimal --scenario iquitos-38 --seed 1
+    python scripts/evaluate.py --policy uncontrolled rule optimal --scenario iquitos-128 iquitos-38 \\
+        --markdown results/baselines.md                              # every pair, plus a table
+    python scripts/evaluate.py results/runs/ppo-iquitos-128          # a trained run's policy
+
+Baselines: ``uncontrolled`` (vehicles at full power, battery idle), ``rule`` (battery stores PV
+surplus, discharges 18:00-22:59), ``optimal`` (perfect-foresight linear program, replayed through
+the environment; its JSON also holds the LP's own totals, solve time and the replay gap). Every
+policy evaluated with the same seed sees the same vehicles. Output:
+``results/eval_<scenario>_<policy>_seed<N>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BASELINES = ("uncontrolled", "rule", "optimal")
+
+_MARKDOWN_HEADER = """# Baselines
+
+Made by `{command}`. Every policy sees the same vehicles (same seed).
+
+- **uncontrolled**: every plugged vehicle charges at full socket power; the battery is idle.
+- **rule**: vehicles at full power; the battery stores the PV surplus (never grid energy) and
+  discharges at full rating 18:00-22:59 (capped by the load PV leaves and the SOC window).
+- **optimal**: perfect foresight of PV, mall load and vehicles; a linear program minimising the
+  grid import (hence CO2) while every vehicle gets what it gets at full power, replayed through
+  the environment. It minimises import, not cost or peak: with a time-of-use tariff its cost can
+  exceed the rule's, and its peak import is not minimised.
+
+Self-sufficiency = 1 - import / (mall + EV). Equivalent full cycles = (charge + discharge) /
+(2 x capacity). Peak import 18-22 h covers 18:00-21:59.
+
+"""
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir", nargs="?", default=None,
+                    help="a run or checkpoint directory of a trained policy (instead of --policy)")
+    ap.add_argument("--policy", nargs="+", default=None, metavar="NAME",
+                    help=f"baseline(s) to evaluate: {', '.join(BASELINES)}")
+    ap.add_argument("--scenario", nargs="+", default=None, metavar="NAME",
+                    help="scenario preset(s); default iquitos-128 (or the run's scenario)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the vehicle arrivals (default 0)")
+    ap.add_argument("--hours", type=int, default=None, help="episode length in hours (default 8760)")
+    ap.add_argument("--out", default="results", help="output directory for the JSON (default results/)")
+    ap.add_argument("--markdown", default=None, metavar="FILE",
+                    help="also write a markdown table comparing the evaluated policies")
+    args = ap.parse_args(argv)
+    if args.run_dir is None and not args.policy:
+        ap.error("give --policy NAME (one of " + ", ".join(BASELINES) + ") or a run directory")
+    for name in args.policy or ():
+        if name not in BASELINES:
+            ap.error(f"--policy: unknown policy {name!r}; accepted: {', '.join(BASELINES)}")
+    if args.hours is not None and args.hours < 1:
+        ap.error(f"--hours: expected an integer >= 1, got {args.hours}")
+    return args
+
+
+def _evaluate_baseline(name: str, scenario: str, seed: int, hours: int | None) -> dict[str, Any]:
+    import jax
+
+    from oe3jax import baselines
+    from oe3jax.env import make_env
+    from oe3jax.evaluate import evaluate
+
+    env, params = make_env(scenario)
+    key = jax.random.key(seed)
+    extra: dict[str, Any] = {}
+    tic = time.perf_counter()
+    if name == "uncontrolled":
+        act = baselines.uncontrolled
+    elif name == "rule":
+        act = baselines.make_rule_based(env.scenario)
+    else:
+        act, opt, _ = baselines.optimal_policy(env, params, key, hours)
+        lp = opt.totals()
+        lp["n_variables"] = opt.n_variables
+        lp["n_constraints"] = opt.n_constraints
+        lp["status"] = opt.status
+        lp["violations_kwh"] = baselines.check_optimum(opt)
+        extra["lp"] = lp
+    out = evaluate(env, params, act, key, hours)
+    if name == "optimal":
+        gap = out["grid_import_kwh"] - extra["lp"]["grid_import_kwh"]
+        extra["lp"]["replay_gap_kwh"] = gap
+        extra["lp"]["replay_gap_frac"] = gap / max(extra["lp"]["grid_import_kwh"], 1e-9)
+    out.update(policy=name, seed=seed, wall_seconds=time.perf_counter() - tic, **extra)
+    return out
+
+
+def _evaluate_run(run_dir: str, scenario: str | None, seed: int, hours: int | None) -> dict[str, Any]:
+    import jax
+
+    from oe3jax import load_policy
+    from oe3jax.evaluate import evaluate_policy
+
+    policy = load_policy(run_dir)
+    tic = time.perf_counter()
+    out = evaluate_policy(policy, scenario, key=jax.random.key(seed), hours=hours)
+    out.update(policy=f"{policy.algo}", run_dir=str(run_dir), checkpoint_step=policy.step, seed=seed,
+               wall_seconds=time.perf_counter() - tic)
+    return out
+
+
+def _print(kpis: dict[str, Any]) -> None:
+    print(f"== {kpis['policy']} on {kpis['scenario']}, seed {kpis['seed']}, {kpis['hours']} hours")
+    for key, value in kpis.items():
+        if key in ("policy", "scenario", "seed"):
+            continue
+        if isinstance(value, float):
+            print(f"  {key:32s} {value:,.3f}")
+        elif not isinstance(value, dict):
+            print(f"  {key:32s} {value}")
+    if "lp" in kpis:
+        lp = kpis["lp"]
+        print(f"  LP: import {lp['grid_import_kwh']:,.1f} kWh, solved in {lp['solve_seconds']:.1f} s "
+              f"({lp['n_variables']:,} variables), replay gap {lp['replay_gap_kwh']:.4f} kWh")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    import jax
+
+    from oe3jax.evaluate import compare
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    jobs: list[tuple[str, str | None]] = []
+    if args.run_dir is not None:
+        jobs += [("run", s) for s in (args.scenario or [None])]
+    jobs += [(p, s) for s in (args.scenario or ["iquitos-128"]) for p in (args.policy or [])]
+    for policy, scenario in jobs:
+        try:
+            if policy == "run":
+                kpis = _evaluate_run(args.run_dir, scenario, args.seed, args.hours)
+            else:
+                kpis = _evaluate_baseline(policy, scenario, args.seed, args.hours)
+        except ValueError as exc:  # bad scenario name, bad profile, ...
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        kpis["versions"] = {"jax": jax.__version__, "python": platform.python_version()}
+        _print(kpis)
+        path = out_dir / f"eval_{kpis['scenario']}_{kpis['policy']}_seed{args.seed}.json"
+        path.write_text(json.dumps(kpis, indent=2, sort_keys=True) + "\n")
+        print(f"  -> {path}")
+        tables.setdefault(kpis["scenario"], {})[kpis["policy"]] = kpis
+    if len(jobs) > 1 or args.markdown:
+        text = []
+        for scenario, results in tables.items():
+            hours = next(iter(results.values()))["hours"]
+            text.append(f"### {scenario}: {hours} hours, seed {args.seed}\n\n{compare(results)}\n")
+            for name, res in results.items():
+                if "lp" in res:
+                    lp = res["lp"]
+                    text.append(
+                        f"{name}: linear program of {lp['n_variables']:,} variables and "
+                        f"{lp['n_constraints']:,} constraints solved by HiGHS in {lp['solve_seconds']:.1f} s; "
+                        f"replayed through the environment its grid import differs by "
+                        f"{lp['replay_gap_kwh']:.3f} kWh ({lp['replay_gap_frac']:.1e} relative).\n"
+                    )
+        print("\n" + "\n".join(text))
+        if args.markdown:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            command = "python scripts/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            Path(args.markdown).write_text(_MARKDOWN_HEADER.format(command=command) + "\n".join(text))
+            print(f"-> {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
