@@ -275,3 +275,39 @@ def compare(results: Mapping[str, Mapping[str, Any]], rows: Sequence[tuple[str, 
         cells = [_fmt(results[n].get(key), how) for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def evaluate_with_baselines(
+    policies: Any,
+    scenario: Any = None,
+    *,
+    seed: int = 0,
+    hours: int | None = None,
+    optimal: bool = True,
+) -> dict[str, Any]:
+    """Trained policies' KPIs beside the baselines', on the same year of arrivals.
+
+    ``policies`` is one ``Policy`` or a mapping ``name -> Policy`` (e.g. one per training seed).
+    Returns ``{name: kpis, ..., "uncontrolled": kpis, "rule": kpis, "optimal": kpis, "table": md}``
+    (``optimal`` is the perfect-foresight linear program, about 10 s for a year; skip it with
+    ``optimal=False``). Every column uses ``jax.random.key(seed)``: the same vehicles arrive.
+    """
+    from oe3jax import baselines
+    from oe3jax.env import make_env
+
+    if not isinstance(policies, Mapping):
+        policies = {"policy": policies}
+    first = next(iter(policies.values()))
+    env, params = make_env(scenario if scenario is not None else first.scenario)
+    key = jax.random.key(seed)
+    results: dict[str, Any] = {
+        name: evaluate(env, params, lambda obs, state, p, pol=pol: pol(obs), key, hours)
+        for name, pol in policies.items()
+    }
+    results["uncontrolled"] = evaluate(env, params, baselines.uncontrolled, key, hours)
+    results["rule"] = evaluate(env, params, baselines.make_rule_based(env.scenario), key, hours)
+    if optimal:
+        act, _, _ = baselines.optimal_policy(env, params, key, hours)
+        results["optimal"] = evaluate(env, params, act, key, hours)
+    results["table"] = compare({k: v for k, v in results.items() if isinstance(v, Mapping)})
+    return results

@@ -137,7 +137,7 @@ def default_components() -> Components:
         make_env=make_env,
         env_spec=_optional_attr("oe3jax.env", "ENV_SPEC") or {},
         network_spec=_optional_attr("oe3jax.networks", "NETWORK_SPEC") or {},
-        evaluate=_optional_attr("oe3jax.evaluate", "evaluate_policy"),
+        evaluate=_optional_attr("oe3jax.evaluate", "evaluate_with_baselines"),
         config_dir=CONFIG_DIR,
     )
 
@@ -613,26 +613,32 @@ def evaluate_run(
 ) -> dict[str, Any] | None:
     """Evaluate every seed's deterministic policy with ``comps.evaluate`` and write the KPIs.
 
-    ``comps.evaluate(policy) -> mapping`` (``oe3jax.evaluate.evaluate_policy``) runs the full year
-    beside the baselines; its JSON-serialisable result is written to
-    ``<run_dir>/evaluation/<algo>.json`` as ``{"seed <k>": result, ...}``.
+    ``comps.evaluate({"seed <k>": policy, ...}) -> mapping`` (by default
+    ``oe3jax.evaluate.evaluate_with_baselines``) runs the full year for every seed beside the
+    baselines on the same arrivals; its JSON-serialisable result is written to
+    ``<run_dir>/evaluation/<algo>.json``, and its ``"table"`` (markdown), if any, to
+    ``<run_dir>/evaluation/<algo>.md``.
     """
     from oe3jax.policy import policy_from_state
 
     name = plan.cfg["algo"]
     path = run_dir / "evaluation" / f"{name}.json"
     if comps.evaluate is None:
-        print(f"[{name}] evaluation skipped: oe3jax.evaluate.evaluate_policy is not available", file=out)
+        print(f"[{name}] evaluation skipped: oe3jax.evaluate is not available", file=out)
         return None
-    results: dict[str, Any] = {}
-    for i in range(plan.cfg["seeds"]):
-        policy = policy_from_state(
+    policies = {
+        f"seed {plan.cfg['seed'] + i}": policy_from_state(
             state, plan.algo, plan.env, plan.env_params, plan.cfg, seed_index=i,
             step=updates * plan.steps_per_env, meta={"fingerprint": plan.fingerprint},
         )
-        results[f"seed {plan.cfg['seed'] + i}"] = _jsonable(comps.evaluate(policy))
+        for i in range(plan.cfg["seeds"])
+    }
+    results = _jsonable(comps.evaluate(policies))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if isinstance(results, Mapping) and isinstance(results.get("table"), str):
+        path.with_suffix(".md").write_text(results["table"] + "\n", encoding="utf-8")
+        print(results["table"], file=out)
     print(f"[{name}] evaluation written to {path}", file=out)
     return results
 

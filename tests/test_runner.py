@@ -130,9 +130,9 @@ def test_algo_all_runs_each_agent_and_skips_finished(tmp_path):
 def test_evaluation_hook_writes_kpis_per_seed(tmp_path):
     seen = []
 
-    def evaluate(policy):
-        seen.append(policy.seed)
-        return {"mean_action": float(np.mean(np.asarray(policy(jnp.ones(3)))))}
+    def evaluate(policies):
+        seen.extend(p.seed for p in policies.values())
+        return {name: {"mean_action": float(np.mean(np.asarray(p(jnp.ones(3)))))} for name, p in policies.items()}
 
     run_dir = tmp_path / "ev"
     run(["--algo", "dummy", "--scenario", "pendulum", "--total-steps", "16", "--seeds", "2",
