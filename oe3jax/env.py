@@ -10,6 +10,7 @@ over params themselves); the environment object holds only what fixes array shap
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -312,6 +313,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         )
         return self.get_obs(state, params), state
 
+    @partial(jax.jit, static_argnames=("self",))
     def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None = None):
         """gymnax step with auto-reset; the step and the reset share one draw of random words.
 

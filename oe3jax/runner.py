@@ -90,10 +90,17 @@ TOP_SPEC: dict[str, Any] = {
         "tensorboard": Field(False, bool, help="also write TensorBoard event files (tensorboardX)"),
         "print_every_s": Field(2.0, float, low=0.0, help="least seconds between progress lines"),
     },
+    "eval": {
+        "enabled": Field(True, bool, help="evaluate the trained policy at the end of training"),
+        "hours": Field(None, int, low=1, high=8760, optional=True,
+                       help="evaluation length in hours from 1 January; null: the whole year"),
+        "seed": Field(0, int, low=0, help="seed of the evaluation's arrivals (the same for every column)"),
+        "optimal": Field(True, bool, help="also solve the perfect-foresight linear program (~10 s a year)"),
+    },
 }
 
 # Sections that may change between a checkpoint and its resume; every other key must match.
-RESUMABLE_KEYS = ("total_steps", "checkpoint", "log")
+RESUMABLE_KEYS = ("total_steps", "checkpoint", "log", "eval")
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,8 +630,10 @@ def evaluate_run(
 
     name = plan.cfg["algo"]
     path = run_dir / "evaluation" / f"{name}.json"
-    if comps.evaluate is None:
-        print(f"[{name}] evaluation skipped: oe3jax.evaluate is not available", file=out)
+    ecfg = plan.cfg.get("eval", {"enabled": True})
+    if comps.evaluate is None or not ecfg["enabled"]:
+        why = "eval.enabled is false" if comps.evaluate is not None else "oe3jax.evaluate is not available"
+        print(f"[{name}] evaluation skipped: {why}", file=out)
         return None
     policies = {
         f"seed {plan.cfg['seed'] + i}": policy_from_state(
@@ -633,7 +642,8 @@ def evaluate_run(
         )
         for i in range(plan.cfg["seeds"])
     }
-    results = _jsonable(comps.evaluate(policies))
+    kwargs = {k: ecfg[k] for k in ("hours", "seed", "optimal") if k in ecfg}
+    results = _jsonable(comps.evaluate(policies, **kwargs))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2), encoding="utf-8")
     if isinstance(results, Mapping) and isinstance(results.get("table"), str):
@@ -722,7 +732,7 @@ def run(
     for plan in plans:
         hook = None if on_checkpoint is None else (lambda step, _a=plan.cfg["algo"]: on_checkpoint(_a, step))
         meta = plan.resume_meta
-        evaluated = comps.evaluate is None or (run_dir / "evaluation" / f"{plan.cfg['algo']}.json").is_file()
+        evaluated = comps.evaluate is None or not plan.cfg["eval"]["enabled"] or (run_dir / "evaluation" / f"{plan.cfg['algo']}.json").is_file()
         if meta is not None and meta.get("final") and int(meta["updates"]) >= plan.total_updates and evaluated:
             print(f"[{plan.cfg['algo']}] already trained and evaluated; skipped", file=out)
             continue

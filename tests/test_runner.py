@@ -130,7 +130,8 @@ def test_algo_all_runs_each_agent_and_skips_finished(tmp_path):
 def test_evaluation_hook_writes_kpis_per_seed(tmp_path):
     seen = []
 
-    def evaluate(policies):
+    def evaluate(policies, **kwargs):
+        assert kwargs == {"hours": None, "seed": 0, "optimal": True}
         seen.extend(p.seed for p in policies.values())
         return {name: {"mean_action": float(np.mean(np.asarray(p(jnp.ones(3)))))} for name, p in policies.items()}
 
