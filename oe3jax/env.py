@@ -326,9 +326,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         obs_st, state_st, reward, terminated, info = self._transition(words, state, action, params)
         truncated = self.is_truncated(state_st, params)
         done = terminated | truncated
-        obs_re, state_re = self._fresh(words, params)
+        _, state_re = self._fresh(words, params)
         state = jax.tree.map(lambda r, s: jnp.where(done, r, s), state_re, state_st)
-        obs = jnp.where(done, obs_re, obs_st)
+        # one observation of the selected state; obs_st is computed only where final_observation
+        # is used (XLA drops it otherwise)
+        obs = self.get_obs(state, params)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
         return obs, state, reward, terminated, truncated, info
 
