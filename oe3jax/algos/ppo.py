@@ -1,0 +1,152 @@
+"""Proximal Policy Optimization (clipped surrogate) as one XLA program per chunk of updates.
+
+One update: roll out ``num_envs`` environments for ``num_steps`` steps with the stochastic
+policy, compute GAE(lambda) advantages (bootstrapping truncated episodes from their true final
+observation), then ``update_epochs`` passes over the batch in ``num_minibatches`` shuffled
+minibatches, each an Adam step on
+
+    clipped surrogate + vf_coef * value loss (optionally clipped) - ent_coef * entropy,
+
+after global gradient-norm clipping. With ``target_kl`` set, the remaining minibatch steps of
+the update are skipped once a minibatch's approximate KL divergence (``mean(r - 1 - log r)``)
+exceeds it, before its step is applied. The learning rate is constant or decays linearly to 0
+at ``total_steps``. Rewards are multiplied by ``reward_scale`` for learning only.
+
+Precision: parameters and Adam state float32; networks compute in ``cfg["precision"]``;
+log-probabilities, advantages, targets and losses float32; float16 scales the loss dynamically
+and skips non-finite steps (counted in the ``nonfinite_skips`` metric).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from oe3jax.algos import common
+from oe3jax.config import ConfigError, Field
+from oe3jax.precision import make_loss_scaler, select_tree
+
+NAME = "ppo"
+
+CONFIG_SPEC: dict[str, Field] = {
+    **common.on_policy_spec(num_envs=16, num_steps=256, lr=3e-4, gae_lambda=0.95, ent_coef=0.0),
+    "update_epochs": Field(4, int, low=1, help="passes over each rollout"),
+    "num_minibatches": Field(8, int, low=1, help="minibatches per pass; must divide num_envs * num_steps"),
+    "clip_eps": Field(0.2, float, low=0.0, low_open=True, help="surrogate clipping range"),
+    "clip_value": Field(False, bool, help="clip the value update around the behaviour value"),
+    "vf_clip": Field(0.2, float, low=0.0, low_open=True, help="value clipping range (with clip_value)"),
+    "target_kl": Field(None, float, low=0.0, low_open=True, optional=True,
+                       help="stop the update's remaining minibatch steps above this approx-KL; null: off"),
+}
+
+ADAM_EPS = 1e-5
+
+
+def _algo_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``ppo`` section, with its cross-key relations checked."""
+    c = cfg[NAME]
+    batch = c["num_envs"] * c["num_steps"]
+    if batch % c["num_minibatches"]:
+        raise ConfigError(
+            f"{NAME}.num_minibatches: must divide num_envs * num_steps = {batch}, got {c['num_minibatches']}"
+        )
+    return c
+
+
+def env_steps_per_update(cfg: dict[str, Any]) -> tuple[int, int]:
+    c = _algo_cfg(cfg)
+    return c["num_envs"], c["num_steps"]
+
+
+def _optimizer(c: dict[str, Any]):
+    return common.make_optimizer("adam", c["lr"], c["max_grad_norm"], ADAM_EPS)
+
+
+def init(key: jax.Array, env: Any, env_params: Any, cfg: dict[str, Any]) -> common.OnPolicyState:
+    c = _algo_cfg(cfg)
+    return common.init_on_policy(key, env, env_params, cfg, c, _optimizer(c))
+
+
+def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_updates: int):
+    c = _algo_cfg(cfg)
+    nets = common.Networks(env, env_params, cfg)
+    tx = _optimizer(c)
+    scaler = make_loss_scaler(cfg["precision"])
+    batch_size = c["num_envs"] * c["num_steps"]
+    n_mb = c["num_minibatches"]
+    target_kl = c["target_kl"]
+    stat_keys = ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_frac")
+
+    def loss_fn(params: Any, mb: common.Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logp, entropy, value = nets.evaluate(params, mb.obs, mb.u)
+        log_ratio = logp - mb.log_prob
+        ratio = jnp.exp(log_ratio)
+        adv = mb.advantage
+        if c["norm_adv"]:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - c["clip_eps"], 1.0 + c["clip_eps"]) * adv)
+        actor_loss = -jnp.mean(surrogate)
+        if c["clip_value"]:
+            clipped = mb.value + jnp.clip(value - mb.value, -c["vf_clip"], c["vf_clip"])
+            critic_loss = 0.5 * jnp.mean(jnp.maximum((value - mb.target) ** 2, (clipped - mb.target) ** 2))
+        else:
+            critic_loss = 0.5 * jnp.mean((value - mb.target) ** 2)
+        entropy = jnp.mean(entropy)
+        total = actor_loss + c["vf_coef"] * critic_loss - c["ent_coef"] * entropy
+        aux = {
+            "actor_loss": actor_loss,
+            "critic_loss": critic_loss,
+            "entropy": entropy,
+            "approx_kl": jax.lax.stop_gradient(jnp.mean(ratio - 1.0 - log_ratio)),
+            "clip_frac": jax.lax.stop_gradient(jnp.mean((jnp.abs(ratio - 1.0) > c["clip_eps"]).astype(jnp.float32))),
+        }
+        return total, aux
+
+    def minibatch_step(carry, mb: common.Batch):
+        params, opt_state, loss_scale, stop, sums = carry
+
+        def run(_):
+            p, o, ls, skipped, aux = common.gradient_step(
+                lambda q: loss_fn(q, mb), tx, scaler, params, opt_state, loss_scale
+            )
+            exceeded = jnp.asarray(False) if target_kl is None else aux["approx_kl"] > target_kl
+            p, o, ls = select_tree(exceeded, (params, opt_state, loss_scale), (p, o, ls))
+            counted = (1.0 - skipped) * (1.0 - exceeded.astype(jnp.float32))
+            new_sums = {k: sums[k] + jnp.where(skipped > 0, 0.0, aux[k]) for k in stat_keys}
+            new_sums["evaluated"] = sums["evaluated"] + (1.0 - skipped)
+            new_sums["applied"] = sums["applied"] + counted
+            new_sums["nonfinite_skips"] = sums["nonfinite_skips"] + skipped
+            return p, o, ls, jnp.logical_or(stop, exceeded), new_sums
+
+        return jax.lax.cond(stop, lambda _: carry, run, None), None
+
+    def epoch(carry, key):
+        perm = jax.random.permutation(key, batch_size)
+        mbs = jax.tree.map(lambda x: x[perm].reshape(n_mb, batch_size // n_mb, *x.shape[1:]), carry[-1])
+        inner, _ = jax.lax.scan(minibatch_step, carry[:-1], mbs)
+        return (*inner, carry[-1]), None
+
+    def learn(key: jax.Array, state: common.OnPolicyState, batch: common.Batch):
+        flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
+        zero = jnp.asarray(0.0, jnp.float32)
+        sums = {k: zero for k in (*stat_keys, "evaluated", "applied", "nonfinite_skips")}
+        carry = (state.params, state.opt_state, state.loss_scale, jnp.asarray(False), sums, flat)
+        (params, opt_state, loss_scale, _, sums, _), _ = jax.lax.scan(
+            epoch, carry, jax.random.split(key, c["update_epochs"])
+        )
+        n = jnp.maximum(sums["evaluated"], 1.0)
+        metrics = {k: sums[k] / n for k in stat_keys}
+        metrics["minibatch_steps"] = sums["applied"]
+        metrics["nonfinite_skips"] = sums["nonfinite_skips"]
+        return state.replace(params=params, opt_state=opt_state, loss_scale=loss_scale), metrics
+
+    return common.make_chunk(env, env_params, cfg, c, NAME, num_updates, learn, nets)
+
+
+def make_policy(env: Any, env_params: Any, cfg: dict[str, Any]):
+    return common.make_policy(env, env_params, cfg, _algo_cfg(cfg))
+
+
+def policy_params(state: common.OnPolicyState) -> dict[str, Any]:
+    return common.policy_params(state)

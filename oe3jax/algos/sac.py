@@ -1,0 +1,481 @@
+"""Soft Actor-Critic as one XLA program: env steps, replay buffer and gradient steps inside jit.
+
+One *update* steps ``num_envs`` vectorized environments once with actions sampled from the
+policy (uniform random actions before ``learning_starts`` env steps), writes the ``num_envs``
+transitions to the replay buffer that lives in the train state, then runs ``gradient_steps``
+gradient steps, each on a fresh uniform minibatch of ``batch_size`` transitions:
+
+1. critics: twin Q networks, one vmapped ensemble with parameters stacked on axis 0, regressed on
+   ``r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))`` with
+   ``a' ~ pi(.|s')`` and Q' the target networks. A time limit (truncation) is not a termination:
+   its transition keeps the bootstrap, and its ``s'`` is the true final observation;
+2. actor: a tanh-squashed diagonal Gaussian, minimising ``alpha * log pi(a|s) - min_i Q_i(s, a)``
+   with the reparameterised sample and the exact change-of-variables log-probability;
+3. temperature: ``log_alpha`` descends ``-log_alpha * (log pi + target_entropy)`` (automatic
+   entropy tuning, target ``-action_dim`` by default);
+4. targets: Polyak averaging ``Q' <- tau * Q + (1 - tau) * Q'``.
+
+A chunk ``lax.scan``s many updates; ``learning_starts`` is handled with ``lax.cond`` so the
+chunk is one program whether it collects or learns.
+
+Networks come from :mod:`oe3jax.networks` (``cfg["network"]``: plain MLP or socket-shared, with
+``squash: tanh``); the twin critics are its ``QEnsemble``.
+
+Precision: parameters and optimizer states are float32; the networks compute in
+``cfg["precision"]``; targets, log-probabilities and losses are float32. In float16 the losses are
+scaled by a dynamic loss scale kept in the train state (:mod:`oe3jax.precision`) and the gradients
+unscaled. In every precision a gradient step with a non-finite loss or gradient changes nothing
+and is counted (``nonfinite_skips``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from oe3jax import buffer as rb
+from oe3jax import networks
+from oe3jax.algos import METRIC_KEYS
+from oe3jax.algos.common import ObsNormState, obs_norm_init, obs_norm_update, obs_normalize
+from oe3jax.config import ConfigError, Field
+from oe3jax.precision import LossScaleState, all_finite, compute_dtype, make_loss_scaler, select_tree
+
+NAME = "sac"
+
+CONFIG_SPEC: dict[str, Field] = {
+    "num_envs": Field(8, int, low=1, help="environments stepped in parallel per update"),
+    "buffer_size": Field(100_000, int, low=1, help="replay capacity in transitions"),
+    "buffer_dtype": Field("float32", str, choices=("float32", "bfloat16", "float16"),
+                          help="storage dtype of the observations in the replay buffer"),
+    "batch_size": Field(256, int, low=1, help="transitions per gradient step"),
+    "gradient_steps": Field(1, int, low=1, help="gradient steps per update (per vectorized env step)"),
+    "learning_starts": Field(5_000, int, low=0,
+                             help="env steps (all envs together) of uniform random actions before learning"),
+    "lr": Field(3e-4, float, low=0.0, low_open=True, help="learning rate of actor, critics and temperature"),
+    "actor_lr": Field(None, float, low=0.0, low_open=True, optional=True, help="actor learning rate (null: lr)"),
+    "critic_lr": Field(None, float, low=0.0, low_open=True, optional=True, help="critic learning rate (null: lr)"),
+    "alpha_lr": Field(None, float, low=0.0, low_open=True, optional=True,
+                      help="temperature learning rate (null: lr)"),
+    "gamma": Field(0.99, float, low=0.0, high=1.0, help="discount factor"),
+    "tau": Field(0.005, float, low=0.0, high=1.0, low_open=True, help="Polyak coefficient of the target critics"),
+    "init_alpha": Field(1.0, float, low=0.0, low_open=True, help="initial entropy temperature"),
+    "autotune_alpha": Field(True, bool, help="tune the temperature towards target_entropy; false: keep init_alpha"),
+    "target_entropy": Field(None, float, optional=True, help="target policy entropy (null: -action_dim)"),
+    "max_grad_norm": Field(None, float, low=0.0, low_open=True, optional=True,
+                           help="global gradient-norm clip of actor and critics (null: none)"),
+    "reward_scale": Field(1.0, float, low=0.0, low_open=True,
+                          help="rewards are multiplied by this for learning (not in reward_avg)"),
+    "normalize_obs": Field(False, bool, help="running mean/std observation normalisation"),
+    "obs_std_floor": Field(0.1, float, low=0.0, low_open=True,
+                           help="least std an observation is divided by (with normalize_obs)"),
+    "obs_clip": Field(10.0, float, low=0.0, low_open=True, help="normalised observations clipped to +-this"),
+}
+
+NUM_CRITICS = 2
+
+
+def env_steps_per_update(cfg: dict[str, Any]) -> tuple[int, int]:
+    """One update = one step of ``num_envs`` environments (+ ``gradient_steps`` gradient steps)."""
+    return int(cfg[NAME]["num_envs"]), 1
+
+
+# ----------------------------------------------------------------------------------- networks
+class Networks:
+    """The actor and the twin-critic ensemble of a configuration, and the observation scaling."""
+
+    def __init__(self, env: Any, env_params: Any, cfg: dict[str, Any]):
+        net_cfg = cfg["network"]
+        if net_cfg["squash"] != "tanh":
+            raise ConfigError(
+                f"network.squash: SAC needs a tanh-squashed policy; expected 'tanh', got {net_cfg['squash']!r}"
+            )
+        dtype = compute_dtype(cfg["precision"])
+        self.actor = networks.make_actor(net_cfg, env, env_params, dtype)
+        self.critic = networks.make_q_critic(net_cfg, env, env_params, dtype, NUM_CRITICS)
+        self.obs_dim, self.action_dim = networks.space_dims(env, env_params)
+        c = cfg[NAME]
+        self._normalize = bool(c["normalize_obs"])
+        self._floor, self._clip = float(c["obs_std_floor"]), float(c["obs_clip"])
+
+    def norm(self, stats: ObsNormState, obs: jax.Array) -> jax.Array:
+        """Observations as the networks see them (float32)."""
+        if not self._normalize:
+            return obs.astype(jnp.float32)
+        return obs_normalize(stats, obs, self._floor, self._clip)
+
+
+def squashed_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A reparameterised sample ``a = tanh(u)``, ``u ~ N(mean, exp(log_std))``, and ``log pi(a)``.
+
+    ``log pi(a) = log N(u) - sum_i log(1 - tanh(u_i)^2)`` (change of variables), float32.
+    """
+    return networks.sample_tanh_gaussian(key, mean, log_std)
+
+
+# -------------------------------------------------------------------------------- train state
+@struct.dataclass
+class Learner:
+    """Everything a gradient step changes."""
+
+    actor_params: Any
+    critic_params: Any  # twin critics, leaves stacked on axis 0
+    target_critic_params: Any
+    log_alpha: jax.Array  # float32 scalar
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+    loss_scale: LossScaleState  # dynamic under float16, constant 1 otherwise
+    grad_steps: jax.Array  # int32
+    skipped_steps: jax.Array  # int32: gradient steps skipped for non-finite values
+
+
+@struct.dataclass
+class TrainState:
+    """The whole train state of one seed (arrays only)."""
+
+    learner: Learner
+    buffer: rb.BufferState
+    env_state: Any
+    obs: jax.Array  # (num_envs, obs_dim), raw last observations
+    ep_return: jax.Array  # (num_envs,), running return of the current episodes
+    obs_norm: ObsNormState
+    key: jax.Array  # uint32 key data
+    env_steps: jax.Array  # int32, all environments together
+
+
+def _learning_rates(c: dict[str, Any]) -> tuple[float, float, float]:
+    """(actor, critic, temperature) learning rates; a null one falls back to ``lr``."""
+
+    def pick(name: str) -> float:
+        return float(c[name] if c[name] is not None else c["lr"])
+
+    return pick("actor_lr"), pick("critic_lr"), pick("alpha_lr")
+
+
+def _optimizers(c: dict[str, Any]) -> tuple[optax.GradientTransformation, ...]:
+    actor_lr, critic_lr, alpha_lr = _learning_rates(c)
+
+    def adam(lr: float) -> optax.GradientTransformation:
+        if c["max_grad_norm"] is None:
+            return optax.adam(lr)
+        return optax.chain(optax.clip_by_global_norm(c["max_grad_norm"]), optax.adam(lr))
+
+    return adam(actor_lr), adam(critic_lr), optax.adam(alpha_lr)
+
+
+def _action_bounds(env: Any, env_params: Any, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    space = env.action_space(env_params)
+    low = np.broadcast_to(np.asarray(space.low, np.float32), (act_dim,))
+    high = np.broadcast_to(np.asarray(space.high, np.float32), (act_dim,))
+    return low, high
+
+
+def target_entropy(c: dict[str, Any], act_dim: int) -> float:
+    """The configured target entropy, ``-action_dim`` when null."""
+    return float(-act_dim if c["target_entropy"] is None else c["target_entropy"])
+
+
+def buffer_nbytes(cfg: dict[str, Any], obs_dim: int, act_dim: int) -> tuple[int, str]:
+    """Replay-buffer bytes of one seed and a one-line description for the start-up report."""
+    c = cfg[NAME]
+    return (
+        rb.nbytes_for(c["buffer_size"], obs_dim, act_dim, c["buffer_dtype"]),
+        rb.describe(c["buffer_size"], obs_dim, act_dim, c["buffer_dtype"]),
+    )
+
+
+def _as_key(key: jax.Array) -> jax.Array:
+    """A typed PRNG key from a typed key, raw key data or an integer seed."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key) if key.ndim else jax.random.key(key)
+
+
+def _check(c: dict[str, Any]) -> None:
+    for name in ("batch_size", "num_envs"):
+        if c[name] > c["buffer_size"]:
+            raise ConfigError(f"sac.{name}: expected at most sac.buffer_size ({c['buffer_size']}), got {c[name]}")
+
+
+def init(key: jax.Array, env: Any, env_params: Any, cfg: dict[str, Any]) -> TrainState:
+    """The whole train state of one seed (arrays only)."""
+    c = cfg[NAME]
+    _check(c)
+    nets = Networks(env, env_params, cfg)
+    obs_dim, act_dim = nets.obs_dim, nets.action_dim
+    actor_tx, critic_tx, alpha_tx = _optimizers(c)
+    scaler = make_loss_scaler(cfg["precision"])
+
+    @jax.jit  # one program instead of hundreds of small eager ones
+    def build(key: jax.Array) -> TrainState:
+        key, k_actor, k_critic, k_env = jax.random.split(key, 4)
+        dummy_obs = jnp.zeros((obs_dim,), jnp.float32)
+        actor_params = nets.actor.init(k_actor, dummy_obs)
+        critic_params = nets.critic.init(k_critic, dummy_obs, jnp.zeros((act_dim,), jnp.float32))
+        log_alpha = jnp.log(jnp.float32(c["init_alpha"]))
+        learner = Learner(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            target_critic_params=jax.tree.map(jnp.copy, critic_params),
+            log_alpha=log_alpha,
+            actor_opt=actor_tx.init(actor_params),
+            critic_opt=critic_tx.init(critic_params),
+            alpha_opt=alpha_tx.init(log_alpha),
+            loss_scale=scaler.init(),
+            grad_steps=jnp.int32(0),
+            skipped_steps=jnp.int32(0),
+        )
+        reset_keys = jax.random.split(k_env, c["num_envs"])
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
+        return TrainState(
+            learner=learner,
+            buffer=rb.init(c["buffer_size"], obs_dim, act_dim, c["buffer_dtype"]),
+            env_state=env_state,
+            obs=obs.astype(jnp.float32),
+            ep_return=jnp.zeros(c["num_envs"], jnp.float32),
+            obs_norm=obs_norm_init(obs_dim),
+            key=jax.random.key_data(key),
+            env_steps=jnp.int32(0),
+        )
+
+    return build(_as_key(jnp.asarray(key)))
+
+
+# ------------------------------------------------------------------------------ update chunk
+def polyak(target: Any, online: Any, tau: float) -> Any:
+    """``tau * online + (1 - tau) * target``, leaf by leaf."""
+    return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
+
+
+def critic_target(
+    reward: jax.Array,
+    terminated: jax.Array,
+    next_q_min: jax.Array,
+    next_logp: jax.Array,
+    alpha: jax.Array,
+    gamma: float,
+    reward_scale: float = 1.0,
+) -> jax.Array:
+    """``scale * r + gamma * (1 - terminated) * (min Q'(s', a') - alpha * log pi(a'|s'))``.
+
+    Only a real termination stops the bootstrap; a truncated (time-limit) transition keeps it.
+    """
+    live = 1.0 - terminated.astype(jnp.float32)
+    return reward_scale * reward + gamma * live * (next_q_min - alpha * next_logp)
+
+
+def make_gradient_step(nets: Networks, cfg: dict[str, Any]) -> Callable:
+    """``step(learner, buffer, obs_norm, key) -> (learner, metrics)``: one SAC gradient step."""
+    c = cfg[NAME]
+    actor_tx, critic_tx, alpha_tx = _optimizers(c)
+    scaler = make_loss_scaler(cfg["precision"])
+    entropy_target = target_entropy(c, nets.action_dim)
+    gamma, tau, reward_scale = float(c["gamma"]), float(c["tau"]), float(c["reward_scale"])
+    batch_size, autotune = int(c["batch_size"]), bool(c["autotune_alpha"])
+
+    def step(
+        ln: Learner, buffer: rb.BufferState, obs_norm: ObsNormState, key: jax.Array
+    ) -> tuple[Learner, dict[str, jax.Array]]:
+        k_sample, k_next, k_pi = jax.random.split(key, 3)
+        batch = rb.sample(buffer, k_sample, batch_size)
+        obs, next_obs = nets.norm(obs_norm, batch.obs), nets.norm(obs_norm, batch.next_obs)
+        alpha = jnp.exp(ln.log_alpha)
+
+        # 1. critics, regressed on the soft Bellman target of the target critics.
+        next_mean, next_log_std = nets.actor.apply(ln.actor_params, next_obs)
+        next_action, next_logp = squashed_gaussian(k_next, next_mean, next_log_std)
+        next_q = jnp.min(nets.critic.apply(ln.target_critic_params, next_obs, next_action), axis=0)
+        target = jax.lax.stop_gradient(
+            critic_target(batch.reward, batch.terminated, next_q, next_logp, alpha, gamma, reward_scale)
+        )
+
+        def critic_loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+            q = nets.critic.apply(params, obs, batch.action)  # (NUM_CRITICS, batch)
+            loss = 0.5 * jnp.sum(jnp.mean((q - target[None]) ** 2, axis=1))
+            return scaler.scale_loss(ln.loss_scale, loss), (loss, jnp.mean(q))
+
+        critic_grads, (critic_loss, q_mean) = jax.grad(critic_loss_fn, has_aux=True)(ln.critic_params)
+        critic_grads = scaler.unscale(ln.loss_scale, critic_grads)
+        critic_updates, critic_opt = critic_tx.update(critic_grads, ln.critic_opt, ln.critic_params)
+        critic_params = optax.apply_updates(ln.critic_params, critic_updates)
+
+        # 2. actor, on the updated critics.
+        def actor_loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+            mean, log_std = nets.actor.apply(params, obs)
+            action, logp = squashed_gaussian(k_pi, mean, log_std)
+            q = jnp.min(nets.critic.apply(critic_params, obs, action), axis=0)
+            loss = jnp.mean(alpha * logp - q)
+            return scaler.scale_loss(ln.loss_scale, loss), (loss, logp)
+
+        actor_grads, (actor_loss, logp) = jax.grad(actor_loss_fn, has_aux=True)(ln.actor_params)
+        actor_grads = scaler.unscale(ln.loss_scale, actor_grads)
+        actor_updates, actor_opt = actor_tx.update(actor_grads, ln.actor_opt, ln.actor_params)
+        actor_params = optax.apply_updates(ln.actor_params, actor_updates)
+
+        # 3. temperature: d/d(log_alpha) of -log_alpha * (log pi + target_entropy), log pi fixed.
+        log_alpha, alpha_opt = ln.log_alpha, ln.alpha_opt
+        if autotune:
+            alpha_grad = -jax.lax.stop_gradient(jnp.mean(logp) + entropy_target)
+            alpha_update, alpha_opt = alpha_tx.update(alpha_grad, ln.alpha_opt, ln.log_alpha)
+            log_alpha = optax.apply_updates(ln.log_alpha, alpha_update)
+
+        # 4. targets; a step with any non-finite gradient or loss changes nothing (all precisions).
+        finite = all_finite((critic_grads, actor_grads, critic_loss, actor_loss))
+        stepped = (
+            actor_params, critic_params, polyak(ln.target_critic_params, critic_params, tau),
+            log_alpha, actor_opt, critic_opt, alpha_opt,
+        )
+        kept = (
+            ln.actor_params, ln.critic_params, ln.target_critic_params,
+            ln.log_alpha, ln.actor_opt, ln.critic_opt, ln.alpha_opt,
+        )
+        (actor_params, critic_params, target_params, log_alpha, actor_opt, critic_opt, alpha_opt) = select_tree(
+            finite, stepped, kept
+        )
+        new = Learner(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            target_critic_params=target_params,
+            log_alpha=log_alpha,
+            actor_opt=actor_opt,
+            critic_opt=critic_opt,
+            alpha_opt=alpha_opt,
+            loss_scale=scaler.adjust(ln.loss_scale, finite),
+            grad_steps=ln.grad_steps + 1,
+            skipped_steps=ln.skipped_steps + (~finite).astype(jnp.int32),
+        )
+        metrics = {
+            "actor_loss": actor_loss,
+            "critic_loss": critic_loss,
+            "entropy": -jnp.mean(logp),
+            "alpha": jnp.exp(log_alpha),
+            "q_mean": q_mean,
+        }
+        return new, metrics
+
+    return step
+
+
+def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_updates: int) -> Callable:
+    """``chunk(state) -> (state, metrics)``: ``num_updates`` updates in one ``lax.scan``."""
+    c = cfg[NAME]
+    _check(c)
+    nets = Networks(env, env_params, cfg)
+    gradient_step = make_gradient_step(nets, cfg)
+    low, high = _action_bounds(env, env_params, nets.action_dim)
+    num_envs, batch_size = int(c["num_envs"]), int(c["batch_size"])
+    learning_starts = max(int(c["learning_starts"]), batch_size)
+    actor_lr = _learning_rates(c)[0]
+    loss_names = ("actor_loss", "critic_loss", "entropy", "q_mean")
+    episode_names = {"co2_kg": "ep_co2_kg", "grid_kwh": "ep_grid_kwh", "unmet_kwh": "ep_unmet_kwh"}
+
+    def learn(ln: Learner, buffer: rb.BufferState, obs_norm: ObsNormState, key: jax.Array) -> tuple[Learner, dict]:
+        def body(ln: Learner, k: jax.Array) -> tuple[Learner, dict]:
+            return gradient_step(ln, buffer, obs_norm, k)
+
+        ln, metrics = jax.lax.scan(body, ln, jax.random.split(key, c["gradient_steps"]))
+        return ln, jax.tree.map(jnp.mean, metrics)
+
+    def collect_only(ln: Learner, buffer: rb.BufferState, obs_norm: ObsNormState, key: jax.Array) -> tuple[Learner, dict]:
+        return ln, {**{k: jnp.float32(0.0) for k in loss_names}, "alpha": jnp.exp(ln.log_alpha)}
+
+    def update(state: TrainState, _: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        key = jax.random.wrap_key_data(state.key)
+        key, k_act, k_rand, k_env, k_learn = jax.random.split(key, 5)
+
+        # 1. act: the policy's sample, or uniform random actions while collecting.
+        mean, log_std = nets.actor.apply(state.learner.actor_params, nets.norm(state.obs_norm, state.obs))
+        policy_action, _ = squashed_gaussian(k_act, mean, log_std)
+        random_action = jax.random.uniform(k_rand, policy_action.shape, jnp.float32, -1.0, 1.0)
+        action = jnp.where(state.env_steps < learning_starts, random_action, policy_action)
+
+        # 2. step every environment; next_obs is the true last observation on auto-reset steps.
+        env_action = low + (action + 1.0) * 0.5 * (high - low)
+        obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            jax.random.split(k_env, num_envs), state.env_state, env_action, env_params
+        )
+        reward = reward.astype(jnp.float32)
+        done = jnp.logical_or(terminated, truncated)
+        transitions = rb.Transition(
+            obs=state.obs,
+            action=action,
+            reward=reward,
+            next_obs=info["final_observation"].astype(jnp.float32),
+            terminated=terminated.astype(jnp.bool_),
+        )
+        ep_return = state.ep_return + reward
+        state = state.replace(
+            buffer=rb.add(state.buffer, transitions),
+            env_state=env_state,
+            obs=obs.astype(jnp.float32),
+            ep_return=jnp.where(done, 0.0, ep_return),
+            obs_norm=obs_norm_update(state.obs_norm, state.obs) if c["normalize_obs"] else state.obs_norm,
+            env_steps=state.env_steps + num_envs,
+            key=jax.random.key_data(key),
+        )
+
+        # 3. learn. lax.cond keeps one program; only the learner passes through it (under a
+        # vmap over seeds the cond becomes a select, which must not copy the buffer).
+        learning = state.env_steps >= learning_starts
+        learner, losses = jax.lax.cond(
+            learning, learn, collect_only, state.learner, state.buffer, state.obs_norm, k_learn
+        )
+        state = state.replace(learner=learner)
+
+        ended = done.astype(jnp.float32)
+        episode = info.get("episode", {})
+        metrics = {
+            **losses,
+            "learning": learning.astype(jnp.float32),
+            "reward_avg": jnp.mean(reward),
+            "episodes": jnp.sum(ended),
+            "ep_return": jnp.sum(ended * ep_return),
+        }
+        for src, dst in episode_names.items():
+            metrics[dst] = jnp.sum(ended * episode[src].astype(jnp.float32)) if src in episode else jnp.float32(0.0)
+        return state, metrics
+
+    def chunk(state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        state, per_update = jax.lax.scan(update, state, None, length=num_updates)
+        learned = per_update["learning"]
+        n_learned = jnp.maximum(jnp.sum(learned), 1.0)
+        metrics = {
+            "reward_avg": jnp.mean(per_update["reward_avg"]),
+            "lr": jnp.float32(actor_lr),
+            "alpha": per_update["alpha"][-1],
+            "buffer_fill": state.buffer.size.astype(jnp.float32) / state.buffer.data.reward.shape[0],
+            "nonfinite_skips": state.learner.skipped_steps.astype(jnp.float32),
+            "loss_scale": state.learner.loss_scale.scale,
+        }
+        for name in loss_names:  # means over the updates that learned
+            metrics[name] = jnp.sum(per_update[name] * learned) / n_learned
+        for name in ("episodes", "ep_return", *episode_names.values()):
+            metrics[name] = jnp.sum(per_update[name])
+        missing = set(METRIC_KEYS) - set(metrics)
+        assert not missing, missing
+        return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+    return chunk
+
+
+# ------------------------------------------------------------------------------------- acting
+def policy_params(state: TrainState) -> dict[str, Any]:
+    """What acting needs: the actor parameters and the observation statistics."""
+    return {"actor": state.learner.actor_params, "obs_norm": state.obs_norm}
+
+
+def make_policy(env: Any, env_params: Any, cfg: dict[str, Any]) -> Callable:
+    """``act(policy_params, obs) -> action``: the deterministic action ``tanh(mean)`` in env units."""
+    nets = Networks(env, env_params, cfg)
+    low, high = _action_bounds(env, env_params, nets.action_dim)
+
+    def act(params: dict[str, Any], obs: jax.Array) -> jax.Array:
+        mean, _ = nets.actor.apply(params["actor"], nets.norm(params["obs_norm"], obs))
+        return low + (jnp.tanh(mean) + 1.0) * 0.5 * (high - low)
+
+    return act

@@ -1,0 +1,460 @@
+"""Actor and critic networks (Flax linen) and the Gaussian policy distributions they feed.
+
+Two architectures, chosen by ``network.kind``:
+
+``mlp``
+    A plain multilayer perceptron on the flat observation. Works with any environment.
+
+``socket_shared``
+    For the EV park, whose observation is ``concat(global[n_global], sockets[n_sockets,
+    n_socket_features])`` (socket-major) and whose action is ``[battery, socket_0, ...,
+    socket_{n-1}]``. The global context is embedded once; one small network, shared by every
+    socket, reads each socket's features beside that embedding; the sockets' hidden vectors are
+    pooled (mean, or mean and max) into a park summary. Each socket's action comes from its own
+    hidden vector and the summary, the battery's from the embedding and the summary, and the
+    value from the embedding and the summary. No parameter depends on the number of sockets, so
+    the same parameters drive a park of any size, and permuting the sockets permutes their
+    actions.
+
+Precision: every layer computes in ``dtype`` (the configured precision) and stores its
+parameters in float32 (``param_dtype``); outputs (means, log-stds, values, Q-values) are cast to
+float32 before any distribution or loss.
+
+Policy distribution: a diagonal Gaussian over a pre-squash variable ``u``; the action is
+``tanh(u)`` (``squash: tanh``, log-probability corrected by the tanh Jacobian) or ``clip(u, -1,
+1)`` (``squash: clip``: the log-probability is that of ``u``, the clipping being part of the
+environment's response, which keeps the policy-gradient estimator exact). The deterministic
+action is the squashed mean.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from oe3jax.config import ConfigError, Field
+
+KINDS = ("socket_shared", "mlp")
+ACTIVATIONS = ("tanh", "relu", "silu", "gelu", "elu")
+SQUASHES = ("clip", "tanh")
+LOG_STD_MODES = ("state_independent", "state_dependent")
+POOLS = ("mean", "mean_max")
+
+# Bounds of a state-dependent log standard deviation (the usual SAC range).
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 2.0
+
+NETWORK_SPEC: dict[str, Field] = {
+    "kind": Field("socket_shared", str, choices=KINDS,
+                  help="socket_shared (EV park only, any number of sockets) or mlp (any env)"),
+    "hidden_sizes": Field([64, 64], list, item=int, low=1, min_len=1,
+                          help="mlp: actor/critic layers; socket_shared: battery, value and Q heads"),
+    "socket_hidden_sizes": Field([32, 32], list, item=int, low=1, min_len=1,
+                                 help="socket_shared: layers of the network shared by every socket"),
+    "global_embed_size": Field(32, int, low=1, help="socket_shared: width of the global-context embedding"),
+    "pool": Field("mean", str, choices=POOLS, help="socket_shared: how socket vectors are summarised"),
+    "activation": Field("tanh", str, choices=ACTIVATIONS),
+    "log_std": Field("state_independent", str, choices=LOG_STD_MODES,
+                     help="learned constant log-std per action (shared by the sockets) or a network head"),
+    "log_std_init": Field(-0.5, float, low=LOG_STD_MIN, high=LOG_STD_MAX,
+                          help="initial log-std (state_independent) or its bias (state_dependent)"),
+    "squash": Field("clip", str, choices=SQUASHES,
+                    help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
+}
+
+_F32 = jnp.float32
+
+
+def _activation(name: str):
+    return {"tanh": jnp.tanh, "relu": nn.relu, "silu": nn.silu, "gelu": nn.gelu, "elu": nn.elu}[name]
+
+
+def _dense(features: int, dtype: Any, scale: float = math.sqrt(2.0), name: str | None = None) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=_F32,
+        kernel_init=nn.initializers.orthogonal(scale),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+class MLP(nn.Module):
+    """Dense layers with an activation after each one (no output layer)."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        for size in self.hidden_sizes:
+            x = act(_dense(size, self.dtype)(x))
+        return x
+
+
+class _LogStd(nn.Module):
+    """A learned state-independent log-std vector of ``size`` entries, float32."""
+
+    size: int
+    init_value: float
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return self.param("log_std", nn.initializers.constant(self.init_value), (self.size,), _F32)
+
+
+def _bound_log_std(raw: jax.Array, init_value: float) -> jax.Array:
+    """A head's raw output shifted by the initial value and clipped to the allowed range."""
+    return jnp.clip(raw.astype(_F32) + init_value, LOG_STD_MIN, LOG_STD_MAX)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain MLP networks
+# ----------------------------------------------------------------------------------------------
+class MLPActor(nn.Module):
+    """Gaussian actor on the flat observation: returns ``(mean, log_std)``, float32, same shape."""
+
+    action_dim: int
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    log_std_mode: str = "state_independent"
+    log_std_init: float = -0.5
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = MLP(self.hidden_sizes, self.activation, self.dtype)(obs)
+        mean = _dense(self.action_dim, self.dtype, 0.01, name="mean")(x).astype(_F32)
+        if self.log_std_mode == "state_dependent":
+            log_std = _bound_log_std(_dense(self.action_dim, self.dtype, 0.01, name="log_std")(x), self.log_std_init)
+        else:
+            log_std = jnp.broadcast_to(_LogStd(self.action_dim, self.log_std_init)(), mean.shape)
+        return mean, log_std
+
+
+class MLPCritic(nn.Module):
+    """State value V(obs): float32 with the observation's leading shape."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = MLP(self.hidden_sizes, self.activation, self.dtype)(obs)
+        return _dense(1, self.dtype, 1.0, name="value")(x)[..., 0].astype(_F32)
+
+
+class MLPQ(nn.Module):
+    """Action value Q(obs, action): float32 with the observation's leading shape."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        x = jnp.concatenate([obs, action.astype(obs.dtype)], axis=-1)
+        x = MLP(self.hidden_sizes, self.activation, self.dtype)(x)
+        return _dense(1, self.dtype, 1.0, name="q")(x)[..., 0].astype(_F32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Socket-shared networks
+# ----------------------------------------------------------------------------------------------
+def split_observation(obs: jax.Array, n_global: int, n_socket_features: int) -> tuple[jax.Array, jax.Array]:
+    """``(global [..., n_global], sockets [..., n_sockets, n_socket_features])`` from a flat obs."""
+    n_rest = obs.shape[-1] - n_global
+    if n_rest < 0 or n_rest % n_socket_features:
+        raise ValueError(
+            f"observation of size {obs.shape[-1]} is not {n_global} global values plus whole sockets "
+            f"of {n_socket_features} features"
+        )
+    sockets = obs[..., n_global:].reshape(*obs.shape[:-1], n_rest // n_socket_features, n_socket_features)
+    return obs[..., :n_global], sockets
+
+
+class SocketTorso(nn.Module):
+    """Shared encoder: global embedding, per-socket hidden vectors and their pooled summary.
+
+    ``global_extra`` ([..., k]) is appended to the global features and ``socket_extra``
+    ([..., n_sockets, m]) to every socket's features (the Q critic passes the action this way).
+    Returns ``(embedding [..., E], socket_hidden [..., n, H], summary [..., H or 2H])``.
+    """
+
+    n_global: int
+    n_socket_features: int
+    global_embed_size: int
+    socket_hidden_sizes: Sequence[int]
+    pool: str = "mean"
+    activation: str = "tanh"
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(
+        self, obs: jax.Array, global_extra: jax.Array | None = None, socket_extra: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        act = _activation(self.activation)
+        glob, sockets = split_observation(obs, self.n_global, self.n_socket_features)
+        if global_extra is not None:
+            glob = jnp.concatenate([glob, global_extra.astype(glob.dtype)], axis=-1)
+        if socket_extra is not None:
+            sockets = jnp.concatenate([sockets, socket_extra.astype(sockets.dtype)], axis=-1)
+        embed = act(_dense(self.global_embed_size, self.dtype, name="global_embed")(glob))
+        n_sockets = sockets.shape[-2]
+        context = jnp.broadcast_to(embed[..., None, :], (*embed.shape[:-1], n_sockets, embed.shape[-1]))
+        hidden = MLP(self.socket_hidden_sizes, self.activation, self.dtype, name="socket_net")(
+            jnp.concatenate([sockets.astype(self.dtype), context.astype(self.dtype)], axis=-1)
+        )
+        summary = jnp.mean(hidden, axis=-2)
+        if self.pool == "mean_max":
+            summary = jnp.concatenate([summary, jnp.max(hidden, axis=-2)], axis=-1)
+        return embed, hidden, summary
+
+
+class SocketSharedActor(nn.Module):
+    """Gaussian actor whose socket head is shared by all sockets; returns float32 ``(mean, log_std)``.
+
+    ``mean[..., 0]`` is the battery's, ``mean[..., 1 + i]`` socket i's. A state-independent
+    log-std has two entries, battery and sockets, so it too is independent of the park size.
+    """
+
+    n_global: int
+    n_socket_features: int
+    hidden_sizes: Sequence[int]
+    socket_hidden_sizes: Sequence[int]
+    global_embed_size: int
+    pool: str = "mean"
+    activation: str = "tanh"
+    log_std_mode: str = "state_independent"
+    log_std_init: float = -0.5
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        embed, hidden, summary = SocketTorso(
+            self.n_global, self.n_socket_features, self.global_embed_size, self.socket_hidden_sizes,
+            self.pool, self.activation, self.dtype, name="torso",
+        )(obs)
+        n_sockets = hidden.shape[-2]
+        state_dep = self.log_std_mode == "state_dependent"
+        n_out = 2 if state_dep else 1
+
+        per_socket = jnp.concatenate(
+            [hidden, jnp.broadcast_to(summary[..., None, :], (*hidden.shape[:-1], summary.shape[-1]))], axis=-1
+        )
+        x = MLP(self.socket_hidden_sizes[-1:], self.activation, self.dtype, name="socket_head")(per_socket)
+        socket_out = _dense(n_out, self.dtype, 0.01, name="socket_out")(x).astype(_F32)  # [..., n, n_out]
+
+        b = MLP(self.hidden_sizes, self.activation, self.dtype, name="battery_head")(
+            jnp.concatenate([embed, summary], axis=-1)
+        )
+        battery_out = _dense(n_out, self.dtype, 0.01, name="battery_out")(b).astype(_F32)  # [..., n_out]
+
+        mean = jnp.concatenate([battery_out[..., :1], socket_out[..., 0]], axis=-1)
+        if state_dep:
+            raw = jnp.concatenate([battery_out[..., 1:], socket_out[..., 1]], axis=-1)
+            log_std = _bound_log_std(raw, self.log_std_init)
+        else:
+            pair = _LogStd(2, self.log_std_init)()  # battery, sockets
+            per_action = jnp.concatenate([pair[:1], jnp.broadcast_to(pair[1:], (n_sockets,))])
+            log_std = jnp.broadcast_to(per_action, mean.shape)
+        return mean, log_std
+
+
+class SocketSharedCritic(nn.Module):
+    """State value from the global embedding and the pooled socket summary (float32)."""
+
+    n_global: int
+    n_socket_features: int
+    hidden_sizes: Sequence[int]
+    socket_hidden_sizes: Sequence[int]
+    global_embed_size: int
+    pool: str = "mean"
+    activation: str = "tanh"
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        embed, _, summary = SocketTorso(
+            self.n_global, self.n_socket_features, self.global_embed_size, self.socket_hidden_sizes,
+            self.pool, self.activation, self.dtype, name="torso",
+        )(obs)
+        x = MLP(self.hidden_sizes, self.activation, self.dtype)(jnp.concatenate([embed, summary], axis=-1))
+        return _dense(1, self.dtype, 1.0, name="value")(x)[..., 0].astype(_F32)
+
+
+class SocketSharedQ(nn.Module):
+    """Q(obs, action): the battery action joins the global features, each socket's its socket's."""
+
+    n_global: int
+    n_socket_features: int
+    hidden_sizes: Sequence[int]
+    socket_hidden_sizes: Sequence[int]
+    global_embed_size: int
+    pool: str = "mean"
+    activation: str = "relu"
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        embed, _, summary = SocketTorso(
+            self.n_global, self.n_socket_features, self.global_embed_size, self.socket_hidden_sizes,
+            self.pool, self.activation, self.dtype, name="torso",
+        )(obs, global_extra=action[..., :1], socket_extra=action[..., 1:, None])
+        x = MLP(self.hidden_sizes, self.activation, self.dtype)(jnp.concatenate([embed, summary], axis=-1))
+        return _dense(1, self.dtype, 1.0, name="q")(x)[..., 0].astype(_F32)
+
+
+class QEnsemble(nn.Module):
+    """``num_critics`` independent Q networks with stacked parameters (axis 0); output [num_critics, ...]."""
+
+    q_module: nn.Module
+    num_critics: int = 2
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        ensemble = nn.vmap(
+            lambda mdl, o, a: mdl(o, a),
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num_critics,
+        )
+        return ensemble(self.q_module, obs, action)
+
+
+# ----------------------------------------------------------------------------------------------
+# Factories: build the configured network for an environment
+# ----------------------------------------------------------------------------------------------
+def space_dims(env: Any, env_params: Any) -> tuple[int, int]:
+    """``(obs_dim, action_dim)`` of an environment with flat Box observation and action spaces."""
+    obs_shape = tuple(env.observation_space(env_params).shape)
+    act_shape = tuple(env.action_space(env_params).shape)
+    if len(obs_shape) != 1 or len(act_shape) != 1:
+        raise ValueError(
+            f"{env.name}: needs flat (1-D) observation and action spaces, got {obs_shape} and {act_shape}"
+        )
+    return obs_shape[0], act_shape[0]
+
+
+def _layout(net_cfg: dict[str, Any], env: Any, env_params: Any) -> tuple[int, int]:
+    """``(n_global, n_socket_features)`` of an env with ``obs_layout``, checked against its spaces."""
+    layout = getattr(env, "obs_layout", None)
+    if layout is None:
+        raise ConfigError(
+            f"network.kind: {net_cfg['kind']!r} needs an environment with a socket layout (the EV park); "
+            f"{env.name} has none; accepted here: 'mlp'"
+        )
+    obs_dim, action_dim = space_dims(env, env_params)
+    n_g, n_s, n_f = int(layout.n_global), int(layout.n_sockets), int(layout.n_socket_features)
+    if obs_dim != n_g + n_s * n_f or action_dim != 1 + n_s:
+        raise ValueError(
+            f"{env.name}: obs_layout ({n_g} global + {n_s} sockets x {n_f}) does not match observation size "
+            f"{obs_dim} and action size {action_dim}"
+        )
+    return n_g, n_f
+
+
+def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = _F32) -> nn.Module:
+    """The configured Gaussian actor: ``actor.apply(params, obs) -> (mean, log_std)``."""
+    if net_cfg["kind"] == "mlp":
+        _, action_dim = space_dims(env, env_params)
+        return MLPActor(
+            action_dim, tuple(net_cfg["hidden_sizes"]), net_cfg["activation"], net_cfg["log_std"],
+            net_cfg["log_std_init"], dtype,
+        )
+    n_g, n_f = _layout(net_cfg, env, env_params)
+    return SocketSharedActor(
+        n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
+        net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
+        net_cfg["log_std_init"], dtype,
+    )
+
+
+def make_critic(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = _F32) -> nn.Module:
+    """The configured state-value critic: ``critic.apply(params, obs) -> value``."""
+    if net_cfg["kind"] == "mlp":
+        space_dims(env, env_params)
+        return MLPCritic(tuple(net_cfg["hidden_sizes"]), net_cfg["activation"], dtype)
+    n_g, n_f = _layout(net_cfg, env, env_params)
+    return SocketSharedCritic(
+        n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
+        net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], dtype,
+    )
+
+
+def make_q_critic(
+    net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = _F32, num_critics: int = 2
+) -> nn.Module:
+    """An ensemble of ``num_critics`` Q networks: ``q.apply(params, obs, action) -> [num_critics, ...]``."""
+    if net_cfg["kind"] == "mlp":
+        space_dims(env, env_params)
+        single: nn.Module = MLPQ(tuple(net_cfg["hidden_sizes"]), net_cfg["activation"], dtype)
+    else:
+        n_g, n_f = _layout(net_cfg, env, env_params)
+        single = SocketSharedQ(
+            n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
+            net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], dtype,
+        )
+    return QEnsemble(single, num_critics)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian policy distributions (all float32)
+# ----------------------------------------------------------------------------------------------
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, u: jax.Array) -> jax.Array:
+    """Log-density of ``u`` under the diagonal Gaussian, summed over the last axis."""
+    z = (u - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z * z - log_std - _LOG_SQRT_2PI, axis=-1)
+
+
+def gaussian_entropy(log_std: jax.Array) -> jax.Array:
+    """Entropy of the diagonal Gaussian (before any squashing), summed over the last axis."""
+    return jnp.sum(log_std + 0.5 + _LOG_SQRT_2PI, axis=-1)
+
+
+def tanh_log_det_jacobian(u: jax.Array) -> jax.Array:
+    """``sum log(1 - tanh(u)^2)`` over the last axis, computed stably."""
+    return jnp.sum(2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+
+
+def squash(u: jax.Array, mode: str) -> jax.Array:
+    """Map a pre-squash variable to an action in [-1, 1]: ``tanh`` or ``clip``."""
+    return jnp.tanh(u) if mode == "tanh" else jnp.clip(u, -1.0, 1.0)
+
+
+def policy_log_prob(mean: jax.Array, log_std: jax.Array, u: jax.Array, mode: str) -> jax.Array:
+    """Log-probability of the action ``squash(u)`` (tanh: with the change-of-variables term)."""
+    logp = gaussian_log_prob(mean, log_std, u)
+    if mode == "tanh":
+        logp = logp - tanh_log_det_jacobian(u)
+    return logp
+
+
+def sample_policy(key: jax.Array, mean: jax.Array, log_std: jax.Array, mode: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(action, u, log_prob)``: a reparameterised sample, its pre-squash value and log-probability."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, _F32)
+    return squash(u, mode), u, policy_log_prob(mean, log_std, u, mode)
+
+
+def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(action, log_prob)`` of a tanh-squashed Gaussian (the SAC actor), differentiable in mean/log_std."""
+    action, _, logp = sample_policy(key, mean, log_std, "tanh")
+    return action, logp
+
+
+def deterministic_action(mean: jax.Array, mode: str) -> jax.Array:
+    """The deterministic action: the squashed mean."""
+    return squash(mean, mode)

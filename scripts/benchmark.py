@@ -1,0 +1,350 @@
+#!/usr/bin/env python
+"""Measure environment, training and checkpoint throughput; write results/benchmark.{json,md}.
+
+    python scripts/benchmark.py                          # everything (about 5-10 minutes on 2 cores)
+    python scripts/benchmark.py --sections env           # environment stepping only
+    python scripts/benchmark.py --quick --out /tmp/b     # tiny sizes: checks that it all runs
+
+Sections: ``env`` (vmapped random stepping vs the NumPy reference loop), ``train`` (the machine's
+matmul FLOP/s, then each algorithm's update chunk at its default config), ``checkpoint`` (size on
+disk and time lost to saving, sync vs async). A failing optional section (train, checkpoint) is
+recorded with its error in the JSON and the others go on; the exit status is non-zero only when
+the env section fails. See ``oe3jax/bench.py`` for how each number is measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from oe3jax import bench  # noqa: E402
+
+SECTIONS = ("env", "train", "checkpoint")
+ALGOS = ("ppo", "a2c", "sac")
+TARGETS = {
+    "env_steps_per_s": 1_000_000,
+    "ratio_to_reference": 10_000,
+    "scenario": "iquitos-128",
+}
+
+# Full run: the sizes of the design; quick run: a few seconds each, for the smoke test.
+FULL = {
+    "env": {"scenarios": {"iquitos-128": bench.ACTION_MODES, "iquitos-38": ("pool",)},
+            "num_envs": (1, 64, 1024, 4096), "env_steps_per_call": 32_768, "repeats": 3,
+            "min_repeat_s": 0.3, "reference_steps": 3000},
+    "matmul": {"sizes": (1024, 2048), "iters": 8, "repeats": 3, "min_repeat_s": 0.3},
+    "train": {"repeats": 3, "max_env_steps_per_chunk": 1024, "overrides": {}},
+    "checkpoint": {"saves": 2},
+}
+_TINY_NET = {"scenario": "iquitos-38", "network.kind": "mlp", "network.hidden_sizes": [16], "env.episode_hours": 48}
+QUICK = {
+    "env": {"scenarios": {"iquitos-38": bench.ACTION_MODES}, "num_envs": (1, 4), "env_steps_per_call": 64,
+            "repeats": 2, "min_repeat_s": 0.0, "reference_steps": 50},
+    "matmul": {"sizes": (64,), "iters": 2, "repeats": 2, "min_repeat_s": 0.0},
+    "train": {"repeats": 2, "max_env_steps_per_chunk": 32, "overrides": {
+        "ppo": {**_TINY_NET, "ppo.num_envs": 2, "ppo.num_steps": 8, "ppo.num_minibatches": 2, "ppo.update_epochs": 1},
+        "a2c": {**_TINY_NET, "a2c.num_envs": 2, "a2c.num_steps": 8},
+        "sac": {**_TINY_NET, "network.squash": "tanh", "sac.num_envs": 2, "sac.buffer_size": 64,
+                "sac.batch_size": 8, "sac.learning_starts": 8},
+    }},
+    "checkpoint": {"saves": 1},
+}
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    text = str(exc).strip().splitlines()
+    return {"error": f"{type(exc).__name__}: {text[0] if text else ''}",
+            "traceback": traceback.format_exc(limit=6)}
+
+
+def run_env(plan: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_start": bench.load_average(), "scenarios": {}}
+    for scenario, modes in plan["scenarios"].items():
+        part = bench.env_section([scenario], plan["num_envs"], modes=modes,
+                                 env_steps_per_call=plan["env_steps_per_call"], repeats=plan["repeats"],
+                                 min_repeat_s=plan["min_repeat_s"], reference_steps=plan["reference_steps"], log=log)
+        out["modes"] = {**out.get("modes", {}), **part["modes"]}
+        out["scenarios"][scenario] = {**part["scenarios"][scenario],
+                                      "load_avg_start": part["load_avg_start"], "load_avg_end": part["load_avg_end"]}
+    out["load_avg_end"] = bench.load_average()
+    return out
+
+
+def run_matmul(plan: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_start": bench.load_average(), "runs": []}
+    for size in plan["sizes"]:
+        row = bench.matmul_flops(size, iters=plan["iters"], repeats=plan["repeats"], min_repeat_s=plan["min_repeat_s"])
+        log(f"[matmul] {size}x{size} float32: {row['flops_per_s']['median'] / 1e9:.1f} GFLOP/s")
+        out["runs"].append(row)
+    out["peak_flops_per_s"] = max(r["flops_per_s"]["median"] for r in out["runs"])
+    out["load_avg_end"] = bench.load_average()
+    return out
+
+
+def _overrides(plan: Mapping[str, Any], algo: str) -> dict[str, Any]:
+    return dict(plan["overrides"].get(algo, {}))
+
+
+def run_train(plan: Mapping[str, Any], peak: float | None, log: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_start": bench.load_average(), "algos": {}}
+    for algo in ALGOS:
+        try:
+            out["algos"][algo] = bench.train_throughput(
+                algo, overrides=_overrides(plan, algo), max_env_steps_per_chunk=plan["max_env_steps_per_chunk"],
+                repeats=plan["repeats"], peak_flops_per_s=peak, log=log)
+        except Exception as exc:  # an algorithm that is missing or broken is recorded, not fatal
+            out["algos"][algo] = {"skipped": True, **_error(exc)}
+            log(f"[train] {algo}: skipped ({out['algos'][algo]['error']})")
+        out["algos"][algo]["load_avg_after"] = bench.load_average()
+    out["load_avg_end"] = bench.load_average()
+    return out
+
+
+def run_checkpoint(plan: Mapping[str, Any], train_plan: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_start": bench.load_average(), "algos": {}}
+    for algo in ALGOS:
+        try:
+            out["algos"][algo] = bench.checkpoint_cost(
+                algo, overrides=_overrides(train_plan, algo), saves=plan["saves"],
+                max_env_steps_per_chunk=train_plan["max_env_steps_per_chunk"], log=log)
+        except Exception as exc:
+            out["algos"][algo] = {"skipped": True, **_error(exc)}
+            log(f"[checkpoint] {algo}: skipped ({out['algos'][algo]['error']})")
+    out["load_avg_end"] = bench.load_average()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+def _si(x: float | None, digits: int = 3) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.{digits}g} {unit}"
+    return f"{x:.{digits}g}"
+
+
+def _rate(r: Mapping[str, float]) -> str:
+    return f"{r['median']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f})"
+
+
+def _mib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+def to_markdown(doc: Mapping[str, Any]) -> str:
+    m = doc["machine"]
+    v = m["versions"]
+    lines = [
+        "# oe3jax benchmark", "",
+        f"Command: `{doc['command']}`  ",
+        f"Date (UTC): {m['date_utc']}; total {doc['wall_s']:.0f} s{' (QUICK sizes: not representative)' if doc['quick'] else ''}.  ",
+        f"Machine: {m['cpu_model']}, {m['cpu_usable']} usable cores, {m['memory_gib']} GiB, {m['os']}; "
+        f"JAX backend `{m['jax_backend']}` ({', '.join(m['jax_devices'])}).  ",
+        f"Versions: python {m['python']}, " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
+        "All rates are medians over the timed repeats after compilation and one warm-up call "
+        "(min-max in parentheses). The machine is shared: the load averages (1, 5, 15 min) at the start "
+        "and end of each section are in the JSON and below; a load above the core count means other "
+        "processes took part of the CPU during the measurement.", "",
+    ]
+    sections = doc["sections"]
+
+    env = sections.get("env")
+    if env is not None:
+        lines += ["## Environment stepping", ""]
+        if "error" in env:
+            lines += [f"FAILED: {env['error']}", ""]
+        else:
+            for mode, text in env.get("modes", {}).items():
+                lines.append(f"- **{mode}**: {text}.")
+            lines += ["- Each call is one `jax.jit` of a `lax.scan` over steps of `jax.vmap(env.step)` "
+                      "(auto-reset included; one PRNG key per env per step split inside the scan).",
+                      "- The reference is the NumPy `ReferenceEnv` stepped in a Python loop with pre-sampled "
+                      "random actions.", ""]
+            for scenario, s in env["scenarios"].items():
+                modes = sorted({r["mode"] for r in s["vmapped"]}, key=list(bench.ACTION_MODES).index)
+                lines += [f"### {scenario} (obs {s['obs_dim']}, actions {s['action_dim']}); "
+                          f"load {s['load_avg_start']} -> {s['load_avg_end']}", ""]
+                head = "| envs | " + " | ".join(f"{md}: env steps/s" for md in modes) + " | " + \
+                       " | ".join(f"{md}: compile s" for md in modes) + " |"
+                lines += [head, "|" + "---|" * (1 + 2 * len(modes))]
+                for n in sorted({r["num_envs"] for r in s["vmapped"]}):
+                    rows = {r["mode"]: r for r in s["vmapped"] if r["num_envs"] == n}
+                    lines.append(f"| {n:,} | " + " | ".join(_rate(rows[md]["env_steps_per_s"]) if md in rows else ""
+                                                            for md in modes)
+                                 + " | " + " | ".join(f"{rows[md]['compile_s']:.1f}" if md in rows else "" for md in modes)
+                                 + " |")
+                ref = s["reference"]
+                lines += ["", f"NumPy reference loop: {ref['env_steps_per_s']:,.0f} env steps/s "
+                          f"({ref['steps']:,} steps in {ref['seconds']:.2f} s).", ""]
+                lines += ["| actions | best envs | env steps/s | x reference |", "|---|---|---|---|"]
+                for md, b in s["best"].items():
+                    lines.append(f"| {md} | {b['num_envs']:,} | {b['env_steps_per_s']:,.0f} | {b['ratio_to_reference']:,.0f}x |")
+                lines.append("")
+                if scenario == TARGETS["scenario"]:
+                    best = max(b["env_steps_per_s"] for b in s["best"].values())
+                    ratio = max(b["ratio_to_reference"] for b in s["best"].values())
+                    ok = lambda x, t: "met" if x >= t else "NOT met"  # noqa: E731
+                    lines += [f"Targets for {scenario}: >= {TARGETS['env_steps_per_s']:,} env steps/s: reached "
+                              f"{best:,.0f} ({ok(best, TARGETS['env_steps_per_s'])}, "
+                              f"{100 * best / TARGETS['env_steps_per_s']:.1f} % of it); >= "
+                              f"{TARGETS['ratio_to_reference']:,}x the reference loop: reached {ratio:,.0f}x "
+                              f"({ok(ratio, TARGETS['ratio_to_reference'])}).", ""]
+
+    mm = sections.get("matmul")
+    if mm is not None:
+        lines += ["## Dense matmul (the utilisation yardstick)", ""]
+        if "error" in mm:
+            lines += [f"FAILED: {mm['error']}", ""]
+        else:
+            lines += ["| size | GFLOP/s |", "|---|---|"]
+            for r in mm["runs"]:
+                f = r["flops_per_s"]
+                lines.append(f"| {r['size']}x{r['size']} float32 | {f['median'] / 1e9:.1f} "
+                             f"({f['min'] / 1e9:.1f}-{f['max'] / 1e9:.1f}) |")
+            lines += ["", f"Peak used below: {mm['peak_flops_per_s'] / 1e9:.1f} GFLOP/s "
+                      f"(load {mm['load_avg_start']} -> {mm['load_avg_end']}).", ""]
+
+    tr = sections.get("train")
+    if tr is not None:
+        lines += ["## Training throughput (one seed, default configs)", ""]
+        if "error" in tr:
+            lines += [f"FAILED: {tr['error']}", ""]
+        else:
+            lines += [
+                "FLOPs are counted from the compiled chunk's optimised HLO with every loop body multiplied by its "
+                "trip count (`dot`: 2 x output x contracted size; elementwise: 1 per element). XLA's own "
+                "`cost_analysis()` counts each loop body once and is kept in the JSON for reference. The timed chunk "
+                "is capped at about 1,024 env steps (at least one update); the runner's chunk (one checkpoint "
+                "interval) runs the same body more times.", "",
+                "| algo | config | compile s | env steps/s | grad steps/s | GFLOP/s | of matmul | FLOPs/env step | state |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for algo, r in tr["algos"].items():
+                if r.get("skipped"):
+                    lines.append(f"| {algo} | skipped: {r['error']} | | | | | | | |")
+                    continue
+                gs = _rate(r["gradient_steps_per_s"]) if "gradient_steps_per_s" in r else "-"
+                frac = f"{100 * r['flops_fraction_of_matmul']:.1f} %" if "flops_fraction_of_matmul" in r else "n/a"
+                state = _mib(r["train_state_bytes"])
+                if "replay_buffer_bytes" in r:
+                    state += f" (buffer {_mib(r['replay_buffer_bytes'])})"
+                lines.append(f"| {algo} | {r['config']} | {r['compile_s']:.1f} | {_rate(r['env_steps_per_s'])} | {gs} | "
+                             f"{r['flops_per_s'] / 1e9:.2f} | {frac} | {_si(r['flops_per_env_step'])} | {state} |")
+            lines += ["", f"Load {tr['load_avg_start']} -> {tr['load_avg_end']}.", ""]
+            for algo, r in tr["algos"].items():
+                if "replay_buffer_line" in r:
+                    lines += [f"{algo} replay buffer: {r['replay_buffer_line']}", ""]
+
+    ck = sections.get("checkpoint")
+    if ck is not None:
+        lines += ["## Checkpoints", ""]
+        if "error" in ck:
+            lines += [f"FAILED: {ck['error']}", ""]
+        else:
+            lines += [
+                "Sync: `save()` blocks until written. Async: `save()` returns after copying to host memory; the "
+                "time lost is (save + one training chunk + wait) minus a chunk alone, so it includes the slowdown "
+                "of training by the background write on the shared cores.", "",
+                "| algo | on disk | sync: lost per save | async: lost per save | async save() call | background write | chunk |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for algo, r in ck["algos"].items():
+                if r.get("skipped"):
+                    lines.append(f"| {algo} | skipped: {r['error']} | | | | | |")
+                    continue
+                lost = r["lost_per_save_s"]
+                blocking = sorted(r["async_save_call_s"])[len(r["async_save_call_s"]) // 2]
+                lines.append(f"| {algo} | {_mib(r['checkpoint_bytes_on_disk'])} | {lost['sync']:.3f} s | "
+                             f"{lost['async']:.3f} s | {blocking:.3f} s | {r['async_write_s']:.3f} s | "
+                             f"{r['chunk_alone_s']:.3f} s |")
+            lines += ["", f"Load {ck['load_avg_start']} -> {ck['load_avg_end']}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks that every section runs")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--out", default="results", help="directory for benchmark.json and benchmark.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        print(f"--sections: unknown section {unknown[0] if unknown else '(empty)'!r}; accepted: {', '.join(SECTIONS)}",
+              file=sys.stderr)
+        return 2
+    plan = QUICK if args.quick else FULL
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    argv_text = sys.argv[1:] if argv is None else list(argv)
+    doc: dict[str, Any] = {
+        "command": "python scripts/benchmark.py" + ("" if not argv_text else " " + shlex.join(argv_text)),
+        "quick": bool(args.quick), "machine": bench.machine_info(), "targets": TARGETS,
+        "load_avg_start": bench.load_average(), "sections": {},
+    }
+    t_start = time.perf_counter()
+    status = 0
+
+    if "env" in sections:
+        try:
+            doc["sections"]["env"] = run_env(plan["env"], log)
+        except Exception as exc:
+            doc["sections"]["env"] = _error(exc)
+            log(f"[env] FAILED: {doc['sections']['env']['error']}")
+            status = 1
+    if "train" in sections:
+        peak = None
+        try:
+            doc["sections"]["matmul"] = run_matmul(plan["matmul"], log)
+            peak = doc["sections"]["matmul"]["peak_flops_per_s"]
+        except Exception as exc:
+            doc["sections"]["matmul"] = _error(exc)
+            log(f"[matmul] FAILED: {doc['sections']['matmul']['error']}")
+        try:
+            doc["sections"]["train"] = run_train(plan["train"], peak, log)
+        except Exception as exc:
+            doc["sections"]["train"] = _error(exc)
+            log(f"[train] FAILED: {doc['sections']['train']['error']}")
+    if "checkpoint" in sections:
+        try:
+            doc["sections"]["checkpoint"] = run_checkpoint(plan["checkpoint"], plan["train"], log)
+        except Exception as exc:
+            doc["sections"]["checkpoint"] = _error(exc)
+            log(f"[checkpoint] FAILED: {doc['sections']['checkpoint']['error']}")
+
+    doc["wall_s"] = time.perf_counter() - t_start
+    doc["load_avg_end"] = bench.load_average()
+    (out_dir / "benchmark.json").write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+    (out_dir / "benchmark.md").write_text(to_markdown(doc), encoding="utf-8")
+    log(f"wrote {out_dir / 'benchmark.json'} and {out_dir / 'benchmark.md'} ({doc['wall_s']:.0f} s)")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

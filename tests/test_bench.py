@@ -1,0 +1,168 @@
+"""The benchmark's measurement functions on tiny sizes: structure and counts, never speed."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dummy_algo
+from oe3jax import bench
+from oe3jax.env import make_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _positive_rate(rate: dict) -> None:
+    assert set(rate) == {"median", "min", "max"}
+    assert all(math.isfinite(v) and v > 0 for v in rate.values())
+    assert rate["min"] <= rate["median"] <= rate["max"]
+
+
+# ---------------------------------------------------------------------------- FLOP counting
+def test_hlo_flops_multiplies_loop_bodies_by_trip_count_and_takes_the_costlier_branch():
+    n = 64
+
+    def program(x):
+        def body(c, _):
+            return jnp.tanh(c @ x), None
+
+        c, _ = jax.lax.scan(body, x, None, length=7)
+        return jax.lax.cond(c[0, 0] > 0, lambda c: c @ c, lambda c: c, c)
+
+    compiled = jax.jit(program).lower(jnp.ones((n, n), jnp.float32)).compile()
+    counted = bench.hlo_flops(compiled.as_text())
+    assert counted["dot_flops"] == (7 + 1) * 2 * n**3  # 7 products in the loop, 1 in the costlier branch
+    assert counted["unknown_trip_counts"] == []
+
+
+def test_hlo_flops_nested_loops_and_rectangular_dots():
+    a = jnp.ones((16, 32), jnp.float32)
+    b = jnp.ones((32, 8), jnp.float32)
+
+    def program(a, b):
+        def outer(acc, _):
+            def inner(acc, _):
+                return acc + jnp.sum(jnp.tanh(a * acc) @ b), None
+
+            return jax.lax.scan(inner, acc, None, length=5)[0], None
+
+        return jax.lax.scan(outer, jnp.float32(0.0), None, length=3)[0]
+
+    counted = bench.hlo_flops(jax.jit(program).lower(a, b).compile().as_text())
+    assert counted["dot_flops"] == 3 * 5 * 2 * 16 * 32 * 8
+
+
+def test_hlo_flops_elementwise_matches_hand_count_and_xla_without_loops():
+    x = jnp.ones((10, 20), jnp.float32)
+    compiled = jax.jit(lambda a, b: a * b + a).lower(x, x).compile()
+    counted = bench.hlo_flops(compiled.as_text())
+    assert counted["dot_flops"] == 0
+    assert counted["elementwise_flops"] == 2 * 200  # one multiply and one add per element
+    assert bench.xla_cost_flops(compiled) == pytest.approx(400.0)
+
+
+# ---------------------------------------------------------------------------- environment
+def test_rollout_makes_the_steps_it_counts():
+    env, params = make_env("iquitos-38")
+    num_envs, num_steps = 3, 5
+    rollout, args = bench.make_rollout(env, params, num_envs, num_steps, "pool", pool_size=16)
+    out = jax.jit(rollout)(*args)
+    out = jax.jit(rollout)(*out)
+    _, env_state, obs, reward_sum, t, _ = out
+    np.testing.assert_array_equal(np.asarray(env_state.k), np.full(num_envs, 2 * num_steps))
+    np.testing.assert_array_equal(np.asarray(env_state.t), np.full(num_envs, 2 * num_steps))
+    assert int(t) == 2 * num_steps
+    assert obs.shape == (num_envs, env.observation_space(params).shape[0])
+    assert np.isfinite(float(reward_sum)) and float(reward_sum) != 0.0
+
+
+def test_reference_throughput_counts_steps():
+    row = bench.reference_throughput("iquitos-38", 20)
+    assert row["steps"] == 20 and row["reward_finite"]
+    assert row["env_steps_per_s"] == pytest.approx(20 / row["seconds"], rel=1e-3)
+
+
+def test_matmul_flops_reports_rates():
+    row = bench.matmul_flops(32, iters=2, repeats=2, min_repeat_s=0.0)
+    _positive_rate(row["flops_per_s"])
+    assert len(row["repeat_s"]) == 2
+
+
+# ---------------------------------------------------------------------------- training and checkpoints
+DUMMY = {"scenario": "pendulum", "dummy.num_envs": 2, "dummy.num_steps": 4}
+
+
+def test_train_throughput_and_checkpoint_cost_with_a_small_algorithm(tmp_path):
+    comps = dummy_algo.components()
+    row = bench.train_throughput("dummy", overrides=DUMMY, max_env_steps_per_chunk=16, repeats=2,
+                                 peak_flops_per_s=1e9, comps=comps, log=lambda _: None)
+    assert row["num_envs"] == 2 and row["steps_per_env_per_update"] == 4
+    assert row["runner_chunk_updates"] == math.ceil(500 / 4)  # one checkpoint interval
+    assert row["chunk_updates"] == 16 // 8
+    for key in ("env_steps_per_s", "updates_per_s"):
+        _positive_rate(row[key])
+    assert row["env_steps_per_s"]["median"] == pytest.approx(8 * row["updates_per_s"]["median"])
+    assert row["flops_per_chunk"] > 0 and row["flops_per_s"] > 0
+    assert row["flops_fraction_of_matmul"] == pytest.approx(row["flops_per_s"] / 1e9)
+    assert row["metrics_finite"] and row["compile_s"] > 0
+    assert "dummy.num_envs=2" in row["config"]
+
+    ck = bench.checkpoint_cost("dummy", overrides=DUMMY, max_env_steps_per_chunk=16, saves=1, comps=comps,
+                               workdir=str(tmp_path), log=lambda _: None)
+    assert ck["checkpoint_bytes_on_disk"] > 0 and ck["checkpoint_bytes_on_disk_async"] > 0
+    assert all(t > 0 for t in ck["sync_save_s"] + ck["async_save_call_s"] + ck["async_interval_s"])
+    assert all(math.isfinite(v) for v in ck["lost_per_save_s"].values())
+    assert list(tmp_path.iterdir()) == []  # its temporary checkpoints are removed
+
+
+# ---------------------------------------------------------------------------- the command line
+def _script():
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_env_section_writes_json_and_markdown(tmp_path, monkeypatch):
+    script = _script()
+    tiny = {**script.QUICK, "env": {**script.QUICK["env"], "scenarios": {"iquitos-38": ("pool",)}, "num_envs": (2,)}}
+    monkeypatch.setattr(script, "QUICK", tiny)
+    assert script.main(["--quick", "--sections", "env", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "benchmark.json").read_text())
+    assert doc["quick"] and doc["machine"]["cpu_usable"] >= 1 and doc["machine"]["versions"]["jax"]
+    env = doc["sections"]["env"]["scenarios"]["iquitos-38"]
+    (row,) = env["vmapped"]
+    assert row["num_envs"] == 2 and row["mode"] == "pool" and row["reward_finite"]
+    _positive_rate(row["env_steps_per_s"])
+    assert row["env_steps_per_repeat"] == row["calls_per_repeat"] * row["steps_per_call"] * 2
+    best = env["best"]["pool"]
+    assert best["ratio_to_reference"] == pytest.approx(
+        row["env_steps_per_s"]["median"] / env["reference"]["env_steps_per_s"])
+    assert len(env["load_avg_start"]) == 3
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "iquitos-38" in md and "NumPy reference loop" in md
+
+
+def test_cli_records_failing_sections_and_fails_only_for_env(tmp_path, monkeypatch):
+    script = _script()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(script, "run_env", boom)
+    monkeypatch.setattr(script, "run_train", boom)
+    monkeypatch.setattr(script, "run_matmul", boom)
+    assert script.main(["--quick", "--sections", "env,train", "--out", str(tmp_path)]) == 1
+    doc = json.loads((tmp_path / "benchmark.json").read_text())
+    assert doc["sections"]["env"]["error"] == "RuntimeError: boom"
+    assert doc["sections"]["train"]["error"] == "RuntimeError: boom"
+    assert "FAILED: RuntimeError: boom" in (tmp_path / "benchmark.md").read_text()
+
+    assert script.main(["--quick", "--sections", "train", "--out", str(tmp_path)]) == 0
+    assert script.main(["--sections", "env,nope", "--out", str(tmp_path)]) == 2

@@ -1,0 +1,140 @@
+"""PPO and A2C learn the probe environments; precision, determinism and config checks."""
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from probe_envs import ConstantRewardEnv, ObsActionEnv, SocketTargetEnv, TargetActionEnv, TwoStepEnv
+
+from oe3jax import networks
+from oe3jax.algos import a2c, common, ppo
+from oe3jax.config import ConfigError, resolve
+
+ALGOS = {"ppo": ppo, "a2c": a2c}
+ENVS = {
+    "target": TargetActionEnv,
+    "obs": ObsActionEnv,
+    "two_step": TwoStepEnv,
+    "constant": ConstantRewardEnv,
+    "sockets": SocketTargetEnv,
+}
+SMALL = {"ppo": {"num_envs": 8, "num_steps": 8, "num_minibatches": 2, "lr": 3e-3},
+         "a2c": {"num_envs": 8, "num_steps": 8, "lr": 3e-3}}
+
+
+def make_cfg(algo: str, precision: str = "float32", total_steps: int | None = None, net=None, **over):
+    return {
+        algo: resolve(ALGOS[algo].CONFIG_SPEC, {**SMALL[algo], **over}, algo + "."),
+        "network": resolve(networks.NETWORK_SPEC, net or {"kind": "mlp"}),
+        "precision": precision,
+        "total_steps": total_steps,
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _program(algo: str, env_name: str, updates: int, precision: str, total_steps, net: tuple, over: tuple):
+    """(env, cfg, jitted init, jitted chunk), compiled once per distinct setting."""
+    env = ENVS[env_name]()
+    cfg = make_cfg(algo, precision, total_steps, dict(net), **dict(over))
+    mod = ALGOS[algo]
+    init = jax.jit(lambda key: mod.init(key, env, env.default_params, cfg))
+    chunk = jax.jit(mod.make_update_chunk(env, env.default_params, cfg, updates))
+    return env, cfg, init, chunk
+
+
+def train(algo, env_name, updates=200, precision="float32", seed=0, total_steps=None, net=None, **over):
+    net = net or {"kind": "mlp"}
+    env, cfg, init, chunk = _program(algo, env_name, updates, precision, total_steps,
+                                     tuple(sorted(net.items())), tuple(sorted(over.items())))
+    state, metrics = chunk(init(jax.random.PRNGKey(seed)))
+    act = jax.jit(ALGOS[algo].make_policy(env, env.default_params, cfg))
+    return state, metrics, lambda obs: np.asarray(act(ALGOS[algo].policy_params(state), jnp.asarray(obs)))
+
+
+def test_ppo_solves_observation_dependent_target():
+    _, metrics, act = train("ppo", "obs")
+    for obs in ([0.5, -0.5], [-0.2, 0.7], [0.0, 0.3]):
+        np.testing.assert_allclose(act(obs), obs, atol=0.1)
+    assert float(metrics["episodes"]) == 200 * 64  # one-step episodes: one per env step
+    assert -0.05 < float(metrics["ep_return"]) / float(metrics["episodes"]) < 0.0
+
+
+def test_ppo_two_step_credit_through_the_bootstrap():
+    _, _, act = train("ppo", "two_step")
+    np.testing.assert_allclose(act([1.0, 0.0]), [TwoStepEnv.X_STAR], atol=0.1)
+    np.testing.assert_allclose(act([0.0, TwoStepEnv.X_STAR]), [TwoStepEnv.A_STAR], atol=0.1)
+
+
+def test_ppo_value_bootstraps_at_truncation():
+    # Reward 1 forever, cut every 4 steps by a time limit: V = 1 / (1 - gamma) = 10.
+    # Treating the time limit as terminal would give at most 1 + 0.9 + 0.81 + 0.729 = 3.44.
+    state, metrics, _ = train("ppo", "constant", updates=100, gamma=0.9)
+    env = ConstantRewardEnv()
+    nets = common.Networks(env, env.default_params, make_cfg("ppo", gamma=0.9))
+    obs = common.obs_normalize(state.obs_norm, jnp.ones(1), 0.1, 10.0)
+    assert float(nets.critic.apply(state.params["critic"], obs)) == pytest.approx(10.0, rel=0.05)
+    assert float(metrics["ep_return"]) / float(metrics["episodes"]) == pytest.approx(4.0)
+
+
+def test_ppo_socket_shared_solves_per_socket_targets():
+    _, _, act = train("ppo", "sockets", net={"kind": "socket_shared"})
+    for obs in ([0.5, -0.5, 0.1, 0.6], [-0.7, 0.3, 0.3, -0.1]):
+        np.testing.assert_allclose(act(obs), obs, atol=0.1)
+
+
+def test_a2c_rmsprop_two_step_with_linear_lr():
+    updates = 400
+    _, metrics, act = train("a2c", "two_step", updates=updates, total_steps=updates * 64, lr_schedule="linear")
+    np.testing.assert_allclose(act([1.0, 0.0]), [TwoStepEnv.X_STAR], atol=0.1)
+    np.testing.assert_allclose(act([0.0, TwoStepEnv.X_STAR]), [TwoStepEnv.A_STAR], atol=0.1)
+    # linear decay from 3e-3 to 0 over the run: the mean over updates 0..399 is 3e-3 * (1 - 199.5 / 400)
+    assert float(metrics["lr"]) == pytest.approx(3e-3 * (1 - 199.5 / 400), rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_each_precision_learns_and_keeps_float32_state(precision):
+    state, metrics, act = train("ppo", "target", precision=precision)
+    np.testing.assert_allclose(act([1.0]), [0.5, -0.3], atol=0.1)
+    chex.assert_type(jax.tree.leaves(state.params), jnp.float32)
+    chex.assert_type([x for x in jax.tree.leaves(state.opt_state) if jnp.issubdtype(x.dtype, jnp.floating)],
+                     jnp.float32)
+    assert act([1.0]).dtype == np.float32
+    scale = float(state.loss_scale.scale)
+    if precision == "float16":
+        assert scale >= 1.0 and np.isfinite(float(metrics["nonfinite_skips"]))
+    else:
+        assert scale == 1.0 and float(metrics["nonfinite_skips"]) == 0.0
+
+
+def test_seeds_differ_and_same_seed_gives_same_bits():
+    a, _, _ = train("ppo", "obs", seed=0)
+    b, _, _ = train("ppo", "obs", seed=1)
+    c, _, _ = train("ppo", "obs", seed=0)
+    leaves_a, leaves_b, leaves_c = (jax.tree.leaves(s.params) for s in (a, b, c))
+    assert all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_c))
+    assert not all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b))
+
+
+def test_state_holds_key_data_not_typed_keys():
+    state, _, _ = train("ppo", "obs")
+    assert state.rng.dtype == jnp.uint32
+    assert not any(jnp.issubdtype(x.dtype, jax.dtypes.prng_key) for x in jax.tree.leaves(state))
+
+
+def test_config_relations_fail_with_one_line_errors():
+    env = TargetActionEnv()
+    with pytest.raises(ConfigError, match=r"ppo.num_minibatches: must divide num_envs \* num_steps = 64, got 3"):
+        ppo.env_steps_per_update(make_cfg("ppo", num_minibatches=3))
+    with pytest.raises(ConfigError, match="ppo.lr_schedule: 'linear' needs total_steps"):
+        ppo.make_update_chunk(env, env.default_params, make_cfg("ppo", lr_schedule="linear"), 1)
+    with pytest.raises(ConfigError, match="network.kind: 'socket_shared' needs"):
+        ppo.init(jax.random.PRNGKey(0), env, env.default_params, make_cfg("ppo", net={"kind": "socket_shared"}))
+    with pytest.raises(ConfigError, match="a2c.optimizer: expected one of 'rmsprop', 'adam', got 'sgd'"):
+        make_cfg("a2c", optimizer="sgd")
+    with pytest.raises(ConfigError, match="ppo.clip_epsilon: unknown key"):
+        make_cfg("ppo", clip_epsilon=0.1)
+    assert ppo.env_steps_per_update(make_cfg("ppo")) == (8, 8)
