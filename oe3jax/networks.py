@@ -62,6 +62,9 @@ NETWORK_SPEC: dict[str, Field] = {
                      help="learned constant log-std per action (shared by the sockets) or a network head"),
     "log_std_init": Field(-0.5, float, low=LOG_STD_MIN, high=LOG_STD_MAX,
                           help="initial log-std (state_independent) or its bias (state_dependent)"),
+    "socket_action_init": Field(0.0, float, low=-1.0, high=1.0,
+                                help="initial mean of every socket action (EV park only); 1.0 starts from "
+                                     "the uncontrolled policy: full power, battery idle"),
     "squash": Field("clip", str, choices=SQUASHES,
                     help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
 }
@@ -127,11 +130,14 @@ class MLPActor(nn.Module):
     log_std_mode: str = "state_independent"
     log_std_init: float = -0.5
     dtype: Any = _F32
+    mean_offset: tuple[float, ...] | None = None  # added to the mean head (initial action prior)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = MLP(self.hidden_sizes, self.activation, self.dtype)(obs)
         mean = _dense(self.action_dim, self.dtype, 0.01, name="mean")(x).astype(_F32)
+        if self.mean_offset is not None:
+            mean = mean + jnp.asarray(self.mean_offset, _F32)
         if self.log_std_mode == "state_dependent":
             log_std = _bound_log_std(_dense(self.action_dim, self.dtype, 0.01, name="log_std")(x), self.log_std_init)
         else:
@@ -236,6 +242,7 @@ class SocketSharedActor(nn.Module):
     log_std_mode: str = "state_independent"
     log_std_init: float = -0.5
     dtype: Any = _F32
+    socket_action_init: float = 0.0  # added to every socket's mean (initial action prior)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -258,7 +265,7 @@ class SocketSharedActor(nn.Module):
         )
         battery_out = _dense(n_out, self.dtype, 0.01, name="battery_out")(b).astype(_F32)  # [..., n_out]
 
-        mean = jnp.concatenate([battery_out[..., :1], socket_out[..., 0]], axis=-1)
+        mean = jnp.concatenate([battery_out[..., :1], socket_out[..., 0] + self.socket_action_init], axis=-1)
         if state_dep:
             raw = jnp.concatenate([battery_out[..., 1:], socket_out[..., 1]], axis=-1)
             log_std = _bound_log_std(raw, self.log_std_init)
@@ -349,6 +356,11 @@ def space_dims(env: Any, env_params: Any) -> tuple[int, int]:
 def _layout(net_cfg: dict[str, Any], env: Any, env_params: Any) -> tuple[int, int]:
     """``(n_global, n_socket_features)`` of an env with ``obs_layout``, checked against its spaces."""
     layout = getattr(env, "obs_layout", None)
+    if layout is None and "_key" in net_cfg:
+        raise ConfigError(
+            f"network.{net_cfg['_key']}: needs an environment with a socket layout (the EV park); "
+            f"{env.name} has none; accepted here: 0.0"
+        )
     if layout is None:
         raise ConfigError(
             f"network.kind: {net_cfg['kind']!r} needs an environment with a socket layout (the EV park); "
@@ -366,17 +378,22 @@ def _layout(net_cfg: dict[str, Any], env: Any, env_params: Any) -> tuple[int, in
 
 def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = _F32) -> nn.Module:
     """The configured Gaussian actor: ``actor.apply(params, obs) -> (mean, log_std)``."""
+    socket_init = float(net_cfg["socket_action_init"])
     if net_cfg["kind"] == "mlp":
         _, action_dim = space_dims(env, env_params)
+        offset = None
+        if socket_init != 0.0:
+            _layout({**net_cfg, "kind": "mlp", "_key": "socket_action_init"}, env, env_params)
+            offset = (0.0,) + (socket_init,) * (action_dim - 1)
         return MLPActor(
             action_dim, tuple(net_cfg["hidden_sizes"]), net_cfg["activation"], net_cfg["log_std"],
-            net_cfg["log_std_init"], dtype,
+            net_cfg["log_std_init"], dtype, offset,
         )
     n_g, n_f = _layout(net_cfg, env, env_params)
     return SocketSharedActor(
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
-        net_cfg["log_std_init"], dtype,
+        net_cfg["log_std_init"], dtype, socket_init,
     )
 
 

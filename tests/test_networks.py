@@ -223,3 +223,17 @@ def test_obs_normaliser_matches_numpy_and_keeps_small_features_visible():
     soc_std = float(np.sqrt(s.var[1]))
     np.testing.assert_allclose(x[:, 1], (np.array([0.2, 1.0]) - float(s.mean[1])) / soc_std, rtol=1e-4)
     assert float(jnp.max(jnp.abs(x))) < 10.0
+
+
+def test_socket_action_init_shifts_only_the_socket_means():
+    env = SocketTargetEnv(3)
+    obs = jax.random.uniform(jax.random.key(4), (6, 4), minval=-1, maxval=1)
+    for kind in ("mlp", "socket_shared"):
+        base = networks.make_actor(_net(kind=kind), env, env.default_params)
+        shifted = networks.make_actor(_net(kind=kind, socket_action_init=0.75), env, env.default_params)
+        params = base.init(jax.random.key(0), obs)
+        mean0, _ = base.apply(params, obs)
+        mean1, _ = shifted.apply(params, obs)
+        np.testing.assert_allclose(mean1 - mean0, np.tile([0.0, 0.75, 0.75, 0.75], (6, 1)), atol=1e-6)
+    with pytest.raises(ConfigError, match="network.socket_action_init: needs an environment with a socket layout"):
+        networks.make_actor(_net(kind="mlp", socket_action_init=1.0), TargetActionEnv(), None)

@@ -235,3 +235,19 @@ def test_buffer_report_counts_bytes():
     nbytes, line = sac.buffer_nbytes(cfg, 533, 129)
     assert nbytes == 200_000 * (2 * 533 * 4 + 129 * 4 + 4 + 1) + 8
     assert line.startswith("replay buffer: 200,000 x") and "GB" in line
+
+
+def test_whole_state_with_buffer_survives_checkpoint_round_trip(trained, tmp_path):
+    from oe3jax.checkpoint import Checkpoints
+
+    _, state, _ = trained
+    ckpt = Checkpoints(tmp_path / "ckpt", max_to_keep=1, async_save=False)
+    ckpt.save(7, state, {"algo": "sac"})
+    ckpt.wait()
+    restored = ckpt.restore(7, jax.eval_shape(lambda: state))
+    ckpt.close()
+    assert isinstance(restored, sac.TrainState) and isinstance(restored.buffer, rb.BufferState)
+    assert int(restored.buffer.size) == 2_000 and int(restored.buffer.pos) == int(state.buffer.pos)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -441,6 +441,7 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         return state, metrics
 
     def chunk(state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        skipped_before = state.learner.skipped_steps
         state, per_update = jax.lax.scan(update, state, None, length=num_updates)
         learned = per_update["learning"]
         n_learned = jnp.maximum(jnp.sum(learned), 1.0)
@@ -449,7 +450,7 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
             "lr": jnp.float32(actor_lr),
             "alpha": per_update["alpha"][-1],
             "buffer_fill": state.buffer.size.astype(jnp.float32) / state.buffer.data.reward.shape[0],
-            "nonfinite_skips": state.learner.skipped_steps.astype(jnp.float32),
+            "nonfinite_skips": (state.learner.skipped_steps - skipped_before).astype(jnp.float32),
             "loss_scale": state.learner.loss_scale.scale,
         }
         for name in loss_names:  # means over the updates that learned
