@@ -232,7 +232,7 @@ def reference_throughput(scenario: str, num_steps: int, seed: int = 0) -> dict[s
         if terminated or truncated:
             ref.reset()
     elapsed = time.perf_counter() - t0
-    return {"scenario": scenario, "steps": num_steps, "seconds": round(elapsed, 4),
+    return {"scenario": scenario, "steps": num_steps, "seconds": elapsed,
             "env_steps_per_s": num_steps / elapsed, "reward_finite": math.isfinite(reward_sum)}
 
 

@@ -156,7 +156,7 @@ def test_cli_records_failing_sections_and_fails_only_for_env(tmp_path, monkeypat
         raise RuntimeError("boom")
 
     monkeypatch.setattr(script, "run_env", boom)
-    monkeypatch.setattr(script, "run_train", boom)
+    monkeypatch.setattr(script, "run_algos", boom)
     monkeypatch.setattr(script, "run_matmul", boom)
     assert script.main(["--quick", "--sections", "env,train", "--out", str(tmp_path)]) == 1
     doc = json.loads((tmp_path / "benchmark.json").read_text())

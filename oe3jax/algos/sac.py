@@ -16,7 +16,11 @@ gradient steps, each on a fresh uniform minibatch of ``batch_size`` transitions:
 4. targets: Polyak averaging ``Q' <- tau * Q + (1 - tau) * Q'``.
 
 A chunk ``lax.scan``s many updates; ``learning_starts`` is handled with ``lax.cond`` so the
-chunk is one program whether it collects or learns.
+chunk is one program whether it collects or learns (under the runner's vmap over seeds the cond
+becomes a select: the gradient steps are computed and discarded while collecting, so only the
+learner, never the buffer, passes through it). The replay buffer (:mod:`oe3jax.buffer`) is part
+of the train state and is checkpointed with it; :func:`buffer_nbytes` gives its size for the
+start-up report.
 
 Networks come from :mod:`oe3jax.networks` (``cfg["network"]``: plain MLP or socket-shared, with
 ``squash: tanh``); the twin critics are its ``QEnsemble``.
