@@ -67,7 +67,16 @@ CSV_COLUMNS = (
     "episode_return",
     "seed",           # the seed value (cfg.seed + index)
     "update",         # updates done so far
+    # algorithm-specific diagnostics (empty where an algorithm does not report them)
+    "alpha",          # SAC entropy temperature
+    "q_mean",         # SAC mean Q of the sampled batches
+    "buffer_fill",    # SAC replay-buffer fill fraction
+    "approx_kl",      # PPO approximate KL between the rollout and the updated policy
+    "clip_frac",      # PPO fraction of clipped ratios
+    "nonfinite_skips",  # gradient steps skipped as non-finite in the chunk (float16 overflow)
+    "loss_scale",     # dynamic loss scale (float16)
 )
+EXTRA_METRICS = ("alpha", "q_mean", "buffer_fill", "approx_kl", "clip_frac", "nonfinite_skips", "loss_scale")
 TIMING_COLUMNS = ("steps_per_s",)
 
 TOP_SPEC: dict[str, Any] = {
@@ -445,7 +454,7 @@ def chunk_rows(
             "episode": episodes_done[i], "step": step, "update": update, "seed": cfg["seed"] + i,
             "steps_per_s": round(steps_per_s, 1),
         }
-        for key in ("reward_avg", "actor_loss", "critic_loss", "entropy", "lr"):
+        for key in ("reward_avg", "actor_loss", "critic_loss", "entropy", "lr") + EXTRA_METRICS:
             row[key] = float(m[key]) if key in m else None
         if n_ep > 0:
             for col, key in (("co2_kg", "ep_co2_kg"), ("grid_kwh", "ep_grid_kwh"),
@@ -538,6 +547,12 @@ def train_agent(
                   f"({plan.num_envs} envs x {plan.steps_per_env}) = {done_steps:,} env steps per seed"
                   + (f" (total_steps {cfg['total_steps']:,} rounded up to whole updates)"
                      if done_steps != cfg["total_steps"] else ""), file=out, flush=True)
+            if hasattr(algo, "buffer_nbytes"):
+                obs_dim = int(np.prod(plan.env.observation_space(plan.env_params).shape))
+                act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
+                nbytes, line = algo.buffer_nbytes(cfg, obs_dim, act_dim)
+                print(f"[{name}] {line}" + (f"; x {cfg['seeds']} seeds = {nbytes * cfg['seeds'] / 1e9:.2f} GB"
+                                            if cfg["seeds"] > 1 else ""), file=out, flush=True)
 
         compiled: dict[int, Any] = {}
         compile_s = [0.0]
