@@ -623,6 +623,23 @@ def train_throughput(name: str, *, overrides: Mapping[str, Any] | None = None,
     return row
 
 
+def _with_full_buffer(state: Any) -> Any:
+    """The state with its replay buffer's filled slots repeated over the whole capacity, or None.
+
+    Checkpoint size depends on how full the buffer is (empty slots are zeros, which compress);
+    this gives the size and save time of a long run's checkpoint without running it.
+    """
+    buffer = getattr(state, "buffer", None)
+    if buffer is None or not hasattr(buffer, "data") or not hasattr(buffer, "size"):
+        return None
+    capacity = int(buffer.capacity)
+    filled = max(1, int(np.min(np.asarray(buffer.size))))
+    index = jnp.arange(capacity) % filled
+    data = jax.tree.map(lambda x: jnp.take(x, index, axis=1), buffer.data)  # axis 0: seeds
+    full = buffer.replace(data=data, size=jnp.full_like(buffer.size, capacity))
+    return state.replace(buffer=full)
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -644,6 +661,7 @@ def checkpoint_cost(name: str, *, overrides: Mapping[str, Any] | None = None, sa
 
     prog = build_program(name, overrides=overrides, max_env_steps_per_chunk=max_env_steps_per_chunk, comps=comps,
                          log=log)
+    full_row: dict[str, Any] | None = None
     prog.run(1)  # the state is warm and past any start-up phase after train_throughput
     meta = {"algo": name, "benchmark": True}
     root = Path(tempfile.mkdtemp(prefix="oe3jax-bench-ckpt-", dir=workdir))
@@ -680,6 +698,18 @@ def checkpoint_cost(name: str, *, overrides: Mapping[str, Any] | None = None, sa
         write_s = time.perf_counter() - t0
         size_async = _dir_bytes(asy.step_dir(step[0]))
         asy.close()
+
+        full = _with_full_buffer(prog.state)
+        if full is not None:  # a replay buffer: its size on disk grows as it fills (zeros compress)
+            fill = float(np.max(np.asarray(prog.state.buffer.size))) / full.buffer.capacity
+            ckf = Checkpoints(root / "full", max_to_keep=1, async_save=False)
+            t0 = time.perf_counter()
+            ckf.save(next_step(), full, meta)
+            ckf.wait()
+            full_s = time.perf_counter() - t0
+            full_row = {"buffer_fill_measured": fill, "checkpoint_bytes_on_disk": _dir_bytes(ckf.step_dir(step[0])),
+                        "sync_save_s": full_s}
+            ckf.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     row = {
@@ -694,6 +724,11 @@ def checkpoint_cost(name: str, *, overrides: Mapping[str, Any] | None = None, sa
         "lost_per_save_s": {"sync": statistics.median(sync_s),
                             "async": statistics.median(interval) - chunk_alone},
     }
+    if full_row is not None:
+        row["full_buffer"] = full_row
+        log(f"[checkpoint] {name}: buffer {100 * full_row['buffer_fill_measured']:.1f} % full when measured; with "
+            f"every slot filled: {full_row['checkpoint_bytes_on_disk'] / 2**20:.1f} MiB, sync save "
+            f"{full_row['sync_save_s']:.2f} s")
     log(f"[checkpoint] {name}: {size / 2**20:.1f} MiB on disk; lost per save "
         f"sync {row['lost_per_save_s']['sync']:.3f} s, async {row['lost_per_save_s']['async']:.3f} s "
         f"(blocking save() {statistics.median(blocking):.3f} s, chunk {chunk_alone:.3f} s)")

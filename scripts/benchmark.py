@@ -14,10 +14,14 @@ the env section fails. See ``oe3jax/bench.py`` for how each number is measured.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import math
 import shlex
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -44,6 +48,7 @@ FULL = {
     "matmul": {"sizes": (1024, 2048), "iters": 8, "repeats": 3, "min_repeat_s": 0.3},
     "train": {"repeats": 3, "max_env_steps_per_chunk": 1024, "overrides": {}},
     "checkpoint": {"saves": 2},
+    "algo_timeout_s": 900,
 }
 _TINY_NET = {"scenario": "iquitos-38", "network.kind": "mlp", "network.hidden_sizes": [16], "env.episode_hours": 48}
 QUICK = {
@@ -57,6 +62,7 @@ QUICK = {
                 "sac.batch_size": 8, "sac.learning_starts": 8},
     }},
     "checkpoint": {"saves": 1},
+    "algo_timeout_s": 300,
 }
 
 
@@ -94,32 +100,85 @@ def _overrides(plan: Mapping[str, Any], algo: str) -> dict[str, Any]:
     return dict(plan["overrides"].get(algo, {}))
 
 
-def run_train(plan: Mapping[str, Any], peak: float | None, log: Callable[[str], None]) -> dict[str, Any]:
-    out: dict[str, Any] = {"load_avg_start": bench.load_average(), "algos": {}}
-    for algo in ALGOS:
+def run_worker(algo: str, sections: list[str], quick: bool, peak: float | None, result: Path) -> int:
+    """Measure one algorithm (train and/or checkpoint) in this process; write the rows to ``result``."""
+    plan = QUICK if quick else FULL
+    faulthandler.dump_traceback_later(plan["algo_timeout_s"] - 15, exit=True)  # a stack dump if it hangs
+    train_plan = plan["train"]
+    out: dict[str, Any] = {}
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    def save() -> None:
+        result.write_text(json.dumps(out, default=str), encoding="utf-8")
+
+    if "train" in sections:
         try:
-            out["algos"][algo] = bench.train_throughput(
-                algo, overrides=_overrides(plan, algo), max_env_steps_per_chunk=plan["max_env_steps_per_chunk"],
-                repeats=plan["repeats"], peak_flops_per_s=peak, log=log)
+            out["train"] = bench.train_throughput(
+                algo, overrides=_overrides(train_plan, algo), max_env_steps_per_chunk=train_plan["max_env_steps_per_chunk"],
+                repeats=train_plan["repeats"], peak_flops_per_s=peak, log=log)
         except Exception as exc:  # an algorithm that is missing or broken is recorded, not fatal
-            out["algos"][algo] = {"skipped": True, **_error(exc)}
-            log(f"[train] {algo}: skipped ({out['algos'][algo]['error']})")
-        out["algos"][algo]["load_avg_after"] = bench.load_average()
-    out["load_avg_end"] = bench.load_average()
-    return out
-
-
-def run_checkpoint(plan: Mapping[str, Any], train_plan: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    out: dict[str, Any] = {"load_avg_start": bench.load_average(), "algos": {}}
-    for algo in ALGOS:
+            out["train"] = {"skipped": True, **_error(exc)}
+            log(f"[train] {algo}: skipped ({out['train']['error']})")
+        out["train"]["load_avg_after"] = bench.load_average()
+        save()
+    if "checkpoint" in sections:
         try:
-            out["algos"][algo] = bench.checkpoint_cost(
-                algo, overrides=_overrides(train_plan, algo), saves=plan["saves"],
+            out["checkpoint"] = bench.checkpoint_cost(
+                algo, overrides=_overrides(train_plan, algo), saves=plan["checkpoint"]["saves"],
                 max_env_steps_per_chunk=train_plan["max_env_steps_per_chunk"], log=log)
         except Exception as exc:
-            out["algos"][algo] = {"skipped": True, **_error(exc)}
-            log(f"[checkpoint] {algo}: skipped ({out['algos'][algo]['error']})")
-    out["load_avg_end"] = bench.load_average()
+            out["checkpoint"] = {"skipped": True, **_error(exc)}
+            log(f"[checkpoint] {algo}: skipped ({out['checkpoint']['error']})")
+        out["checkpoint"]["load_avg_after"] = bench.load_average()
+        save()
+    return 0
+
+
+def run_algos(plan: Mapping[str, Any], sections: list[str], quick: bool, peak: float | None,
+              log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Each algorithm in its own process (its memory is freed after it, and a hang is cut off).
+
+    Returns ``{"train": {algo: row}, "checkpoint": {algo: row}}`` for the sections asked for.
+    """
+    wanted = [s for s in ("train", "checkpoint") if s in sections]
+    out: dict[str, dict[str, Any]] = {s: {"load_avg_start": bench.load_average(), "algos": {}} for s in wanted}
+    timeout = plan["algo_timeout_s"]
+    for algo in ALGOS:
+        with tempfile.TemporaryDirectory(prefix="oe3jax-bench-") as tmp:
+            result = Path(tmp) / "result.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", algo, "--sections", ",".join(wanted),
+                   "--result", str(result)] + (["--quick"] if quick else []) + (["--peak", repr(peak)] if peak else [])
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            killed = threading.Event()
+
+            def kill(proc: subprocess.Popen = proc, killed: threading.Event = killed) -> None:
+                killed.set()
+                proc.kill()  # the child started just above, by its own pid
+
+            timer = threading.Timer(timeout, kill)
+            timer.start()
+            lines: list[str] = []
+            try:
+                for line in proc.stdout:
+                    lines.append(line.rstrip("\n"))
+                    log(line.rstrip("\n"))
+                proc.wait()
+            finally:
+                timer.cancel()
+            rows = json.loads(result.read_text(encoding="utf-8")) if result.is_file() else {}
+        for section in wanted:
+            if section in rows:
+                out[section]["algos"][algo] = rows[section]
+                continue
+            hung = killed.is_set() or any("Timeout (0:" in ln for ln in lines)
+            why = (f"did not finish within {timeout} s (process stopped; stack dump in output_tail)" if hung
+                   else f"the measurement process exited with status {proc.returncode}")
+            out[section]["algos"][algo] = {"skipped": True, "error": why, "output_tail": "\n".join(lines[-40:])}
+            log(f"[{section}] {algo}: skipped ({why})")
+    for section in wanted:
+        out[section]["load_avg_end"] = bench.load_average()
     return out
 
 
@@ -270,6 +329,13 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
                 lines.append(f"| {algo} | {_mib(r['checkpoint_bytes_on_disk'])} | {lost['sync']:.3f} s | "
                              f"{lost['async']:.3f} s | {blocking:.3f} s | {r['async_write_s']:.3f} s | "
                              f"{r['chunk_alone_s']:.3f} s |")
+            for algo, r in ck["algos"].items():
+                full = r.get("full_buffer")
+                if full:
+                    lines += ["", f"{algo}: the replay buffer was {100 * full['buffer_fill_measured']:.1f} % full in the "
+                              f"row above (empty slots are zeros and compress). With every slot filled (the filled "
+                              f"transitions repeated): {_mib(full['checkpoint_bytes_on_disk'])} on disk, synchronous "
+                              f"save {full['sync_save_s']:.2f} s."]
             lines += ["", f"Load {ck['load_avg_start']} -> {ck['load_avg_end']}.", ""]
     return "\n".join(lines) + "\n"
 
@@ -284,12 +350,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--out", default="results", help="directory for benchmark.json and benchmark.md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one algorithm in a child process
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--peak", type=float, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if args.worker:
+        return run_worker(args.worker, sections, bool(args.quick), args.peak, Path(args.result))
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
         print(f"--sections: unknown section {unknown[0] if unknown else '(empty)'!r}; accepted: {', '.join(SECTIONS)}",
@@ -311,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     status = 0
 
+    def write() -> None:
+        """Write what is measured so far (the files are complete after every section)."""
+        doc["wall_s"] = time.perf_counter() - t_start
+        doc["load_avg_end"] = bench.load_average()
+        (out_dir / "benchmark.json").write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+        (out_dir / "benchmark.md").write_text(to_markdown(doc), encoding="utf-8")
+
     if "env" in sections:
         try:
             doc["sections"]["env"] = run_env(plan["env"], log)
@@ -318,30 +396,25 @@ def main(argv: list[str] | None = None) -> int:
             doc["sections"]["env"] = _error(exc)
             log(f"[env] FAILED: {doc['sections']['env']['error']}")
             status = 1
+        write()
+    peak = None
     if "train" in sections:
-        peak = None
         try:
             doc["sections"]["matmul"] = run_matmul(plan["matmul"], log)
             peak = doc["sections"]["matmul"]["peak_flops_per_s"]
         except Exception as exc:
             doc["sections"]["matmul"] = _error(exc)
             log(f"[matmul] FAILED: {doc['sections']['matmul']['error']}")
+        write()
+    wanted = [s for s in ("train", "checkpoint") if s in sections]
+    if wanted:
         try:
-            doc["sections"]["train"] = run_train(plan["train"], peak, log)
+            doc["sections"].update(run_algos(plan, wanted, bool(args.quick), peak, log))
         except Exception as exc:
-            doc["sections"]["train"] = _error(exc)
-            log(f"[train] FAILED: {doc['sections']['train']['error']}")
-    if "checkpoint" in sections:
-        try:
-            doc["sections"]["checkpoint"] = run_checkpoint(plan["checkpoint"], plan["train"], log)
-        except Exception as exc:
-            doc["sections"]["checkpoint"] = _error(exc)
-            log(f"[checkpoint] FAILED: {doc['sections']['checkpoint']['error']}")
-
-    doc["wall_s"] = time.perf_counter() - t_start
-    doc["load_avg_end"] = bench.load_average()
-    (out_dir / "benchmark.json").write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-    (out_dir / "benchmark.md").write_text(to_markdown(doc), encoding="utf-8")
+            for section in wanted:
+                doc["sections"][section] = _error(exc)
+            log(f"[{','.join(wanted)}] FAILED: {_error(exc)['error']}")
+    write()
     log(f"wrote {out_dir / 'benchmark.json'} and {out_dir / 'benchmark.md'} ({doc['wall_s']:.0f} s)")
     return status
 
