@@ -268,15 +268,22 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         return start, self.arrivals(words, start, params)
 
     # ----------------------------------------------------------------- physics
-    def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams):
-        """Fill free sockets of each type, in index order, with that hour's arriving vehicles."""
+    def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams, all_free: bool = False):
+        """Fill free sockets of each type, in index order, with that hour's arriving vehicles.
+
+        ``all_free`` (static) says every socket is free (a new episode): the rank of a socket
+        among the free ones of its type is then its index within the type.
+        """
         is_taxi = self._is_taxi
         count_moto, count_taxi = self._counts(words, t, params)
         free = ~occupied
-        # inclusive prefix count of free sockets; a log-depth scan is ~3x faster than jnp.cumsum on CPU
-        csum = jax.lax.associative_scan(jnp.add, free.astype(jnp.int32))
-        free_moto = csum[self.n_moto - 1] if self.n_moto > 0 else jnp.int32(0)
-        rank = csum - 1 - jnp.where(is_taxi, free_moto, 0)  # rank among free sockets of the type
+        if all_free:
+            rank = jnp.asarray(np.r_[np.arange(self.n_moto), np.arange(self.n_taxi)], jnp.int32)
+        else:
+            # inclusive prefix count of free sockets; a log-depth scan is ~3x faster than jnp.cumsum on CPU
+            csum = jax.lax.associative_scan(jnp.add, free.astype(jnp.int32))
+            free_moto = csum[self.n_moto - 1] if self.n_moto > 0 else jnp.int32(0)
+            rank = csum - 1 - jnp.where(is_taxi, free_moto, 0)  # rank among free sockets of the type
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
         slot = jnp.maximum(rank, 0) + jnp.where(is_taxi, self.n_moto, 0)
@@ -301,7 +308,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         start = self._start_hour(words, params)
         n = self.n_sockets
         occupied, need, hours_left, n_arrived, n_admitted = self._admit(
-            jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), words, start, params
+            jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), words, start, params,
+            all_free=True,
         )
         totals = {k: jnp.zeros((), jnp.float32) for k in TOTAL_KEYS}
         totals["vehicles_arrived"] = n_arrived
