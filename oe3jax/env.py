@@ -286,8 +286,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             rank = csum - 1 - jnp.where(is_taxi, free_moto, 0)  # rank among free sockets of the type
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
-        slot = jnp.maximum(rank, 0) + jnp.where(is_taxi, self.n_moto, 0)
-        u_need, u_stay = self._slot_uniforms(words[2], slot)
+        if all_free:  # slot k is socket k
+            u_need, u_stay = self._slot_uniforms(words[2], jnp.arange(self.n_sockets))
+        else:
+            slot = jnp.maximum(rank, 0) + jnp.where(is_taxi, self.n_moto, 0)
+            u_need, u_stay = self._slot_uniforms(words[2], slot)
         frac = params.need_frac_min + (params.need_frac_max - params.need_frac_min) * u_need
         new_need = params.socket_battery_kwh * frac
         n_stay = params.stay_cum.shape[0]
