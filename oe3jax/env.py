@@ -138,7 +138,7 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
     grid_ref = float(mall_kw.max()) + scn.ev_installed_kw + scn.power_kw
     if not (0 <= start_hour < HOURS_PER_YEAR):
         raise ValueError(f"start_hour: {start_hour!r}; expected an integer in [0, {HOURS_PER_YEAR})")
-    if not (1 <= episode_hours):
+    if isinstance(episode_hours, bool) or not isinstance(episode_hours, int) or episode_hours < 1:
         raise ValueError(f"episode_hours: {episode_hours!r}; expected an integer >= 1")
     if scn.peak_threshold_kw >= grid_ref:
         raise ValueError(f"peak_threshold_kw: {scn.peak_threshold_kw}; expected below the largest import {grid_ref:.0f} kW")
@@ -494,8 +494,6 @@ def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = H
     of a random day) shape training episodes; any other keyword is a :class:`Scenario` field
     (``capacity_kwh=3000``, ``reward="balanced"``, ``pv_profile={"path": ..., "column": ...}``).
     """
-    if isinstance(episode_hours, bool) or not isinstance(episode_hours, int) or episode_hours < 1:
-        raise ValueError(f"episode_hours: {episode_hours!r}; expected an integer >= 1")
     scn = get_scenario(scenario, **overrides)
     params = make_params(scn, episode_hours=episode_hours, random_start=bool(random_start), start_hour=start_hour)
     env = EVChargingEnv(scn, params)

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Act = Callable[[jax.Array, Any, Any], jax.Array]
+from oe3jax.env import EVENING_HOURS as EVENING_PEAK_HOURS  # 18:00-21:59, the evening peak-import KPI
 
-EVENING_PEAK_HOURS = (18, 22)  # 18:00-21:59: the hours of the evening peak-import KPI
+Act = Callable[[jax.Array, Any, Any], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

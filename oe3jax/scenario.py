@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from oe3jax import profiles as _profiles
+from oe3jax.profiles import HOURS_PER_YEAR
 
-HOURS_PER_YEAR = 8760
+
 
 REWARD_PRESETS: dict[str, dict[str, float]] = {
     # weights of the terms co2, cost, solar, ev, peak (each sums to 1)
@@ -232,12 +234,10 @@ def get_scenario(name: str | Scenario = "iquitos-128", **overrides: Any) -> Scen
 
 def _resolve_profile(spec: Mapping[str, Any] | None, builtin: str, kind: str) -> np.ndarray:
     if spec is None:
-        from oe3jax import profiles as _profiles
-
         return _profiles.builtin_profile(builtin)
+    field = "pv_profile" if kind == "pv" else "mall_profile"
     if isinstance(spec, (np.ndarray, list, tuple)):
         arr = np.asarray(spec, dtype=np.float64)
-        field = "pv_profile" if kind == "pv" else "mall_profile"
         if arr.shape != (HOURS_PER_YEAR,):
             raise ValueError(f"{field}: expected {HOURS_PER_YEAR} hourly values, got shape {arr.shape}")
         if not np.all(np.isfinite(arr)):
@@ -246,14 +246,10 @@ def _resolve_profile(spec: Mapping[str, Any] | None, builtin: str, kind: str) ->
             raise ValueError(f"{field}: negative PV power at hour {int(np.argmax(arr < 0))}")
         return arr
     if not isinstance(spec, Mapping) or "path" not in spec or "column" not in spec:
-        field = "pv_profile" if kind == "pv" else "mall_profile"
         raise ValueError(
             f"{field}: expected null, 8760 values, or a mapping with path, column "
             "[, unit, resolution, timestamp_column]"
         )
-    from oe3jax import profiles as _profiles
-
-    field = "pv_profile" if kind == "pv" else "mall_profile"
     accepted = ("path", "column", "unit", "resolution", "timestamp_column")
     unknown = sorted(set(spec) - set(accepted))
     if unknown:
