@@ -304,10 +304,14 @@ def evaluate_with_baselines(
         name: evaluate(env, params, lambda obs, state, p, pol=pol: pol(obs), key, hours)
         for name, pol in policies.items()
     }
-    results["uncontrolled"] = evaluate(env, params, baselines.uncontrolled, key, hours)
+    if optimal:
+        # the LP records the vehicles with an uncontrolled run: its trace is that column too
+        act, _, unc_trace = baselines.optimal_policy(env, params, key, hours)
+        results["uncontrolled"] = {**kpis(unc_trace, env.scenario), "scenario": env.scenario.name}
+    else:
+        results["uncontrolled"] = evaluate(env, params, baselines.uncontrolled, key, hours)
     results["rule"] = evaluate(env, params, baselines.make_rule_based(env.scenario), key, hours)
     if optimal:
-        act, _, _ = baselines.optimal_policy(env, params, key, hours)
         results["optimal"] = evaluate(env, params, act, key, hours)
     results["table"] = compare({k: v for k, v in results.items() if isinstance(v, Mapping)})
     return results
