@@ -2,9 +2,9 @@
 
 Public entry points (imported on first use, so that ``import oe3jax`` stays light):
 
-- ``make_env(scenario="iquitos-128", **overrides) -> (env, env_params)``  (oe3jax.env)
-- ``load_policy(path, seed=0) -> Policy``                                 (oe3jax.policy)
-- ``Scenario``, ``get_scenario(name)``                                    (oe3jax.scenario)
+- ``make_env(scenario="iquitos-128", **overrides) -> (env, env_params)``  (oe3jax.simulation.env)
+- ``load_policy(path, seed=0) -> Policy``                                 (oe3jax.training.policy)
+- ``Scenario``, ``get_scenario(name)``                                    (oe3jax.simulation.scenario)
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "make_env": "oe3jax.env",
-    "load_policy": "oe3jax.policy",
-    "Policy": "oe3jax.policy",
-    "Scenario": "oe3jax.scenario",
-    "get_scenario": "oe3jax.scenario",
+    "make_env": "oe3jax.simulation.env",
+    "load_policy": "oe3jax.training.policy",
+    "Policy": "oe3jax.training.policy",
+    "Scenario": "oe3jax.simulation.scenario",
+    "get_scenario": "oe3jax.simulation.scenario",
 }
 
 __all__ = sorted(_EXPORTS)

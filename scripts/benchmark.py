@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oe3jax import bench  # noqa: E402
+from oe3jax.benchmarks import throughput as bench  # noqa: E402
 
 SECTIONS = ("env", "train", "checkpoint")
 ALGOS = ("ppo", "a2c", "sac")

@@ -72,9 +72,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _evaluate_baseline(name: str, scenario: str, seed: int, hours: int | None) -> dict[str, Any]:
     import jax
 
-    from oe3jax import baselines
-    from oe3jax.env import make_env
-    from oe3jax.evaluate import evaluate
+    from oe3jax.control import baselines
+    from oe3jax.simulation.env import make_env
+    from oe3jax.evaluation.kpis import episode_kpis
 
     env, params = make_env(scenario)
     key = jax.random.key(seed)
@@ -92,7 +92,7 @@ def _evaluate_baseline(name: str, scenario: str, seed: int, hours: int | None) -
         lp["status"] = opt.status
         lp["violations_kwh"] = baselines.check_optimum(opt)
         extra["lp"] = lp
-    out = evaluate(env, params, act, key, hours)
+    out = episode_kpis(env, params, act, key, hours)
     if name == "optimal":
         gap = out["grid_import_kwh"] - extra["lp"]["grid_import_kwh"]
         extra["lp"]["replay_gap_kwh"] = gap
@@ -105,11 +105,11 @@ def _evaluate_run(run_dir: str, scenario: str | None, seed: int, hours: int | No
     import jax
 
     from oe3jax import load_policy
-    from oe3jax.evaluate import evaluate_policy
+    from oe3jax.evaluation.kpis import policy_kpis
 
     policy = load_policy(run_dir)
     tic = time.perf_counter()
-    out = evaluate_policy(policy, scenario, key=jax.random.key(seed), hours=hours)
+    out = policy_kpis(policy, scenario, key=jax.random.key(seed), hours=hours)
     out.update(policy=f"{policy.algo}", run_dir=str(run_dir), checkpoint_step=policy.step, seed=seed,
                wall_seconds=time.perf_counter() - tic)
     return out
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     import jax
 
-    from oe3jax.evaluate import compare
+    from oe3jax.evaluation.compare import compare
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -258,7 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parent.parent / "oe3jax" / "data" / "iquitos_2024.csv")
+                        default=Path(__file__).resolve().parent.parent / "oe3jax" / "simulation" / "data" / "iquitos_2024.csv")
     args = parser.parse_args()
 
     rng_pv, rng_mall = (np.random.default_rng(s) for s in np.random.SeedSequence(args.seed).spawn(2))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oe3jax.checkpoint import CheckpointError, complete_steps, read_meta  # noqa: E402
+from oe3jax.training.checkpoint import CheckpointError, complete_steps, read_meta  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

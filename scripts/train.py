@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oe3jax.runner import main  # noqa: E402
+from oe3jax.training.runner import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

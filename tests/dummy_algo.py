@@ -1,4 +1,4 @@
-"""A tiny algorithm that follows the interface of ``oe3jax.algos`` (for runner and checkpoint tests).
+"""A tiny algorithm that follows the interface of ``oe3jax.learning`` (for runner and checkpoint tests).
 
 A linear Gaussian policy on gymnax Pendulum, trained by plain SGD on a one-step policy gradient
 (REINFORCE with the batch-mean reward as baseline). It learns little, but it is cheap to compile,
@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from oe3jax.config import Field
-from oe3jax.runner import Components
+from oe3jax.schema import Field
+from oe3jax.training.runner import Components
 
 NAME = "dummy"
 

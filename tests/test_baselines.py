@@ -8,10 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from oe3jax import baselines as B
-from oe3jax.env import make_env
-from oe3jax.evaluate import compare, kpis, rollout
-from oe3jax.scenario import get_scenario
+from oe3jax.control import baselines as B
+from oe3jax.simulation.env import make_env
+from oe3jax.evaluation.compare import compare
+from oe3jax.evaluation.kpis import kpis
+from oe3jax.simulation.episode import run_episode as rollout
+from oe3jax.simulation.scenario import get_scenario
 
 HOURS = 28 * 24  # four weeks: shared with tests/test_calibration.py (one compiled rollout)
 TINY_HOURS = 72
@@ -193,7 +195,7 @@ def test_kpi_identities(policy):
         (k["bess_charge_kwh"] + k["bess_discharge_kwh"]) / (2 * scn.capacity_kwh), rel=rel)
     assert 0.0 <= k["peak_import_evening_kw"] <= k["peak_import_kw"]
     # the environment's own float32 running totals agree with the float64 sums
-    ep = trace["episode"]
+    ep = trace["totals"]
     assert ep["grid_kwh"] == pytest.approx(k["grid_import_kwh"], rel=1e-4)
     assert ep["ev_kwh"] == pytest.approx(k["ev_delivered_kwh"], rel=1e-4)
     assert ep["return"] == pytest.approx(k["return"], rel=1e-3, abs=1e-3)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import dummy_algo
-from oe3jax import bench
-from oe3jax.env import make_env
+from oe3jax.benchmarks import throughput as bench
+from oe3jax.simulation.env import make_env
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oe3jax import buffer
+from oe3jax.learning import buffer
 
 
 def _batch(start: int, n: int, obs_dim: int = 3, act_dim: int = 2) -> buffer.Transition:

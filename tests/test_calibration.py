@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from oe3jax import baselines as B
-from oe3jax.env import make_env
-from oe3jax.evaluate import kpis
+from oe3jax.control import baselines as B
+from oe3jax.simulation.env import make_env
+from oe3jax.evaluation.kpis import kpis
 
 DAYS = 28
 HOURS = DAYS * 24  # the same length as tests/test_baselines.py: one compiled rollout
@@ -61,7 +61,7 @@ def _weeks(name: str):
 
 def test_expectation_hand_worked():
     """The closed form on a case done by hand: one hour of arrivals at 09:00, stays of 1 h."""
-    from oe3jax.scenario import get_scenario
+    from oe3jax.simulation.scenario import get_scenario
 
     factor = [0.0] * 24
     factor[9] = 1.0

@@ -14,8 +14,8 @@ import pytest
 
 import dummy_algo
 import runner_fixtures as rf
-from oe3jax.checkpoint import CheckpointError, Checkpoints, ResumeMismatch, complete_steps, read_meta
-from oe3jax.runner import main
+from oe3jax.training.checkpoint import CheckpointError, Checkpoints, ResumeMismatch, complete_steps, read_meta
+from oe3jax.training.runner import main
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -115,7 +115,7 @@ def test_changed_scenario_data_is_detected(base):
         return env, params.replace(g=9.81)
 
     comps = type(comps)(**{**comps.__dict__, "make_env": heavier})
-    from oe3jax.runner import run
+    from oe3jax.training.runner import run
 
     with pytest.raises(ResumeMismatch, match="scenario data of 'pendulum' differ"):
         run(rf.ARGV + ["--run-dir", str(base_dir)], comps)
@@ -126,7 +126,7 @@ def test_fresh_moves_the_old_run_aside(base, tmp_path):
     run_dir = rf.copy_run(base_dir, tmp_path / "run")
     import io
 
-    from oe3jax.runner import _move_aside, prepare, resolve_config
+    from oe3jax.training.runner import _move_aside, prepare, resolve_config
 
     _move_aside(run_dir, io.StringIO())
     olds = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]

@@ -28,7 +28,7 @@ def test_package_exports_are_lazy():
         oe3jax.no_such_name  # noqa: B018
 
 
-@pytest.mark.skipif(not _have("oe3jax.env", "oe3jax.algos.sac"), reason="environment or SAC not available")
+@pytest.mark.skipif(not _have("oe3jax.simulation.env", "oe3jax.learning.sac"), reason="environment or SAC not available")
 def test_bad_config_exits_2_with_one_line(tmp_path):
     proc = subprocess.run(
         TRAIN + ["--algo", "sac", "--run-dir", str(tmp_path / "r"), "--set", "sac.bogus=1"],
@@ -40,7 +40,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.skipif(not _have("oe3jax.env", "oe3jax.algos.ppo"), reason="environment or PPO not available")
+@pytest.mark.skipif(not _have("oe3jax.simulation.env", "oe3jax.learning.ppo"), reason="environment or PPO not available")
 def test_smoke_config_trains_end_to_end(tmp_path):
     run_dir = tmp_path / "smoke"
     proc = subprocess.run(

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 import dummy_algo
-from oe3jax.config import ConfigError
-from oe3jax.runner import main, resolve_config, requested_algo, run
+from oe3jax.schema import ConfigError
+from oe3jax.training.runner import main, resolve_config, requested_algo, run
 
 
 def _error_line(capsys, argv, comps=None) -> str:

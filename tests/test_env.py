@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from oe3jax.env import TOTAL_KEYS, make_env
-from oe3jax.scenario import HOURS_PER_YEAR, get_scenario
+from oe3jax.simulation.env import TOTAL_KEYS, make_env
+from oe3jax.simulation.scenario import HOURS_PER_YEAR, get_scenario
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import pytest
 from probe_envs import SocketTargetEnv, TargetActionEnv
 from scipy import stats
 
-from oe3jax import networks
-from oe3jax.algos import common
-from oe3jax.config import ConfigError, defaults
-from oe3jax.precision import PRECISIONS, LossScaler, all_finite, compute_dtype, make_loss_scaler
+from oe3jax.learning import networks
+from oe3jax.learning import common
+from oe3jax.schema import ConfigError, defaults
+from oe3jax.learning.precision import PRECISIONS, LossScaler, all_finite, compute_dtype, make_loss_scaler
 
 NET = defaults(networks.NETWORK_SPEC)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from probe_envs import ConstantRewardEnv, ObsActionEnv, SocketTargetEnv, TargetActionEnv, TwoStepEnv
 
-from oe3jax import networks
-from oe3jax.algos import a2c, common, ppo
-from oe3jax.config import ConfigError, resolve
+from oe3jax.learning import networks
+from oe3jax.learning import a2c, common, ppo
+from oe3jax.schema import ConfigError, resolve
 
 ALGOS = {"ppo": ppo, "a2c": a2c}
 ENVS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oe3jax.profiles import HOURS_PER_YEAR, ProfileError, builtin_profile, load_profile
+from oe3jax.simulation.profiles import HOURS_PER_YEAR, ProfileError, builtin_profile, load_profile
 
 # Site figures (kW, hour-beginning local time).
 PV_HOUR_MEANS_KW = {6: 144, 7: 1098, 8: 2138, 9: 2566, 10: 2707, 11: 2760, 12: 2766, 13: 2701, 14: 2595,
@@ -23,7 +23,7 @@ MALL_PEAK_KW = 2763.0
 @pytest.fixture(scope="module")
 def shipped_rows() -> list[dict[str, str]]:
     """The packaged CSV read with the csv module alone (independent of the loader)."""
-    resource = importlib.resources.files("oe3jax") / "data" / "iquitos_2024.csv"
+    resource = importlib.resources.files("oe3jax.simulation") / "data" / "iquitos_2024.csv"
     with resource.open("r", newline="") as handle:
         return list(csv.DictReader(handle))
 

@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from oe3jax.reference import EPISODE_NAMES, FLOW_NAMES, ReferenceEnv, arrival_means, make_gymnasium_env
-from oe3jax.scenario import HOURS_PER_YEAR, REWARD_PRESETS, get_scenario
+from oe3jax.simulation.reference import EPISODE_NAMES, FLOW_NAMES, ReferenceEnv, arrival_means, make_gymnasium_env
+from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_PRESETS, get_scenario
 
 ETA = 0.9
 GRID_REF = 67.0
@@ -191,7 +191,7 @@ def test_admission_fills_first_free_sockets_and_rejects_the_rest():
     # moto k=0 -> socket 0 (slot 0), k=1 -> socket 1 (slot 1); taxi k=0 -> socket 2 (slot n_moto + 0)
     assert env.need_kwh == pytest.approx([4.6 * 0.36, 4.6 * (0.36 + 0.54 * 0.25), 7.4 * (0.36 + 0.54 * 0.75)])
     assert env.hours_left.tolist() == [1, 4, 2]
-    assert info["episode"]["vehicles_rejected"] == 2 and info["episode"]["unmet_kwh"] == pytest.approx(1.0)
+    assert info["totals"]["vehicles_rejected"] == 2 and info["totals"]["unmet_kwh"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("t, expected_stay", [(20, 1), (18, 3), (12, 4)])
@@ -370,7 +370,7 @@ def jax_week():
     """A jitted week of the JAX env per preset: (env, params, rollout(key, actions))."""
     import jax
 
-    from oe3jax.env import make_env
+    from oe3jax.simulation.env import make_env
 
     cache = {}
 
@@ -389,7 +389,7 @@ def jax_week():
                     obs, nxt, reward, terminated, truncated, info = env.step(k, state, a, params)
                     out = {"reward": reward, "terminated": terminated, "truncated": truncated,
                            "flows": info["flows"], "terms": info["terms"], "vehicles": info["vehicles"],
-                           "arrivals": info["arrivals"], "episode": info["episode"],
+                           "arrivals": info["arrivals"], "totals": info["totals"],
                            "obs": info["final_observation"], "t": nxt.t, "k": nxt.k,
                            "energy_kwh": nxt.energy_kwh, "occupied": nxt.occupied,
                            "need_kwh": nxt.need_kwh, "hours_left": nxt.hours_left}
@@ -447,8 +447,8 @@ def test_reference_matches_jax_env_over_a_week(jax_week, name):
                 assert outs["occupied"][k].tolist() == ref.occupied.tolist(), f"{where}: occupied"
                 assert outs["hours_left"][k].tolist() == ref.hours_left.tolist(), f"{where}: hours_left"
                 np.testing.assert_allclose(outs["need_kwh"][k], ref.need_kwh, rtol=1e-5, atol=1e-5, err_msg=where)
-        for key, value in info["episode"].items():
-            j = outs["episode"][key][WEEK - 1]
+        for key, value in info["totals"].items():
+            j = outs["totals"][key][WEEK - 1]
             assert _close(j, value, atol=WEEK * e_atol), f"{name} seed {seed}: episode {key} jax {j} ref {value}"
         # the week exercised what it claims to check: PV, charging, departures with unmet energy
         for flow in ("pv_kwh", "ev_kwh", "bess_charge", "bess_discharge", "pv_curtailed", "unmet_kwh"):

@@ -13,7 +13,7 @@ import pytest
 import dummy_algo
 import runner_fixtures as rf
 from oe3jax import load_policy
-from oe3jax.runner import CSV_COLUMNS, run
+from oe3jax.training.runner import CSV_COLUMNS, run
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_csv_columns_and_rows(base):
 
 def test_checkpoints_kept_and_final(base):
     run_dir, result = base
-    from oe3jax.checkpoint import complete_steps, read_meta
+    from oe3jax.training.checkpoint import complete_steps, read_meta
 
     ckpt_dir = run_dir / "checkpoints" / "dummy"
     assert complete_steps(ckpt_dir) == [32, 48, 64]  # every 16 steps per env, max_to_keep 3

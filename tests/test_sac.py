@@ -10,10 +10,10 @@ import pytest
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from oe3jax import buffer as rb
-from oe3jax.algos import METRIC_KEYS, sac
-from oe3jax.config import ConfigError, resolve
-from oe3jax.networks import NETWORK_SPEC
+from oe3jax.learning import buffer as rb
+from oe3jax.learning import METRIC_KEYS, sac
+from oe3jax.schema import ConfigError, resolve
+from oe3jax.learning.networks import NETWORK_SPEC
 from probe_envs import SocketTargetEnv
 
 
@@ -237,7 +237,7 @@ def test_buffer_report_counts_bytes():
 
 
 def test_whole_state_with_buffer_survives_checkpoint_round_trip(trained, tmp_path):
-    from oe3jax.checkpoint import Checkpoints
+    from oe3jax.training.checkpoint import Checkpoints
 
     _, state, _ = trained
     ckpt = Checkpoints(tmp_path / "ckpt", max_to_keep=1, async_save=False)

@@ -191,7 +191,7 @@ def load_profile(path: str | Path, column: str, unit: str = "kW", resolution: st
 
 @functools.lru_cache(maxsize=None)
 def _builtin_table() -> dict[str, np.ndarray]:
-    resource = importlib.resources.files("oe3jax") / "data" / BUILTIN_FILE
+    resource = importlib.resources.files("oe3jax.simulation") / "data" / BUILTIN_FILE
     with importlib.resources.as_file(resource) as path:
         table = {}
         for name in BUILTIN_NAMES:

@@ -1,10 +1,10 @@
 """Training algorithms. Each module (ppo, a2c, sac) implements the same small interface.
 
-The interface (module-level names), used by :mod:`oe3jax.runner`:
+The interface (module-level names), used by :mod:`oe3jax.training.runner`:
 
 ``NAME: str``
     ``"ppo"``, ``"a2c"`` or ``"sac"``; also the name of the algorithm's config section.
-``CONFIG_SPEC: dict[str, oe3jax.config.Field]``
+``CONFIG_SPEC: dict[str, oe3jax.schema.Field]``
     The keys of the algorithm's own config section (``cfg[NAME]``), with defaults and ranges.
 ``env_steps_per_update(cfg) -> tuple[int, int]``
     ``(num_envs, steps_per_env)``: one update consumes ``num_envs * steps_per_env`` env steps.
@@ -24,13 +24,15 @@ The interface (module-level names), used by :mod:`oe3jax.runner`:
 ``policy_params(state) -> pytree``
     The part of the train state that acting needs (actor parameters, normaliser statistics).
 
-``cfg`` is the whole resolved configuration (see :mod:`oe3jax.runner`), so an algorithm reads
+``cfg`` is the whole resolved configuration (see :mod:`oe3jax.training.runner`), so an algorithm reads
 ``cfg[NAME]``, ``cfg["network"]`` and ``cfg["precision"]``.
 """
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 ALGORITHMS = ("sac", "ppo", "a2c")
 
@@ -54,4 +56,22 @@ def get(name: str) -> ModuleType:
     """The algorithm module by name, with a one-line error for an unknown name."""
     if name not in ALGORITHMS:
         raise ValueError(f"algo: unknown algorithm {name!r}; accepted: {', '.join(ALGORITHMS)}")
-    return importlib.import_module(f"oe3jax.algos.{name}")
+    return importlib.import_module(f"oe3jax.learning.{name}")
+
+
+def seed_keys(cfg: Mapping[str, Any]) -> Any:
+    """Raw uint32 PRNG key data of every seed: run i uses ``PRNGKey(seed + i)``.
+
+    Seed i of a vmapped run therefore starts exactly like a one-seed run with ``seed + i``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.stack([jax.random.PRNGKey(cfg["seed"] + i) for i in range(cfg["seeds"])])
+
+
+def init_seeds(algo: Any, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Callable:
+    """``init(keys) -> state`` of an algorithm with a leading seed axis."""
+    import jax
+
+    return jax.vmap(lambda key: algo.init(key, env, env_params, cfg))

@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from oe3jax.config import ConfigError, Field
+from oe3jax.schema import ConfigError, Field
 
 KINDS = ("socket_shared", "mlp")
 ACTIVATIONS = ("tanh", "relu", "silu", "gelu", "elu")

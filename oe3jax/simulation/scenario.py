@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from oe3jax import profiles as _profiles
-from oe3jax.profiles import HOURS_PER_YEAR
+from oe3jax.simulation import profiles as _profiles
+from oe3jax.simulation.profiles import HOURS_PER_YEAR
 
 
 

@@ -24,13 +24,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from oe3jax import networks
-from oe3jax.config import ConfigError, Field
-from oe3jax.precision import LossScaler, LossScaleState, all_finite, compute_dtype, make_loss_scaler
+from oe3jax.learning import networks
+from oe3jax.schema import ConfigError, Field
+from oe3jax.learning.precision import LossScaler, LossScaleState, all_finite, compute_dtype, make_loss_scaler
 
 _F32 = jnp.float32
 
-# Episode totals reported by the EV environment in ``info["episode"]`` and their metric names.
+# Episode totals reported by the EV environment in ``info["totals"]`` and their metric names.
 EPISODE_INFO_KEYS = {"co2_kg": "ep_co2_kg", "grid_kwh": "ep_grid_kwh", "unmet_kwh": "ep_unmet_kwh"}
 # Metrics summed over a chunk (the rest are averaged over its updates).
 SUM_METRICS = ("episodes", "ep_return", "ep_co2_kg", "ep_grid_kwh", "ep_unmet_kwh", "nonfinite_skips")
@@ -304,7 +304,7 @@ def rollout(
         done = jnp.logical_or(terminated, truncated)
         ep_return = ep_return + reward
         ended = done.astype(_F32)
-        episode = info.get("episode", {})
+        episode = info.get("totals", {})
         returns = episode["return"].astype(_F32) if "return" in episode else ep_return
         new_sums = {"episodes": sums["episodes"] + jnp.sum(ended),
                     "ep_return": sums["ep_return"] + jnp.sum(ended * returns)}

@@ -23,9 +23,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from oe3jax.algos import common
-from oe3jax.config import ConfigError, Field
-from oe3jax.precision import make_loss_scaler, select_tree
+from oe3jax.learning import common
+from oe3jax.schema import ConfigError, Field
+from oe3jax.learning.precision import make_loss_scaler, select_tree
 
 NAME = "ppo"
 

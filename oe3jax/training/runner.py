@@ -42,11 +42,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from oe3jax.config import ConfigError, Field, Schema, load_yaml, parse_assignment, resolve, set_path
+from oe3jax.learning import init_seeds, seed_keys
+from oe3jax.schema import ConfigError, Field, Schema, load_yaml, parse_assignment, resolve, set_path
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 PIPELINE = ("sac", "ppo", "a2c")  # order of ``--algo all``
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 
 # CSV columns, in order. The first seven are a public contract. The episode KPIs are means over
@@ -139,21 +140,21 @@ def _optional_attr(module: str, name: str) -> Any:
 
 def default_components() -> Components:
     """The project's environment, networks, algorithms and evaluation (imported lazily)."""
-    from oe3jax import algos
+    from oe3jax import learning as algos
 
-    make_env = _optional_attr("oe3jax.env", "make_env")
+    make_env = _optional_attr("oe3jax.simulation.env", "make_env")
     if make_env is None:
         def make_env(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            raise ConfigError("scenario: the environment module oe3jax.env is not available")
+            raise ConfigError("scenario: the environment module oe3jax.simulation.env is not available")
 
     return Components(
         get_algo=algos.get,
         algo_names=algos.ALGORITHMS,
         pipeline=PIPELINE,
         make_env=make_env,
-        env_spec=_optional_attr("oe3jax.env", "ENV_SPEC") or {},
-        network_spec=_optional_attr("oe3jax.networks", "NETWORK_SPEC") or {},
-        evaluate=_optional_attr("oe3jax.evaluate", "evaluate_with_baselines"),
+        env_spec=_optional_attr("oe3jax.simulation.env", "ENV_SPEC") or {},
+        network_spec=_optional_attr("oe3jax.learning.networks", "NETWORK_SPEC") or {},
+        evaluate=_optional_attr("oe3jax.evaluation.compare", "evaluate_with_baselines"),
         config_dir=CONFIG_DIR,
     )
 
@@ -283,24 +284,6 @@ class Plan:
         return self.num_envs * self.steps_per_env
 
 
-def seed_keys(cfg: Mapping[str, Any]) -> Any:
-    """Raw uint32 PRNG key data of every seed: run i uses ``PRNGKey(seed + i)``.
-
-    Seed i of a vmapped run therefore starts exactly like a one-seed run with ``seed + i``.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    return jnp.stack([jax.random.PRNGKey(cfg["seed"] + i) for i in range(cfg["seeds"])])
-
-
-def make_init(plan_algo: ModuleType, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Callable:
-    """``init(keys) -> state`` with a leading seed axis."""
-    import jax
-
-    return jax.vmap(lambda key: plan_algo.init(key, env, env_params, cfg))
-
-
 def _first_difference(saved: Any, now: Any, prefix: str = "") -> str | None:
     if isinstance(saved, Mapping) and isinstance(now, Mapping):
         for key in list(saved) + [k for k in now if k not in saved]:
@@ -326,7 +309,7 @@ def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
 
 def check_resume(meta: Mapping[str, Any], cfg: Mapping[str, Any], fingerprint: str, where: Path) -> None:
     """Raise :class:`ResumeMismatch` naming the first difference between a checkpoint and now."""
-    from oe3jax.checkpoint import ResumeMismatch
+    from oe3jax.training.checkpoint import ResumeMismatch
 
     saved = meta.get("config", {})
     hint = "rerun with the checkpoint's configuration, another --run-dir, or --fresh to start over"
@@ -357,7 +340,7 @@ def check_resume(meta: Mapping[str, Any], cfg: Mapping[str, Any], fingerprint: s
 
 def prepare(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     """Build the env, count updates, and read (and check) the latest checkpoint if any."""
-    from oe3jax.checkpoint import Checkpoints, tree_fingerprint
+    from oe3jax.training.checkpoint import Checkpoints, tree_fingerprint
 
     algo = load_algo(comps, cfg["algo"])
     try:
@@ -486,7 +469,7 @@ class Result:
 
 
 def _meta(plan: Plan, updates: int, episodes_done: list[int], csv_rows: int, final: bool) -> dict[str, Any]:
-    from oe3jax.checkpoint import versions
+    from oe3jax.training.checkpoint import versions
 
     cfg = plan.cfg
     return {
@@ -518,12 +501,12 @@ def train_agent(
     """Train (or resume) one agent to ``total_steps``, then evaluate it."""
     import jax
 
-    from oe3jax.checkpoint import Checkpoints
+    from oe3jax.training.checkpoint import Checkpoints
 
     out = out or sys.stdout
     cfg, algo = plan.cfg, plan.algo
     name = cfg["algo"]
-    init_fn = make_init(algo, plan.env, plan.env_params, cfg)
+    init_fn = init_seeds(algo, plan.env, plan.env_params, cfg)
     keys = seed_keys(cfg)
     ckpts = Checkpoints(plan.ckpt_dir, cfg["checkpoint"]["max_to_keep"], async_save=cfg["checkpoint"]["async"])
     try:
@@ -636,18 +619,18 @@ def evaluate_run(
     """Evaluate every seed's deterministic policy with ``comps.evaluate`` and write the KPIs.
 
     ``comps.evaluate({"seed <k>": policy, ...}) -> mapping`` (by default
-    ``oe3jax.evaluate.evaluate_with_baselines``) runs the full year for every seed beside the
+    ``oe3jax.evaluation.compare.evaluate_with_baselines``) runs the full year for every seed beside the
     baselines on the same arrivals; its JSON-serialisable result is written to
     ``<run_dir>/evaluation/<algo>.json``, and its ``"table"`` (markdown), if any, to
     ``<run_dir>/evaluation/<algo>.md``.
     """
-    from oe3jax.policy import policy_from_state
+    from oe3jax.learning.policy import policy_from_state
 
     name = plan.cfg["algo"]
     path = run_dir / "evaluation" / f"{name}.json"
     ecfg = plan.cfg.get("eval", {"enabled": True})
     if comps.evaluate is None or not ecfg["enabled"]:
-        why = "eval.enabled is false" if comps.evaluate is not None else "oe3jax.evaluate is not available"
+        why = "eval.enabled is false" if comps.evaluate is not None else "oe3jax.evaluation.kpis is not available"
         print(f"[{name}] evaluation skipped: {why}", file=out)
         return None
     policies = {
@@ -758,7 +741,7 @@ def run(
 def main(argv: Sequence[str] | None = None, comps: Components | None = None) -> int:
     """``scripts/train.py``: exit 0 on success, 2 with one ``error:`` line for a bad config or a
     checkpoint made by another config, 1 for a checkpoint that cannot be read or written."""
-    from oe3jax.checkpoint import CheckpointError, ResumeMismatch
+    from oe3jax.training.checkpoint import CheckpointError, ResumeMismatch
 
     try:
         run(argv, comps)

@@ -36,8 +36,8 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from oe3jax.evaluate import Schedule, rollout
-from oe3jax.scenario import Scenario
+from oe3jax.simulation.episode import Schedule, run_episode
+from oe3jax.simulation.scenario import Scenario
 
 Act = Callable[[jax.Array, Any, Any], jax.Array]
 
@@ -369,11 +369,11 @@ def record_sessions(env: Any, params: Any, key: jax.Array, hours: int | None = N
     """The episode's vehicle sessions, recorded by running it once with :func:`uncontrolled`.
 
     The arrivals depend on the key only (never on the actions), so these are the sessions of every
-    policy evaluated with the same ``key`` and ``hours`` (see :func:`oe3jax.evaluate.rollout`).
+    policy evaluated with the same ``key`` and ``hours`` (see :func:`oe3jax.simulation.episode.run_episode`).
     """
     if hours is None:
         hours = int(params.max_steps_in_episode)
-    trace = rollout(env, params, uncontrolled_schedule(env.scenario, hours), key, hours)
+    trace = run_episode(env, params, uncontrolled_schedule(env.scenario, hours), key, hours)
     sessions = extract_sessions(
         trace["occupied"], trace["need_kwh"], trace["hours_left"], socket_ratings_kw(env.scenario)
     )
@@ -387,7 +387,7 @@ def optimal_policy(
 
     Returns ``(act, optimum, uncontrolled_trace)``: ``act`` plays the LP's schedule (battery
     ``c_k / power_kw`` or ``-d_k / power_kw``, sockets ``x_{i,k} / rating_i``) step by step, so
-    ``evaluate(env, params, act, key, hours)`` replays it through the environment; ``optimum``
+    ``episode_kpis(env, params, act, key, hours)`` replays it through the environment; ``optimum``
     holds the LP's own flows.
     """
     sessions, trace = record_sessions(env, params, key, hours)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from oe3jax.scenario import HOURS_PER_YEAR, REWARD_TERMS, Scenario, get_scenario, scenario_profiles
+from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_TERMS, Scenario, get_scenario, scenario_profiles
 
 DAYS_PER_YEAR = HOURS_PER_YEAR // 24
 EVENING_PEAK_HOURS = range(18, 22)  # 18:00-21:59, the hours of the evening peak KPI
@@ -308,7 +308,7 @@ class ReferenceEnv:
         self.k += 1
         truncated = self.k >= self.episode_hours
         info = {"flows": flows, "vehicles": vehicles, "terms": terms, "reward": reward,
-                "arrivals": draw, "episode": dict(ep)}
+                "arrivals": draw, "totals": dict(ep)}
         return self.observation(), reward, False, truncated, info
 
     # ------------------------------------------------------------------ observation
@@ -398,7 +398,7 @@ if _gym is not None:
                 raise ValueError(f"reset options: unknown key {unknown[0]!r}; accepted: start_hour")
             self.sim.rng = self.np_random
             obs = self.sim.reset(start_hour=options.get("start_hour"))
-            return obs.astype(np.float32), {"episode": dict(self.sim.episode)}
+            return obs.astype(np.float32), {"totals": dict(self.sim.episode)}
 
         def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
             obs, reward, terminated, truncated, info = self.sim.step(action)

@@ -18,16 +18,16 @@ gradient steps, each on a fresh uniform minibatch of ``batch_size`` transitions:
 A chunk ``lax.scan``s many updates; ``learning_starts`` is handled with ``lax.cond`` so the
 chunk is one program whether it collects or learns (under the runner's vmap over seeds the cond
 becomes a select: the gradient steps are computed and discarded while collecting, so only the
-learner, never the buffer, passes through it). The replay buffer (:mod:`oe3jax.buffer`) is part
+learner, never the buffer, passes through it). The replay buffer (:mod:`oe3jax.learning.buffer`) is part
 of the train state and is checkpointed with it; :func:`buffer_nbytes` gives its size for the
 start-up report.
 
-Networks come from :mod:`oe3jax.networks` (``cfg["network"]``: plain MLP or socket-shared, with
+Networks come from :mod:`oe3jax.learning.networks` (``cfg["network"]``: plain MLP or socket-shared, with
 ``squash: tanh``); the twin critics are its ``QEnsemble``.
 
 Precision: parameters and optimizer states are float32; the networks compute in
 ``cfg["precision"]``; targets, log-probabilities and losses are float32. In float16 the losses are
-scaled by a dynamic loss scale kept in the train state (:mod:`oe3jax.precision`) and the gradients
+scaled by a dynamic loss scale kept in the train state (:mod:`oe3jax.learning.precision`) and the gradients
 unscaled. In every precision a gradient step with a non-finite loss or gradient changes nothing
 and is counted (``nonfinite_skips``).
 """
@@ -42,12 +42,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from oe3jax import buffer as rb
-from oe3jax import networks
-from oe3jax.algos import METRIC_KEYS
-from oe3jax.algos.common import ObsNormState, obs_norm_init, obs_norm_update, obs_normalize
-from oe3jax.config import ConfigError, Field
-from oe3jax.precision import LossScaleState, all_finite, compute_dtype, make_loss_scaler, select_tree
+from oe3jax.learning import buffer as rb
+from oe3jax.learning import networks
+from oe3jax.learning import METRIC_KEYS
+from oe3jax.learning.common import ObsNormState, obs_norm_init, obs_norm_update, obs_normalize
+from oe3jax.schema import ConfigError, Field
+from oe3jax.learning.precision import LossScaleState, all_finite, compute_dtype, make_loss_scaler, select_tree
 
 NAME = "sac"
 
@@ -432,7 +432,7 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         state = state.replace(learner=learner)
 
         ended = done.astype(jnp.float32)
-        episode = info.get("episode", {})
+        episode = info.get("totals", {})
         metrics = {
             **losses,
             "learning": learning.astype(jnp.float32),

@@ -20,8 +20,8 @@ from flax import struct
 from gymnax.environments import environment, spaces
 from scipy import stats
 
-from oe3jax.config import Field
-from oe3jax.scenario import HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, fingerprint, get_scenario, scenario_profiles
+from oe3jax.schema import Field
+from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, fingerprint, get_scenario, scenario_profiles
 
 # Config section ``env:`` of a training run (the runner resolves it; see make_env for the meaning).
 ENV_SPEC = {
@@ -445,7 +445,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         state = EnvState(t=t_next, k=state.k + 1, energy_kwh=e_next, occupied=occupied, need_kwh=need,
                          hours_left=hours_left, totals=totals)
         info = {"flows": flows, "terms": terms, "vehicles": vehicles, "arrivals": self.arrivals(words, t_next, params),
-                "episode": totals}
+                "totals": totals}
         terminated = jnp.zeros((), bool)
         return self.get_obs(state, params), state, reward.astype(f32), terminated, info
 

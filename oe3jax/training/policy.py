@@ -16,59 +16,12 @@ is the final one). With several seeds in the run, ``seed=k`` picks the k-th (def
 """
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from oe3jax.checkpoint import CheckpointError, Checkpoints, complete_steps, read_meta, tree_fingerprint
-
-
-@dataclasses.dataclass(eq=False)
-class Policy:
-    """A deterministic policy: ``policy(obs) -> action`` for one observation.
-
-    ``apply(params, obs)`` is the pure function behind it, for callers that want the parameters
-    as an argument (e.g. to vmap over several policies).
-    """
-
-    algo: str
-    step: int                  # env steps per environment done when it was saved
-    config: dict[str, Any]     # the resolved training config
-    scenario: str
-    seed: int                  # the seed value of the run it comes from
-    params: Any
-    apply: Callable[[Any, Any], Any]
-    env: Any = None
-    env_params: Any = None
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __call__(self, obs: Any) -> Any:
-        return self.apply(self.params, obs)
-
-
-def policy_from_state(
-    state: Any,
-    algo: ModuleType,
-    env: Any,
-    env_params: Any,
-    cfg: Mapping[str, Any],
-    *,
-    seed_index: int = 0,
-    step: int = 0,
-    meta: Mapping[str, Any] | None = None,
-) -> Policy:
-    """The policy of seed ``seed_index`` of a train state with a leading seed axis."""
-    import jax
-
-    one = jax.tree_util.tree_map(lambda x: x[seed_index], state)
-    return Policy(
-        algo=cfg["algo"], step=int(step), config=dict(cfg), scenario=cfg["scenario"],
-        seed=int(cfg["seed"]) + seed_index, params=algo.policy_params(one),
-        apply=algo.make_policy(env, env_params, cfg), env=env, env_params=env_params,
-        meta=dict(meta or {}),
-    )
+from oe3jax.learning import init_seeds, seed_keys
+from oe3jax.learning.policy import Policy, policy_from_state
+from oe3jax.training.checkpoint import CheckpointError, Checkpoints, complete_steps, read_meta, tree_fingerprint
 
 
 def _locate(path: Path, algo: str | None, step: int | None) -> tuple[Path, int]:
@@ -113,11 +66,11 @@ def load_policy(
     """Load the deterministic policy saved in a run or checkpoint directory (see module doc).
 
     ``seed`` is the index of the seed within the run (0 .. seeds-1). ``components`` (an
-    :class:`oe3jax.runner.Components`) replaces the project's algorithms and environment.
+    :class:`oe3jax.training.runner.Components`) replaces the project's algorithms and environment.
     """
     import jax
 
-    from oe3jax.runner import default_components, make_init, seed_keys
+    from oe3jax.training.runner import default_components
 
     directory, step = _locate(Path(path), algo, step)
     meta = read_meta(directory / str(step))
@@ -134,7 +87,7 @@ def load_policy(
             f"load_policy: the scenario data of {cfg['scenario']!r} differ from those the checkpoint "
             f"{directory / str(step)} was trained on"
         )
-    init_fn = make_init(algo_module, env, env_params, cfg)
+    init_fn = init_seeds(algo_module, env, env_params, cfg)
     ckpts = Checkpoints(directory, read_only=True, async_save=False)
     try:
         state = ckpts.restore(step, jax.eval_shape(init_fn, seed_keys(cfg)))

@@ -215,7 +215,7 @@ def env_throughput(
 
 def reference_throughput(scenario: str, num_steps: int, seed: int = 0) -> dict[str, Any]:
     """Steps/s of the NumPy reference in a Python loop, random actions from a pre-sampled pool."""
-    from oe3jax.reference import ReferenceEnv
+    from oe3jax.simulation.reference import ReferenceEnv
 
     ref = ReferenceEnv(scenario, seed=seed)
     rng = np.random.default_rng(seed)
@@ -240,7 +240,7 @@ def env_section(scenarios: Sequence[str], num_envs_list: Sequence[int], *, modes
                 env_steps_per_call: int = 65_536, repeats: int = 3, min_repeat_s: float = 0.5,
                 reference_steps: int = 3000, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Vmapped throughput for every scenario, batch size and action mode, beside the reference."""
-    from oe3jax.env import make_env
+    from oe3jax.simulation.env import make_env
 
     out: dict[str, Any] = {"load_avg_start": load_average(), "modes": {m: ACTION_MODE_HELP[m] for m in modes},
                            "scenarios": {}}
@@ -451,7 +451,7 @@ def resolve_algo_config(name: str, overrides: Mapping[str, Any] | None = None,
     ``--set``). ``comps`` are the runner's components (default: the project's). Returns the
     config and a description of where it came from.
     """
-    from oe3jax.runner import default_components, resolve_config
+    from oe3jax.training.runner import default_components, resolve_config
 
     comps = comps if comps is not None else default_components()
     sets = [f"{k}={_yaml_value(v)}" for k, v in (overrides or {}).items()]
@@ -525,7 +525,8 @@ def build_program(name: str, *, overrides: Mapping[str, Any] | None = None,
     at ``max_env_steps_per_chunk`` env steps (at least one update), which changes the scan length
     but not the program's body, so compile time and per-update cost are those of the runner's.
     """
-    from oe3jax.runner import default_components, load_algo, make_init, seed_keys
+    from oe3jax.learning import init_seeds, seed_keys
+    from oe3jax.training.runner import default_components, load_algo
 
     comps = comps if comps is not None else default_components()
     cache_key = (name, repr(sorted((overrides or {}).items())), max_env_steps_per_chunk, id(comps.get_algo))
@@ -541,7 +542,7 @@ def build_program(name: str, *, overrides: Mapping[str, Any] | None = None,
     chunk_updates = runner_chunk
     if max_env_steps_per_chunk is not None:
         chunk_updates = max(1, min(runner_chunk, max_env_steps_per_chunk // per_update))
-    state = jax.jit(make_init(algo, env, env_params, cfg))(seed_keys(cfg))
+    state = jax.jit(init_seeds(algo, env, env_params, cfg))(seed_keys(cfg))
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     chunk = algo.make_update_chunk(env, env_params, cfg, chunk_updates)
@@ -657,7 +658,7 @@ def checkpoint_cost(name: str, *, overrides: Mapping[str, Any] | None = None, sa
       slowdown of the chunk by the concurrent write, which competes for the same cores.
     - ``async_write_s``: a save followed at once by ``wait()``, the background write's duration.
     """
-    from oe3jax.checkpoint import Checkpoints
+    from oe3jax.training.checkpoint import Checkpoints
 
     prog = build_program(name, overrides=overrides, max_env_steps_per_chunk=max_env_steps_per_chunk, comps=comps,
                          log=log)

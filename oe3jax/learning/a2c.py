@@ -17,9 +17,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from oe3jax.algos import common
-from oe3jax.config import Field
-from oe3jax.precision import make_loss_scaler
+from oe3jax.learning import common
+from oe3jax.schema import Field
+from oe3jax.learning.precision import make_loss_scaler
 
 NAME = "a2c"
 

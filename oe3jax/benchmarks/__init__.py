@@ -1,0 +1,2 @@
+"""Throughput and utilisation measurements reported by ``scripts/benchmark.py`` (never imported by
+the library itself)."""
