@@ -6,7 +6,7 @@
     python scripts/train.py --config configs/smoke.yaml --set ppo.lr=1e-4 --total-steps 50000
     python scripts/train.py --algo ppo --fresh         # start over (old run renamed *.old-<time>)
 
-See ``oe3jax/runner.py`` for the configuration keys and the run directory's layout.
+See the README for the configuration keys and the run directory's layout.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oe3jax.training.runner import main  # noqa: E402
+from oe3jax.training.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from oe3jax.schema import Field
-from oe3jax.training.runner import Components
+from oe3jax.training.config import Components
 
 NAME = "dummy"
 
@@ -32,11 +32,15 @@ ENV_SPEC = {"episode_len": Field(200, int, low=1)}
 SCENARIOS = {"pendulum": 1.0, "pendulum-heavy": 2.0}  # name -> pendulum mass
 
 
-def make_env(scenario: str, episode_len: int = 200) -> tuple[Any, Any]:
+def make_env(scenario: str, episode_len: int = 200, **overrides: Any) -> tuple[Any, Any]:
+    """Pendulum of the scenario's mass; ``overrides`` replace Pendulum params (e.g. ``g``, ``m``)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario: unknown scenario {scenario!r}; accepted: {', '.join(SCENARIOS)}")
     env, params = gymnax.make("Pendulum-v1")
-    return env, params.replace(max_steps_in_episode=episode_len, m=SCENARIOS[scenario])
+    unknown = sorted(set(overrides) - set(params.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"scenario override {unknown[0]!r} is not a Pendulum parameter")
+    return env, params.replace(max_steps_in_episode=episode_len, m=SCENARIOS[scenario], **overrides)
 
 
 @struct.dataclass
@@ -146,5 +150,4 @@ def components(evaluate: Any = None) -> Components:
         env_spec=ENV_SPEC,
         network_spec=NETWORK_SPEC,
         evaluate=evaluate,
-        config_dir=None,
     )

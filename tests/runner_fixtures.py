@@ -9,7 +9,8 @@ import jax
 import numpy as np
 
 import dummy_algo
-from oe3jax.training.runner import TIMING_COLUMNS, run
+from oe3jax.training.cli import run
+from oe3jax.training.progress import TIMING_COLUMNS
 
 # 2 envs x 8 steps per update; 8 updates; a checkpoint (and a chunk) every 2 updates (16 steps
 # per env); episodes of 24 steps, so episodes end in the 2nd and 3rd chunks only.

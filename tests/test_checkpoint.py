@@ -15,7 +15,7 @@ import pytest
 import dummy_algo
 import runner_fixtures as rf
 from oe3jax.training.checkpoint import CheckpointError, Checkpoints, ResumeMismatch, complete_steps, read_meta
-from oe3jax.training.runner import main
+from oe3jax.training.cli import main
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -94,6 +94,7 @@ def test_damaged_checkpoint_is_an_error_not_a_fresh_start(base, tmp_path, capsys
         (["--set", "env.episode_len=48"], "resume: env.episode_len is 24 in the checkpoint"),
         (["--set", "dummy.lr=0.5"], "resume: dummy.lr is 0.01 in the checkpoint"),
         (["--seeds", "2"], "resume: seeds is 3 in the checkpoint"),
+        (["--set", "scenario_overrides.g=9.0"], "resume: scenario_overrides.g is '(absent)' in the checkpoint"),
     ],
 )
 def test_mismatched_resume_names_the_difference(base, capsys, extra, message):
@@ -115,7 +116,7 @@ def test_changed_scenario_data_is_detected(base):
         return env, params.replace(g=9.81)
 
     comps = type(comps)(**{**comps.__dict__, "make_env": heavier})
-    from oe3jax.training.runner import run
+    from oe3jax.training.cli import run
 
     with pytest.raises(ResumeMismatch, match="scenario data of 'pendulum' differ"):
         run(rf.ARGV + ["--run-dir", str(base_dir)], comps)
@@ -126,7 +127,9 @@ def test_fresh_moves_the_old_run_aside(base, tmp_path):
     run_dir = rf.copy_run(base_dir, tmp_path / "run")
     import io
 
-    from oe3jax.training.runner import _move_aside, prepare, resolve_config
+    from oe3jax.training.cli import move_aside as _move_aside
+    from oe3jax.training.config import resolve_config
+    from oe3jax.training.loop import prepare
 
     _move_aside(run_dir, io.StringIO())
     olds = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]

@@ -50,21 +50,24 @@ def test_smoke_config_trains_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     smoke = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["algo"] == "ppo" and config["ppo"]["num_envs"] == smoke["ppo"]["num_envs"]
+    assert config["algo"] == "ppo" and config["scenario"] == smoke["scenario"] == "iquitos-38"
     assert config["total_steps"] == smoke["total_steps"] and "lr" in config["ppo"]  # defaults filled in
     with open(run_dir / "progress" / "ppo_progress.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:7] == ["episode", "step", "reward_avg", "actor_loss", "critic_loss", "entropy", "lr"]
-    per_update = smoke["ppo"]["num_envs"] * smoke["ppo"]["num_steps"]
-    assert [int(r["step"]) for r in rows] == list(range(2 * per_update, smoke["total_steps"] + 1, 2 * per_update))
-    # 48-hour episodes: 64 steps per env per chunk ends one episode per env in every chunk
-    assert [int(r["episode"]) for r in rows] == [smoke["ppo"]["num_envs"] * (k + 1) for k in range(len(rows))]
+    num_envs, num_steps = config["ppo"]["num_envs"], config["ppo"]["num_steps"]
+    per_update = num_envs * num_steps
+    chunk = -(-smoke["checkpoint"]["every"] // num_steps)  # updates per checkpoint interval (and chunk)
+    assert [int(r["step"]) for r in rows] == list(range(chunk * per_update, smoke["total_steps"] + 1, chunk * per_update))
+    # 48-hour episodes in lockstep: every env has ended steps_per_env // 48 episodes
+    hours = smoke["env"]["episode_hours"]
+    assert [int(r["episode"]) for r in rows] == [num_envs * (int(r["step"]) // num_envs // hours) for r in rows]
     assert all(float(r["co2_kg"]) > 0 and float(r["grid_kwh"]) > 0 for r in rows)
 
     from oe3jax import load_policy
 
     policy = load_policy(run_dir)
-    assert (policy.algo, policy.scenario, policy.step) == ("ppo", "iquitos-38", smoke["total_steps"] // 4)
+    assert (policy.algo, policy.scenario, policy.step) == ("ppo", "iquitos-38", smoke["total_steps"] // num_envs)
     obs, _ = policy.env.reset(__import__("jax").random.key(0), policy.env_params)
     action = np.asarray(policy(obs))
     assert action.shape == policy.env.action_space(policy.env_params).shape

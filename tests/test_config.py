@@ -6,7 +6,8 @@ import yaml
 
 import dummy_algo
 from oe3jax.schema import ConfigError
-from oe3jax.training.runner import main, resolve_config, requested_algo, run
+from oe3jax.training.cli import main, run
+from oe3jax.training.config import requested_algo, resolve_config, user_config
 
 
 def _error_line(capsys, argv, comps=None) -> str:
@@ -63,20 +64,18 @@ def test_other_algorithm_section_is_rejected_unless_all(capsys, tmp_path):
 
 
 def test_resolution_order(tmp_path):
-    """defaults < configs/<algo>.yaml < --config < --set < flags."""
-    cfg_dir = tmp_path / "configs"
-    cfg_dir.mkdir()
-    (cfg_dir / "dummy.yaml").write_text("total_steps: 100\nseeds: 2\ndummy: {lr: 0.5, num_envs: 2, num_steps: 3}\n")
+    """spec defaults < the algorithm's run defaults < --config < --set < flags."""
+    run_defaults = {"total_steps": 100, "seeds": 2, "dummy": {"lr": 0.5, "num_envs": 2, "num_steps": 3}}
     user = tmp_path / "user.yaml"
     user.write_text("seeds: 3\ndummy: {lr: 0.25, num_envs: 5}\n")
     comps = dummy_algo.components()
-    comps = type(comps)(**{**comps.__dict__, "config_dir": cfg_dir})
+    comps = type(comps)(**{**comps.__dict__, "run_defaults": lambda name: run_defaults})
     cfg = resolve_config(
         "dummy", comps, config_file=str(user), sets=["dummy.num_envs=7", "seeds=4", "dummy.lr=3e-4"],
         flags={"seeds": 6, "scenario": "pendulum", "total_steps": None},
     )
-    assert cfg["total_steps"] == 100          # from configs/dummy.yaml
-    assert cfg["dummy"]["num_steps"] == 3     # from configs/dummy.yaml
+    assert cfg["total_steps"] == 100          # from the run defaults
+    assert cfg["dummy"]["num_steps"] == 3     # from the run defaults
     assert cfg["dummy"]["num_envs"] == 7      # --set over --config
     assert cfg["dummy"]["lr"] == 3e-4         # --set, YAML-typed (3e-4 is a float)
     assert cfg["seeds"] == 6                  # the flag over --set
@@ -88,9 +87,9 @@ def test_algo_from_config_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("algo: dummy2\n")
     comps = dummy_algo.components()
-    assert requested_algo(None, str(path), [], comps) == "dummy2"
-    assert requested_algo(None, str(path), ["algo=dummy"], comps) == "dummy"
-    assert requested_algo("all", str(path), ["algo=dummy"], comps) == "all"
+    assert requested_algo(None, user_config(str(path)), comps) == "dummy2"
+    assert requested_algo(None, user_config(str(path), ["algo=dummy"]), comps) == "dummy"
+    assert requested_algo("all", user_config(str(path), ["algo=dummy"]), comps) == "all"
 
 
 def test_tensorboard_without_package_is_a_config_error():

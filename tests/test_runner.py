@@ -13,7 +13,8 @@ import pytest
 import dummy_algo
 import runner_fixtures as rf
 from oe3jax import load_policy
-from oe3jax.training.runner import CSV_COLUMNS, run
+from oe3jax.training.cli import run
+from oe3jax.training.progress import CSV_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -447,17 +447,16 @@ def resolve_algo_config(name: str, overrides: Mapping[str, Any] | None = None,
                         comps: Any = None) -> tuple[dict[str, Any], str]:
     """The algorithm's default run configuration, as ``scripts/train.py --algo NAME`` resolves it.
 
-    ``configs/<name>.yaml`` over the schema defaults, then ``overrides`` (dotted keys, as
-    ``--set``). ``comps`` are the runner's components (default: the project's). Returns the
+    The code's defaults (:mod:`oe3jax.training.defaults`), then ``overrides`` (dotted keys, as
+    ``--set``). ``comps`` are the training components (default: the project's). Returns the
     config and a description of where it came from.
     """
-    from oe3jax.training.runner import default_components, resolve_config
+    from oe3jax.training.config import default_components, resolve_config
 
     comps = comps if comps is not None else default_components()
     sets = [f"{k}={_yaml_value(v)}" for k, v in (overrides or {}).items()]
     cfg = resolve_config(name, comps, sets=sets)
-    has_file = comps.config_dir is not None and (Path(comps.config_dir) / f"{name}.yaml").is_file()
-    source = f"configs/{name}.yaml" if has_file else f"schema defaults (no configs/{name}.yaml)"
+    source = f"default {name} run (oe3jax.training.defaults)"
     if overrides:
         source += " + " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     return cfg, source
@@ -526,7 +525,7 @@ def build_program(name: str, *, overrides: Mapping[str, Any] | None = None,
     but not the program's body, so compile time and per-update cost are those of the runner's.
     """
     from oe3jax.learning import init_seeds, seed_keys
-    from oe3jax.training.runner import default_components, load_algo
+    from oe3jax.training.config import default_components, load_algo, make_run_env
 
     comps = comps if comps is not None else default_components()
     cache_key = (name, repr(sorted((overrides or {}).items())), max_env_steps_per_chunk, id(comps.get_algo))
@@ -535,7 +534,7 @@ def build_program(name: str, *, overrides: Mapping[str, Any] | None = None,
     cfg, source = resolve_algo_config(name, overrides, comps)
     cfg["seeds"] = 1
     algo = load_algo(comps, name)
-    env, env_params = comps.make_env(cfg["scenario"], **cfg["env"])
+    env, env_params = make_run_env(cfg, comps)
     num_envs, steps_per_env = (int(v) for v in algo.env_steps_per_update(cfg))
     per_update = num_envs * steps_per_env
     runner_chunk = cfg["log"]["chunk_updates"] or math.ceil(cfg["checkpoint"]["every"] / steps_per_env)

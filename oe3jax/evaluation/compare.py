@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from oe3jax.control import baselines
@@ -68,6 +69,9 @@ def evaluate_with_baselines(
     """Trained policies' KPIs beside the baselines', on the same year of arrivals.
 
     ``policies`` is one ``Policy`` or a mapping ``name -> Policy`` (e.g. one per training seed).
+    Every column runs in the environment the first policy was trained for (its scenario, overrides
+    and reward weights), over the year from 1 January whatever the training episodes were; pass
+    ``scenario`` (a name or Scenario) to judge the policies on another scenario of the same size.
     Returns ``{name: kpis, ..., "uncontrolled": kpis, "rule": kpis, "optimal": kpis, "table": md}``
     (``optimal`` is the perfect-foresight linear program, about 10 s for a year; skip it with
     ``optimal=False``). Every column uses ``jax.random.key(seed)``: the same vehicles arrive.
@@ -75,7 +79,11 @@ def evaluate_with_baselines(
     if not isinstance(policies, Mapping):
         policies = {"policy": policies}
     first = next(iter(policies.values()))
-    env, params = make_env(scenario if scenario is not None else first.scenario)
+    if scenario is None and getattr(first, "env", None) is not None:
+        env = first.env
+        params = first.env_params.replace(random_start=jnp.asarray(False), start_hour=jnp.asarray(0, jnp.int32))
+    else:
+        env, params = make_env(scenario if scenario is not None else first.scenario)
     key = jax.random.key(seed)
     results: dict[str, Any] = {
         name: episode_kpis(env, params, lambda obs, state, p, pol=pol: pol(obs), key, hours)

@@ -1,6 +1,6 @@
 """Training algorithms. Each module (ppo, a2c, sac) implements the same small interface.
 
-The interface (module-level names), used by :mod:`oe3jax.training.runner`:
+The interface (module-level names), used by the training loop (:mod:`oe3jax.training.loop`):
 
 ``NAME: str``
     ``"ppo"``, ``"a2c"`` or ``"sac"``; also the name of the algorithm's config section.
@@ -24,7 +24,7 @@ The interface (module-level names), used by :mod:`oe3jax.training.runner`:
 ``policy_params(state) -> pytree``
     The part of the train state that acting needs (actor parameters, normaliser statistics).
 
-``cfg`` is the whole resolved configuration (see :mod:`oe3jax.training.runner`), so an algorithm reads
+``cfg`` is the whole resolved configuration (see :mod:`oe3jax.training.config`), so an algorithm reads
 ``cfg[NAME]``, ``cfg["network"]`` and ``cfg["precision"]``.
 """
 from __future__ import annotations

@@ -66,11 +66,11 @@ def load_policy(
     """Load the deterministic policy saved in a run or checkpoint directory (see module doc).
 
     ``seed`` is the index of the seed within the run (0 .. seeds-1). ``components`` (an
-    :class:`oe3jax.training.runner.Components`) replaces the project's algorithms and environment.
+    :class:`oe3jax.training.config.Components`) replaces the project's algorithms and environment.
     """
     import jax
 
-    from oe3jax.training.runner import default_components
+    from oe3jax.training.config import default_components, make_run_env
 
     directory, step = _locate(Path(path), algo, step)
     meta = read_meta(directory / str(step))
@@ -81,7 +81,7 @@ def load_policy(
         raise ValueError(f"load_policy: seed: expected an index in [0, {int(cfg['seeds']) - 1}], got {seed}")
     comps = components or default_components()
     algo_module = comps.get_algo(cfg["algo"])
-    env, env_params = comps.make_env(cfg["scenario"], **cfg["env"])
+    env, env_params = make_run_env(cfg, comps)
     if meta.get("fingerprint") not in (None, tree_fingerprint(env_params)):
         raise ValueError(
             f"load_policy: the scenario data of {cfg['scenario']!r} differ from those the checkpoint "

@@ -1,0 +1,386 @@
+"""Training one agent: the plan, restore or init, the chunked jit loop, checkpoints, evaluation.
+
+Reading order: :func:`prepare` fixes everything before the first chunk (the environment, the
+number of updates and chunks, the checkpoint found in the run directory and the check that it was
+made by the same configuration); :func:`train_agent` restores or initialises the state of every
+seed (``jax.vmap`` over seed keys), compiles the vmapped chunk of the algorithm once
+(``algo.make_update_chunk``), and loops on the host: one chunk, one CSV row per seed, a progress
+line, a checkpoint at the chunk boundary at or after every multiple of ``checkpoint.every`` env
+steps per environment (and at the end); then :func:`evaluate_run` scores every seed's policy.
+
+Units of progress: an *update* consumes ``num_envs * steps_per_env`` env steps of one seed;
+``step`` in the CSV counts the env steps of one seed (all its environments together); checkpoint
+directories are named by env steps per environment.
+
+Exactness: chunk boundaries are multiples of ``chunk_updates`` counted from the first update,
+whether or not a run resumed, so an interrupted and resumed run executes the same programs on
+the same states as an uninterrupted one, and ends with the same bits on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oe3jax import learning
+from oe3jax.learning.policy import policy_from_state
+from oe3jax.training.checkpoint import Checkpoints, ResumeMismatch, tree_fingerprint, versions
+from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
+from oe3jax.training.files import atomic_write_text
+from oe3jax.training.progress import ProgressCSV, TensorBoard, chunk_rows, fmt_duration
+
+
+# --------------------------------------------------------------------------------------------
+# The plan of one agent's training
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Plan:
+    """Everything fixed before the first chunk runs."""
+
+    cfg: dict[str, Any]
+    algo: learning.Algorithm
+    env: Any
+    env_params: Any
+    fingerprint: str
+    num_envs: int
+    steps_per_env: int
+    total_updates: int
+    chunk_updates: int
+    every_updates: int
+    run_dir: Path
+    resume_step: int | None = None
+    resume_meta: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg["algo"]
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.steps_per_env
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints" / self.name
+
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / "progress" / f"{self.name}_progress.csv"
+
+    @property
+    def evaluation_path(self) -> Path:
+        return self.run_dir / "evaluation" / f"{self.name}.json"
+
+
+def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
+    """Build the environment and count updates and chunks (no file is read or written)."""
+    algo = load_algo(comps, cfg["algo"])
+    env, env_params = make_run_env(cfg, comps)
+    num_envs, steps_per_env = (int(v) for v in algo.env_steps_per_update(cfg))
+    total_updates = math.ceil(cfg["total_steps"] / (num_envs * steps_per_env))
+    every_updates = math.ceil(cfg["checkpoint"]["every"] / steps_per_env)
+    chunk = max(1, min(cfg["log"]["chunk_updates"] or every_updates, total_updates))
+    return Plan(
+        cfg=cfg, algo=algo, env=env, env_params=env_params, fingerprint=tree_fingerprint(env_params),
+        num_envs=num_envs, steps_per_env=steps_per_env, total_updates=total_updates,
+        chunk_updates=chunk, every_updates=every_updates, run_dir=Path(run_dir),
+    )
+
+
+def find_resume(plan: Plan) -> Plan:
+    """Read the latest complete checkpoint of the plan's agent, if any, and check it fits."""
+    if plan.ckpt_dir.is_dir():
+        ckpts = Checkpoints(plan.ckpt_dir, plan.cfg["checkpoint"]["max_to_keep"], async_save=False, read_only=True)
+        step = ckpts.latest_step()
+        if step is not None:
+            meta = ckpts.read_meta(step)
+            check_resume(meta, plan.cfg, plan.fingerprint, ckpts.step_dir(step))
+            plan.resume_step, plan.resume_meta = step, meta
+    return plan
+
+
+def prepare(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
+    """:func:`plan_agent` then :func:`find_resume`."""
+    return find_resume(plan_agent(cfg, run_dir, comps))
+
+
+def _first_difference(saved: Any, now: Any, prefix: str = "") -> str | None:
+    if isinstance(saved, Mapping) and isinstance(now, Mapping):
+        for key in list(saved) + [k for k in now if k not in saved]:
+            if not prefix and key in RESUMABLE_KEYS:
+                continue
+            if key not in now or key not in saved:
+                return prefix + str(key)
+            diff = _first_difference(saved[key], now[key], f"{prefix}{key}.")
+            if diff is not None:
+                return diff
+        return None
+    return None if saved == now else prefix.rstrip(".")
+
+
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return "(absent)"
+        node = node[part]
+    return node
+
+
+def check_resume(meta: Mapping[str, Any], cfg: Mapping[str, Any], fingerprint: str, where: Path) -> None:
+    """Raise :class:`ResumeMismatch` naming the first difference between a checkpoint and now.
+
+    Only ``total_steps``, ``checkpoint``, ``log`` and ``eval`` may change (to extend a run, say).
+    """
+    saved = {"scenario_overrides": {}, **meta.get("config", {})}  # runs saved before overrides existed
+    hint = "rerun with the checkpoint's configuration, another --run-dir, or --fresh to start over"
+    for section in (k for k in ("algo", "scenario", "scenario_overrides", "network", "env") if k in cfg):
+        a, b = saved.get(section, "(absent)"), cfg[section]
+        diff = _first_difference(a, b, f"{section}.") if isinstance(b, Mapping) else (None if a == b else section)
+        if diff is not None:
+            raise ResumeMismatch(f"resume: {diff} is {_lookup(saved, diff)!r} in the checkpoint {where} "
+                                 f"but {_lookup(cfg, diff)!r} now; {hint}")
+    diff = _first_difference(saved, cfg)
+    if diff is not None:
+        raise ResumeMismatch(f"resume: {diff} is {_lookup(saved, diff)!r} in the checkpoint {where} but "
+                             f"{_lookup(cfg, diff)!r} now; {hint}")
+    if meta.get("fingerprint") != fingerprint:
+        raise ResumeMismatch(
+            f"resume: the scenario data of {cfg['scenario']!r} differ from those of the checkpoint "
+            f"{where} (fingerprint {meta.get('fingerprint')} vs {fingerprint}); {hint}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Training one agent
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Result:
+    """What :func:`train_agent` leaves behind."""
+
+    algo: str
+    step: int               # env steps per environment done
+    updates: int
+    state: Any
+    evaluation: dict[str, Any] | None
+
+
+@dataclasses.dataclass
+class _Progress:
+    """The host-side counters of a run, saved in every checkpoint's metadata."""
+
+    updates: int
+    episodes_done: list[int]
+    csv: ProgressCSV
+
+
+def _meta(plan: Plan, progress: _Progress, final: bool) -> dict[str, Any]:
+    cfg = plan.cfg
+    return {
+        "algo": cfg["algo"],
+        "scenario": cfg["scenario"],
+        "fingerprint": plan.fingerprint,
+        "seeds": [cfg["seed"] + i for i in range(cfg["seeds"])],
+        "config": cfg,
+        "versions": versions(),
+        "updates": progress.updates,
+        "env_steps_per_env": progress.updates * plan.steps_per_env,
+        "env_steps_per_seed": progress.updates * plan.steps_per_update,
+        "num_envs": plan.num_envs,
+        "episodes_done": list(progress.episodes_done),
+        "csv_rows": progress.csv.rows,
+        "chunk_updates": plan.chunk_updates,
+        "final": final,
+    }
+
+
+def _say(out: Any, text: str) -> None:
+    print(text, file=out, flush=True)
+
+
+def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: Any) -> tuple[Any, _Progress]:
+    """The state and counters to start from: the resumed checkpoint's, or fresh ones."""
+    import jax
+
+    if plan.resume_step is not None and plan.resume_meta is not None:
+        meta = plan.resume_meta
+        state = ckpts.restore(plan.resume_step, jax.eval_shape(init_fn, keys))
+        progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]],
+                             ProgressCSV(plan.csv_path, int(meta["csv_rows"])))
+        _say(out, f"[{plan.name}] resuming from {ckpts.step_dir(plan.resume_step)} "
+                  f"({progress.updates * plan.steps_per_update:,} of "
+                  f"{plan.total_updates * plan.steps_per_update:,} steps)")
+        return state, progress
+    state = jax.jit(init_fn)(keys)
+    progress = _Progress(0, [0] * plan.cfg["seeds"], ProgressCSV(plan.csv_path, 0))
+    _announce(plan, out)
+    return state, progress
+
+
+def _announce(plan: Plan, out: Any) -> None:
+    """What a fresh run is about to do (rounded-up steps, replay-buffer memory)."""
+    cfg = plan.cfg
+    done_steps = plan.total_updates * plan.steps_per_update
+    _say(out, f"[{plan.name}] {plan.total_updates:,} updates x {plan.steps_per_update:,} env steps "
+              f"({plan.num_envs} envs x {plan.steps_per_env}) = {done_steps:,} env steps per seed"
+              + (f" (total_steps {cfg['total_steps']:,} rounded up to whole updates)"
+                 if done_steps != cfg["total_steps"] else ""))
+    if hasattr(plan.algo, "buffer_nbytes"):
+        obs_dim = int(np.prod(plan.env.observation_space(plan.env_params).shape))
+        act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
+        nbytes, line = plan.algo.buffer_nbytes(cfg, obs_dim, act_dim)
+        seeds = cfg["seeds"]
+        _say(out, f"[{plan.name}] {line}" + (f"; x {seeds} seeds = {nbytes * seeds / 1e9:.2f} GB" if seeds > 1 else ""))
+
+
+class _Programs:
+    """The compiled chunk programs of a plan, by number of updates (usually one or two)."""
+
+    def __init__(self, plan: Plan, out: Any):
+        self.plan, self.out = plan, out
+        self.compiled: dict[int, Any] = {}
+        self.compile_s = 0.0
+
+    def get(self, n: int, state: Any) -> Any:
+        import jax
+
+        if n not in self.compiled:
+            plan = self.plan
+            t0 = time.perf_counter()
+            chunk = plan.algo.make_update_chunk(plan.env, plan.env_params, plan.cfg, n)
+            donate = (0,) if jax.default_backend() != "cpu" else ()
+            self.compiled[n] = jax.jit(jax.vmap(chunk), donate_argnums=donate).lower(state).compile()
+            dt = time.perf_counter() - t0
+            self.compile_s += dt
+            _say(self.out, f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
+                           f"steps x {plan.cfg['seeds']} seed(s) in {dt:.1f} s")
+        return self.compiled[n]
+
+
+def train_agent(
+    plan: Plan,
+    run_dir: Path,
+    comps: Components,
+    *,
+    on_checkpoint: Callable[[int], None] | None = None,
+    out: Any = None,
+) -> Result:
+    """Train (or resume) one agent to ``total_steps``, then evaluate it."""
+    import jax
+
+    out = out or sys.stdout
+    cfg = plan.cfg
+    init_fn = learning.init_seeds(plan.algo, plan.env, plan.env_params, cfg)
+    ckpts = Checkpoints(plan.ckpt_dir, cfg["checkpoint"]["max_to_keep"], async_save=cfg["checkpoint"]["async"])
+    try:
+        state, progress = _start(plan, ckpts, init_fn, learning.seed_keys(cfg), out)
+        tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] else None
+        programs = _Programs(plan, out)
+        total, per_update, seeds = plan.total_updates, plan.steps_per_update, cfg["seeds"]
+        start_updates, t_start, last_print = progress.updates, time.perf_counter(), -math.inf
+        while progress.updates < total:
+            n = min(plan.chunk_updates - progress.updates % plan.chunk_updates, total - progress.updates)
+            fn = programs.get(n, state)
+            t0 = time.perf_counter()
+            state, metrics = fn(state)
+            metrics = jax.device_get(metrics)
+            dt = time.perf_counter() - t0
+            prev = progress.updates
+            progress.updates += n
+            step = progress.updates * per_update
+            progress.csv.append(chunk_rows(metrics, cfg, progress.episodes_done, step, progress.updates,
+                                           n * per_update * seeds / max(dt, 1e-9)))
+            if tb is not None:
+                tb.write(metrics, step)
+            now = time.perf_counter()
+            if now - last_print >= cfg["log"]["print_every_s"] or progress.updates == total:
+                last_print = now
+                busy = now - t_start - programs.compile_s
+                rate = (progress.updates - start_updates) * per_update * seeds / max(busy, 1e-9)
+                eta = (total - progress.updates) * per_update * seeds / max(rate, 1e-9)
+                reward = float(np.mean(np.asarray(metrics["reward_avg"])))
+                _say(out, f"[{plan.name}] {step:>12,}/{total * per_update:,} steps "
+                          f"({100.0 * progress.updates / total:5.1f}%)  {rate:,.0f} steps/s  "
+                          f"ETA {fmt_duration(eta)}  reward {reward:.4g}")
+            if progress.updates // plan.every_updates > prev // plan.every_updates or progress.updates == total:
+                ckpt_step = progress.updates * plan.steps_per_env
+                ckpts.save(ckpt_step, state, _meta(plan, progress, progress.updates == total))
+                if on_checkpoint is not None:
+                    ckpts.wait()
+                    on_checkpoint(ckpt_step)
+        ckpts.wait()
+        if tb is not None:
+            tb.close()
+    finally:
+        try:
+            ckpts.close()
+        except Exception as exc:  # already reported by wait() above unless interrupted
+            print(f"warning: {exc}", file=sys.stderr)
+
+    evaluation = evaluate_run(plan, state, progress.updates, comps, out)
+    return Result(plan.name, progress.updates * plan.steps_per_env, progress.updates, state, evaluation)
+
+
+# --------------------------------------------------------------------------------------------
+# The final evaluation
+# --------------------------------------------------------------------------------------------
+
+def _seed_names(cfg: Mapping[str, Any]) -> list[str]:
+    return [f"seed {cfg['seed'] + i}" for i in range(cfg["seeds"])]
+
+
+def evaluation_done(plan: Plan) -> bool:
+    """Whether the agent's evaluation file is complete: valid JSON with an entry for every seed."""
+    try:
+        doc = json.loads(plan.evaluation_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, Mapping) and all(isinstance(doc.get(name), Mapping) for name in _seed_names(plan.cfg))
+
+
+def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: Any) -> dict[str, Any] | None:
+    """Evaluate every seed's deterministic policy with ``comps.evaluate`` and write the KPIs.
+
+    ``comps.evaluate({"seed <k>": policy, ...}, seed=, hours=, optimal=) -> mapping`` (by default
+    :func:`oe3jax.evaluation.compare.evaluate_with_baselines`) runs every seed's policy beside the
+    baselines on the same arrivals, in the environment the agent was trained for; its result is
+    written atomically to ``<run_dir>/evaluation/<algo>.json`` and its ``"table"`` (markdown), if
+    any, to ``<run_dir>/evaluation/<algo>.md``.
+    """
+    ecfg = plan.cfg["eval"]
+    if comps.evaluate is None or not ecfg["enabled"]:
+        why = "eval.enabled is false" if comps.evaluate is not None else "no evaluation is available"
+        _say(out, f"[{plan.name}] evaluation skipped: {why}")
+        return None
+    policies = {
+        name: policy_from_state(state, plan.algo, plan.env, plan.env_params, plan.cfg, seed_index=i,
+                                step=updates * plan.steps_per_env, meta={"fingerprint": plan.fingerprint})
+        for i, name in enumerate(_seed_names(plan.cfg))
+    }
+    results = _jsonable(comps.evaluate(policies, seed=ecfg["seed"], hours=ecfg["hours"], optimal=ecfg["optimal"]))
+    path = plan.evaluation_path
+    if isinstance(results, Mapping) and isinstance(results.get("table"), str):
+        atomic_write_text(path.with_suffix(".md"), results["table"] + "\n")
+        _say(out, results["table"])
+    atomic_write_text(path, json.dumps(results, indent=2))  # last: its presence means done
+    _say(out, f"[{plan.name}] evaluation written to {path}")
+    return results
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
