@@ -165,7 +165,7 @@ def test_rule_never_charges_from_the_grid(name):
     assert f["bess_charge"].sum() > 0.0  # it does store PV surplus
     # charges only when PV exceeds the load; discharges only in the evening
     assert np.all(f["bess_charge"][f["pv_kwh"] <= f["mall_kwh"] + f["ev_kwh"]] == 0.0)
-    evening = np.isin(hod, B.EVENING_HOURS)
+    evening = np.isin(hod, B.RULE_DISCHARGE_HOURS)
     assert np.all(f["bess_discharge"][~evening] == 0.0)
     assert f["bess_discharge"][evening].sum() > 0.0
     # vehicles at full power: the same EV energy as the uncontrolled policy

@@ -7,7 +7,7 @@ environment state and params, so a rule can read the hour, the PV and the mall l
 
 - :func:`uncontrolled`: every plugged vehicle charges at full socket power; the battery is idle.
 - :func:`make_rule_based`: vehicles at full power; the battery stores the PV surplus (never grid
-  energy) and discharges during the evening peak (18:00-22:59 by default).
+  energy) and discharges in the evening (18:00-22:59 by default: the evening peak and the hour after it).
 - :func:`solve_optimum`: the lowest grid import achievable over an episode with perfect foresight
   of PV, mall load and the vehicles (a linear program solved by HiGHS), while every vehicle gets
   the energy it gets under the uncontrolled policy (the most it can get). :func:`optimal_policy`
@@ -36,14 +36,15 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from oe3jax.simulation.episode import Schedule, run_episode
+from oe3jax.simulation.episode import Schedule, run_episode, session_starts
 from oe3jax.simulation.scenario import Scenario
 
 Act = Callable[[jax.Array, Any, Any], jax.Array]
 
-#: Evening hours (hour of day) in which the rule-based battery discharges: 18:00-22:59, the
-#: evening peak of the mall and the high-price block of the time-of-use tariff.
-EVENING_HOURS: tuple[int, ...] = (18, 19, 20, 21, 22)
+#: Hours of day in which the rule-based battery discharges: 18:00-22:59, the evening peak of the
+#: site (18:00-21:59, ``oe3jax.simulation.env.EVENING_PEAK_HOURS``) and the hour after it, which
+#: together make the high-price block of the time-of-use tariff.
+RULE_DISCHARGE_HOURS: tuple[int, ...] = (18, 19, 20, 21, 22)
 
 #: Relative margin under the PV surplus at which the rule charges, so that float32 rounding in the
 #: step can never turn a PV charge into a (tiny) grid charge.
@@ -64,7 +65,7 @@ def uncontrolled(obs: jax.Array, state: Any, params: Any) -> jax.Array:
     return jnp.concatenate([jnp.zeros((1,), jnp.float32), jnp.ones((n_sockets,), jnp.float32)])
 
 
-def make_rule_based(scenario: Scenario, discharge_hours: tuple[int, ...] = EVENING_HOURS) -> Act:
+def make_rule_based(scenario: Scenario, discharge_hours: tuple[int, ...] = RULE_DISCHARGE_HOURS) -> Act:
     """The rule-based dispatch: PV surplus into the battery, battery out in the evening.
 
     Each hour, with the vehicles charging at full power (EV load ``sum_i min(rating_i, need_i)``
@@ -139,18 +140,15 @@ def extract_sessions(
 ) -> Sessions:
     """Sessions from a recorded trajectory of the socket states *before* each step's action.
 
-    ``occupied``, ``need_kwh``, ``hours_left`` have shape ``(steps, n_sockets)``. A socket holds a
-    new vehicle at step ``k`` when it is occupied and was free at ``k - 1`` or held a vehicle with
-    one hour left (which departed at the end of ``k - 1``). The energy of a session is what full
+    ``occupied``, ``need_kwh``, ``hours_left`` have shape ``(steps, n_sockets)``; sessions start
+    where :func:`~oe3jax.simulation.episode.session_starts` says. The energy of a session is what full
     power delivers: ``sum_k min(rating, need_k)`` (need_k is the need before step ``k``).
     """
     occupied = np.asarray(occupied, bool)
     hours_left = np.asarray(hours_left)
     need = np.asarray(need_kwh, np.float64)
-    steps, n_sockets = occupied.shape
-    prev_occ = np.vstack([np.zeros((1, n_sockets), bool), occupied[:-1]])
-    prev_left = np.vstack([np.zeros((1, n_sockets), hours_left.dtype), hours_left[:-1]])
-    new = occupied & (~prev_occ | (prev_left == 1))
+    steps = occupied.shape[0]
+    new = session_starts(occupied, hours_left)
     starts_k, starts_i = np.nonzero(new)
     order = np.lexsort((starts_k, starts_i))  # by socket, then time
     starts_k, starts_i = starts_k[order], starts_i[order]

@@ -10,7 +10,7 @@ import numpy as np
 
 from oe3jax.control import baselines
 from oe3jax.evaluation.kpis import episode_kpis, kpis
-from oe3jax.simulation.env import make_env
+from oe3jax.simulation.env import EVENING_PEAK_LABEL, make_env
 
 
 # ----------------------------------------------------------------------------- tables
@@ -29,7 +29,7 @@ _TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("vehicles_served", "vehicles fully served", ",.0f"),
     ("vehicles_rejected", "vehicles rejected", ",.0f"),
     ("peak_import_kw", "peak import (kW)", ",.0f"),
-    ("peak_import_evening_kw", "peak import 18-22 h (kW)", ",.0f"),
+    ("peak_import_evening_kw", f"peak import {EVENING_PEAK_LABEL} (kW)", ",.0f"),
     ("bess_throughput_kwh", "BESS throughput (MWh)", "mwh"),
     ("bess_equivalent_full_cycles", "BESS equivalent full cycles", ".1f"),
     ("return", "total reward", ",.1f"),

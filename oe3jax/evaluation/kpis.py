@@ -16,8 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from oe3jax.simulation.env import EVENING_HOURS as EVENING_PEAK_HOURS  # 18:00-21:59, the evening peak-import KPI
-from oe3jax.simulation.episode import Act, run_episode
+from oe3jax.simulation.env import EVENING_PEAK_HOURS
+from oe3jax.simulation.episode import Act, run_episode, session_starts
 
 
 def kpis(trace: Mapping[str, Any], scenario: Any) -> dict[str, float]:
@@ -43,9 +43,7 @@ def kpis(trace: Mapping[str, Any], scenario: Any) -> dict[str, float]:
     occ = np.asarray(trace["occupied"], bool)
     left = np.asarray(trace["hours_left"])
     need = np.asarray(trace["need_kwh"], np.float64)
-    prev_occ = np.vstack([np.zeros((1, occ.shape[1]), bool), occ[:-1]])
-    prev_left = np.vstack([np.zeros((1, occ.shape[1]), left.dtype), left[:-1]])
-    new = occ & (~prev_occ | (prev_left == 1))
+    new = session_starts(occ, left)
     demand = float(need[new].sum())
     # vehicles admitted by the last step (for the hour after the episode) are not in the trace
     # and did not charge: they are left out. Still plugged at the end: the vehicles of the last

@@ -37,7 +37,8 @@ TOTAL_KEYS = (
     "vehicles_departed", "vehicles_served", "peak_import_kw", "peak_import_evening_kw",
     "bess_charge_kwh", "bess_discharge_kwh", "grid_to_bess_kwh",
 )
-EVENING_HOURS = (18, 22)  # 18:00-21:59, the evening peak of the site
+EVENING_PEAK_HOURS = (18, 22)  # [18, 22): 18:00-21:59, the evening peak of the site (peak-import KPI)
+EVENING_PEAK_LABEL = f"{EVENING_PEAK_HOURS[0]:02d}:00-{EVENING_PEAK_HOURS[1] - 1:02d}:59"
 
 
 class ObsLayout(NamedTuple):
@@ -418,7 +419,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         vehicles = {"arrived": n_arrived, "admitted": n_admitted, "rejected": n_arrived - n_admitted,
                     "departed": n_departed, "served": n_served}
         tot = state.totals
-        evening = (h >= EVENING_HOURS[0]) & (h < EVENING_HOURS[1])
+        evening = (h >= EVENING_PEAK_HOURS[0]) & (h < EVENING_PEAK_HOURS[1])
         totals = {
             "return": tot["return"] + reward,
             "grid_kwh": tot["grid_kwh"] + grid,

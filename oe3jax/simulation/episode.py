@@ -114,3 +114,17 @@ def run_episode(env: Any, params: Any, act: Act, key: jax.Array, hours: int | No
     out["final"] = jax.tree.map(np.asarray, final)
     out["totals"] = {k: float(v) for k, v in episode.items()}
     return out
+
+
+def session_starts(occupied: np.ndarray, hours_left: np.ndarray) -> np.ndarray:
+    """Where a vehicle plugs in: ``(steps, n_sockets)`` booleans from a trace of socket states.
+
+    ``occupied`` and ``hours_left`` are the states *before* each step (as :func:`run_episode`
+    records them). A socket holds a new vehicle at step ``k`` when it is occupied and was free at
+    ``k - 1`` or held a vehicle with one hour left (which departed at the end of ``k - 1``).
+    """
+    occupied = np.asarray(occupied, bool)
+    hours_left = np.asarray(hours_left)
+    prev_occ = np.vstack([np.zeros((1, occupied.shape[1]), bool), occupied[:-1]])
+    prev_left = np.vstack([np.zeros((1, occupied.shape[1]), hours_left.dtype), hours_left[:-1]])
+    return occupied & (~prev_occ | (prev_left == 1))
