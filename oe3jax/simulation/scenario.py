@@ -433,7 +433,8 @@ def _file_profile(spec: Mapping[str, Any], kind: str) -> _profiles.Profile:
     except OSError:  # let the loader say what is wrong with the path
         return _profiles.read_profile(spec["path"], spec["column"], kind=kind,
                                       **{k: v for k, v in spec.items() if k not in ("path", "column")})
-    return _read_file(kind, tuple(sorted(spec.items())), (info.st_mtime_ns, info.st_size))
+    key = tuple(sorted({**spec, "path": os.path.abspath(spec["path"])}.items()))
+    return _read_file(kind, key, (info.st_mtime_ns, info.st_size))
 
 
 def _profile(scn: Scenario, field: str) -> tuple[np.ndarray, tuple[str, ...]]:
