@@ -428,6 +428,11 @@ def test_delimiter_detected_or_given(tmp_path):
         assert load_profile(path, "n", delimiter=sep)[3] == 3.0
     with pytest.raises(ValueError, match=r"unknown column 'v'; available columns: 'n;v' \(delimiter ','\)"):
         load_profile(tmp_path / "semi.csv", "v", delimiter=",")
+    # one column of decimal commas: no delimiter to detect, the commas are decimals
+    path = meter_file(tmp_path / "one.csv", [("2,5", "")] * HOURS_PER_YEAR, "kw", "")
+    profile = P.read_profile(path, "kw", decimal=",")
+    np.testing.assert_array_equal(profile.kw, np.full(HOURS_PER_YEAR, 2.5))
+    assert profile.notes == ("no timestamps: row 0 taken as 2024-01-01 00:00 local, 365 days (no 29 February)",)
 
 
 @pytest.mark.parametrize("options, match", [

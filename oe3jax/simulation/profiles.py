@@ -155,11 +155,11 @@ def _decode(path: Path, raw: bytes, encoding: str) -> str:
         ) from None
 
 
-def _detect_delimiter(path: Path, text: str) -> str:
+def _detect_delimiter(path: Path, text: str, decimal: str) -> str:
     sample = "\n".join(text.splitlines()[:20])
     header = sample.split("\n", 1)[0]
     if not any(d in header for d in DELIMITERS):
-        return ","  # a single column
+        return ";" if decimal == "," else ","  # a single column
     try:
         return csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
     except csv.Error:
@@ -175,8 +175,8 @@ def _read_columns(path: Path, names: list[str], opts: dict[str, Any],
     text = _decode(path, path.read_bytes(), opts["encoding"])
     delimiter = opts["delimiter"]
     if delimiter is None:
-        delimiter = _detect_delimiter(path, text)
-        if delimiter != ",":
+        delimiter = _detect_delimiter(path, text, opts["decimal"])
+        if delimiter != "," and len(next(csv.reader(text.splitlines()[:1], delimiter=delimiter), [])) > 1:
             notes.append(f"delimiter {delimiter!r} detected")
     if delimiter == opts["decimal"]:
         raise ProfileError(f"{path}: decimal {opts['decimal']!r} is also the column delimiter; set delimiter")
