@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oe3jax.simulation import profiles as P
 from oe3jax.simulation.profiles import HOURS_PER_YEAR, ProfileError, builtin_profile, load_profile
 
 # Site figures (kW, hour-beginning local time).
@@ -237,22 +238,216 @@ def test_timestamps_out_of_order_or_gapped_are_refused(tmp_path):
     stamps = hourly_stamps(dt.datetime(2023, 1, 1), HOURS_PER_YEAR)
     stamps[100], stamps[101] = stamps[101], stamps[100]
     path = write_csv(tmp_path / "p.csv", {"ts": stamps, "v": [1.0] * HOURS_PER_YEAR})
-    with pytest.raises(ValueError, match=r"timestamp column 'ts' line 102: .*\(expected consecutive hourly steps"):
+    with pytest.raises(ValueError, match=r"timestamp column 'ts' line 103: 2023-01-05 04:00 does not come after "
+                                         r"2023-01-05 05:00 \(line 102\)"):
         load_profile(path, "v", timestamp_column="ts")
-    # A year that left out Jul 4 instead of Feb 29 is not consecutive either.
+    # A year that left out Jul 4 instead of Feb 29: the first missing hour is named.
     start = dt.datetime(2024, 1, 1)
     all_hours = [start + dt.timedelta(hours=i) for i in range(8784)]
     kept = [s.strftime("%Y-%m-%d %H:%M") for s in all_hours if (s.month, s.day) != (7, 4)]
     path = write_csv(tmp_path / "g.csv", {"ts": kept, "v": [1.0] * len(kept)})
-    with pytest.raises(ValueError, match=r"2024-07-05 00:00:00 follows 2024-07-03 23:00:00"):
+    with pytest.raises(ValueError, match=r"24 of 8760 hours of 2024 lack a row, the first 2024-07-04 00:00 local"):
         load_profile(path, "v", timestamp_column="ts")
 
 
-def test_fifteen_minute_data_must_start_on_the_hour(tmp_path):
+def test_fifteen_minute_data_from_quarter_past_suggest_interval_end(tmp_path):
     stamps = hourly_stamps(dt.datetime(2023, 1, 1, 0, 15), 4 * HOURS_PER_YEAR, minutes=15)
     path = write_csv(tmp_path / "p.csv", {"ts": stamps, "v": [1.0] * len(stamps)})
-    with pytest.raises(ValueError, match=r"timestamp column 'ts' line 2: 15-minute data must start"):
+    with pytest.raises(ValueError, match=r"1 of 35040 quarter-hours of 2023 lack a row, the first 2023-01-01 00:00 "
+                                         r"local .*set interval_end: true"):
         load_profile(path, "v", resolution="15min", timestamp_column="ts")
+    # the same file read as interval ends: every quarter has its value, the hours sum them
+    got = load_profile(path, "v", unit="kWh", resolution="15min", timestamp_column="ts", interval_end=True)
+    np.testing.assert_array_equal(got, np.full(HOURS_PER_YEAR, 4.0))
+
+
+def test_stamps_off_the_interval_grid_are_refused(tmp_path):
+    stamps = hourly_stamps(dt.datetime(2023, 1, 1), HOURS_PER_YEAR)
+    stamps[5] = "2023-01-01 05:30"
+    path = write_csv(tmp_path / "p.csv", {"ts": stamps, "v": [1.0] * HOURS_PER_YEAR})
+    with pytest.raises(ValueError, match=r"line 7: 2023-01-01 05:30:00 is not on a hourly boundary .*resolution: 15min"):
+        load_profile(path, "v", timestamp_column="ts")
+
+
+# ----------------------------------------------------------------------------- real meter files
+def leap_hours() -> list[dt.datetime]:
+    """Every local hour of 2024, 29 February included (8,784)."""
+    return [dt.datetime(2024, 1, 1) + dt.timedelta(hours=i) for i in range(8784)]
+
+
+# Hour index on the 365-day calendar, by hand: Jan (31) + Feb (28) = 59 days before 1 March.
+MARCH_1 = 59 * 24
+# Row of 1 March 00:00 in a file of every hour of 2024: Jan (31) + Feb (29) = 60 days.
+MARCH_1_LEAP_ROW = 60 * 24
+
+
+def test_offset_aware_site_stamps_are_placed_by_date(tmp_path):
+    stamps = [s.strftime("%Y-%m-%d %H:%M:%S-05:00") for s in leap_hours()]
+    path = write_csv(tmp_path / "p.csv", {"time": stamps, "v": [float(i) for i in range(8784)]})
+    profile = P.read_profile(path, "v", timestamp_column="time")
+    assert profile.kw[MARCH_1] == MARCH_1_LEAP_ROW
+    assert profile.kw[MARCH_1 - 1] == 59 * 24 - 1  # 28 February 23:00 is row 1415
+    assert profile.kw[-1] == 8783
+    assert profile.notes == ("29 February dropped (24 hourly rows)",)
+
+
+def test_utc_stamps_are_converted_to_site_time(tmp_path):
+    # A year of UTC hours: local time (UTC-5) runs from 2023-12-31 19:00 to 2024-12-31 18:00.
+    utc = [s.strftime("%Y-%m-%dT%H:%M:%SZ") for s in leap_hours()]
+    path = write_csv(tmp_path / "utc.csv", {"time": utc, "v": [float(i) for i in range(8784)]})
+    with pytest.raises(ValueError, match=r"5 of 8760 hours of 2024 lack a row, the first 2024-12-31 19:00 local"):
+        load_profile(path, "v", timestamp_column="time")
+    profile = P.read_profile(path, "v", timestamp_column="time", fill_missing=True)
+    # 1 March 00:00 local is 05:00 UTC, row 60 * 24 + 5 of the file
+    assert profile.kw[MARCH_1] == MARCH_1_LEAP_ROW + 5
+    assert profile.kw[0] == 5  # 1 January 00:00 local = 05:00 UTC
+    np.testing.assert_array_equal(profile.kw[-5:], profile.kw[-29:-24])  # 31 December 19-23 h: 30 December's
+    assert profile.notes == (
+        "stamps at UTC offset +00:00 converted to local time UTC-05:00",
+        "5 rows outside 2024 dropped (the first at line 2, 2023-12-31 19:00 local)",
+        "29 February dropped (24 hourly rows)",
+        "5 missing hours filled with the same time of the previous day (the first 2024-12-31 19:00 local)",
+    )
+
+
+def meter_file(path: Path, rows: list[tuple[str, str]], header: str = "FECHAHORA;kWh", sep: str = ";") -> Path:
+    path.write_text(header + "\n" + "".join(f"{a}{sep}{b}\n" for a, b in rows), encoding="utf-8")
+    return path
+
+
+def test_semicolon_dayfirst_quarter_hour_meter_file(tmp_path):
+    # A 15-minute meter export of 2024: stamps at the end of each quarter, day first, without
+    # zero-padding ("1/01/2024 0:15"), decimal commas; quarter q of the year holds q + 0.5 kWh.
+    ends = [dt.datetime(2024, 1, 1) + dt.timedelta(minutes=15 * (q + 1)) for q in range(4 * 8784)]
+    rows = [(f"{e.day}/{e.month:02d}/{e.year} {e.hour}:{e.minute:02d}", f"{q},5") for q, e in enumerate(ends)]
+    path = meter_file(tmp_path / "meter.csv", rows)
+    with pytest.raises(ValueError, match=r"line 2: cannot parse '1/01/2024 0:15' \(day and month order is "
+                                         r"ambiguous: set dayfirst: true"):
+        load_profile(path, "kWh", resolution="15min", timestamp_column="FECHAHORA", decimal=",")
+    profile = P.read_profile(path, "kWh", unit="kWh", resolution="15min", timestamp_column="FECHAHORA",
+                             dayfirst=True, interval_end=True, decimal=",")
+    # Hour H of the file (leap-year count) sums quarters 4H..4H+3: 16 H + 6 + 4 * 0.5 = 16 H + 8 kWh.
+    assert profile.kw[0] == 8.0
+    assert profile.kw[MARCH_1] == 16 * MARCH_1_LEAP_ROW + 8
+    assert profile.kw[-1] == 16 * 8783 + 8
+    assert profile.notes == (
+        "delimiter ';' detected",
+        "stamps without UTC offset taken as local time UTC-05:00",
+        "stamps taken as the end of each interval (the first, '1/01/2024 0:15', covers 2024-01-01 00:00 onwards)",
+        "29 February dropped (96 15min rows)",
+    )
+
+
+def test_month_first_and_explicit_formats(tmp_path):
+    hours = [dt.datetime(2023, 1, 1) + dt.timedelta(hours=i) for i in range(HOURS_PER_YEAR)]
+    values = [float(i) for i in range(HOURS_PER_YEAR)]
+    us = meter_file(tmp_path / "us.csv", [(f"{h.month}/{h.day}/{h.year} {h.hour}:00", f"{v}")
+                                          for h, v in zip(hours, values)], "time,kw", ",")
+    profile = P.read_profile(us, "kw", timestamp_column="time", dayfirst=False)
+    assert profile.kw[MARCH_1] == MARCH_1 and profile.kw[-1] == HOURS_PER_YEAR - 1
+    assert profile.notes[-1].startswith("stamps of 2023 placed on the 365-day calendar by month, day and time "
+                                        "(1 January 2023 is weekday 6")
+    dotted = meter_file(tmp_path / "dot.csv", [(h.strftime("%d.%m.%Y %Hh"), f"{v}") for h, v in zip(hours, values)],
+                        "time|kw", "|")
+    got = load_profile(dotted, "kw", timestamp_column="time", timestamp_format="%d.%m.%Y %Hh")
+    np.testing.assert_array_equal(got, values)
+    # hour-ending stamps that write midnight as 24:00 of the day before
+    ending = meter_file(tmp_path / "end.csv", [(f"{h.day}/{h.month}/{h.year} {h.hour + 1}:00", f"{v}")
+                                               for h, v in zip(hours, values)], "time\tkw", "\t")
+    got = load_profile(ending, "kw", timestamp_column="time", dayfirst=True, interval_end=True)
+    np.testing.assert_array_equal(got, values)
+
+
+def test_leap_year_without_its_last_day_is_caught_by_date(tmp_path):
+    # 8,760 rows from 1 January 2024 run to 30 December and include 29 February.
+    hours = leap_hours()[:HOURS_PER_YEAR]
+    values = [float(i) for i in range(HOURS_PER_YEAR)]
+    path = write_csv(tmp_path / "p.csv", {"time": [h.strftime("%Y-%m-%d %H:%M") for h in hours], "v": values})
+    with pytest.raises(ValueError, match=r"24 of 8760 hours of 2024 lack a row, the first 2024-12-31 00:00 local"):
+        load_profile(path, "v", timestamp_column="time")
+    # without timestamps the rows are taken in order, and the assumption is stated
+    profile = P.read_profile(path, "v")
+    np.testing.assert_array_equal(profile.kw, values)
+    assert profile.notes == ("no timestamps: row 0 taken as 2024-01-01 00:00 local, 365 days (no 29 February)",)
+
+
+def test_fill_missing_copies_the_previous_day(tmp_path):
+    hours = [dt.datetime(2023, 1, 1) + dt.timedelta(hours=i) for i in range(HOURS_PER_YEAR)]
+    kept = [(h, float(i)) for i, h in enumerate(hours) if (h.month, h.day) != (7, 4)]
+    path = write_csv(tmp_path / "p.csv", {"time": [h.strftime("%Y-%m-%d %H:%M") for h, _ in kept],
+                                          "v": [v for _, v in kept]})
+    profile = P.read_profile(path, "v", timestamp_column="time", fill_missing=True)
+    july_4 = (31 + 28 + 31 + 30 + 31 + 30 + 3) * 24  # day 184
+    np.testing.assert_array_equal(profile.kw[july_4:july_4 + 24], np.arange(july_4 - 24, july_4))
+    np.testing.assert_array_equal(profile.kw[july_4 + 24:], np.arange(july_4 + 24, HOURS_PER_YEAR))
+    assert "24 missing hours filled with the same time of the previous day (the first 2023-07-04 00:00 local)" \
+        in profile.notes
+
+
+def test_mixed_offsets_and_two_years_are_refused(tmp_path):
+    stamps = hourly_stamps(dt.datetime(2023, 1, 1), HOURS_PER_YEAR)
+    stamps[10] += "+00:00"
+    path = write_csv(tmp_path / "p.csv", {"ts": stamps, "v": [1.0] * HOURS_PER_YEAR})
+    with pytest.raises(ValueError, match=r"line 12 has a UTC offset but line 2 has none"):
+        load_profile(path, "v", timestamp_column="ts")
+    # July-December 2023 is 184 days (4,416 rows, lines 2-4417); the other 4,344 rows are of 2024
+    stamps = hourly_stamps(dt.datetime(2023, 7, 1), HOURS_PER_YEAR)
+    path = write_csv(tmp_path / "q.csv", {"ts": stamps, "v": [1.0] * HOURS_PER_YEAR})
+    with pytest.raises(ValueError, match=r"4344 rows lie outside 2023 \(the first at line 4418, 2024-01-01 00:00"):
+        load_profile(path, "v", timestamp_column="ts")
+
+
+def test_non_utf8_file_names_the_file_and_byte(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("hora,energía\n".encode("cp1252") + b"".join(b"0,1.5\n" for _ in range(HOURS_PER_YEAR)))
+    # "hora,energ" is 10 bytes: the cp1252 i-acute (0xed) is at offset 10 of line 1
+    with pytest.raises(ValueError, match=r"latin\.csv: not utf-8 text: byte 0xed at offset 10 \(line 1\)"):
+        load_profile(path, "energía")
+    np.testing.assert_array_equal(load_profile(path, "energía", encoding="cp1252"), np.full(HOURS_PER_YEAR, 1.5))
+
+
+def test_duplicated_column_name_is_an_error(tmp_path):
+    path = meter_file(tmp_path / "dup.csv", [("1", "2")] * HOURS_PER_YEAR, "v,v", ",")
+    with pytest.raises(ValueError, match=r"column 'v' appears 2 times in the header \(columns 1, 2\)"):
+        load_profile(path, "v")
+
+
+def test_value_beyond_float32_is_refused(tmp_path):
+    values = [1.0] * HOURS_PER_YEAR
+    values[7] = 1e39  # finite in float64, inf in float32
+    path = write_csv(tmp_path / "p.csv", {"v": values})
+    with pytest.raises(ValueError, match=r"line 9: '1e\+39' overflows float32"):
+        load_profile(path, "v", kind="pv")
+
+
+def test_delimiter_detected_or_given(tmp_path):
+    rows = [(str(i), f"{i}.5") for i in range(HOURS_PER_YEAR)]
+    for sep, name in ((";", "semi"), ("\t", "tab"), ("|", "pipe")):
+        path = meter_file(tmp_path / f"{name}.csv", rows, f"n{sep}v", sep)
+        np.testing.assert_array_equal(load_profile(path, "v"), np.arange(HOURS_PER_YEAR) + 0.5)
+        assert load_profile(path, "n", delimiter=sep)[3] == 3.0
+    with pytest.raises(ValueError, match=r"unknown column 'v'; available columns: 'n;v' \(delimiter ','\)"):
+        load_profile(tmp_path / "semi.csv", "v", delimiter=",")
+    # one column of decimal commas: no delimiter to detect, the commas are decimals
+    path = meter_file(tmp_path / "one.csv", [("2,5", "")] * HOURS_PER_YEAR, "kw", "")
+    profile = P.read_profile(path, "kw", decimal=",")
+    np.testing.assert_array_equal(profile.kw, np.full(HOURS_PER_YEAR, 2.5))
+    assert profile.notes == ("no timestamps: row 0 taken as 2024-01-01 00:00 local, 365 days (no 29 February)",)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"dayfirst": True}, r"^dayfirst: True needs a timestamp_column"),
+    ({"fill_missing": "yes", "timestamp_column": "t"}, r"^fill_missing: expected true or false, got 'yes'"),
+    ({"delimiter": " "}, r"^delimiter: expected one of ',', ';', '\\t', '\|', got ' '"),
+    ({"delimiter": ",", "decimal": ","}, r"^decimal: ',' is also the delimiter"),
+    ({"encoding": "klingon"}, r"^encoding: expected a Python codec name"),
+    ({"timestamp_column": "t", "timestamp_format": "%d/%m/%Y", "dayfirst": True}, r"^dayfirst: True has no effect"),
+    ({"timestamp_column": "t", "timestamp_format": "dd/mm/yyyy"}, r"^timestamp_format: expected a strptime layout"),
+])
+def test_bad_options_name_the_option(tmp_path, options, match):
+    path = write_csv(tmp_path / "p.csv", {"v": [1.0] * HOURS_PER_YEAR})
+    with pytest.raises(ValueError, match=match):
+        load_profile(path, "v", **options)
 
 
 def test_errors_are_profile_errors_and_value_errors(tmp_path):

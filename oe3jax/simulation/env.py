@@ -113,6 +113,10 @@ class EnvParams:
     random_start: jax.Array  # bool
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
     """P(N <= k) for the Poisson arrivals of each hour of day, k = 0..K-1.
 
@@ -128,7 +132,15 @@ def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
 
 def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start: bool = False,
                 start_hour: int = 0) -> EnvParams:
-    """EnvParams of a validated scenario (profiles resolved here)."""
+    """EnvParams of a validated scenario (profiles resolved and checked here)."""
+    hours = ENV_SPEC["episode_hours"]
+    if not _is_int(episode_hours) or not hours.low <= episode_hours <= hours.high:
+        raise ValueError(f"episode_hours = {episode_hours!r}; expected an integer in [{hours.low:,}, {hours.high:,}]")
+    if not _is_int(start_hour) or not 0 <= start_hour < HOURS_PER_YEAR:
+        raise ValueError(f"start_hour = {start_hour!r}; expected an integer in [0, {HOURS_PER_YEAR - 1}] "
+                         f"(hour of the year)")
+    if not isinstance(random_start, (bool, np.bool_)):
+        raise ValueError(f"random_start = {random_start!r}; expected true or false")
     pv_kw, mall_kw = scenario_profiles(scn)
     n_moto, n_taxi = scn.n_moto, scn.n_taxi
     f32 = jnp.float32
@@ -136,13 +148,9 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
     socket_kw = np.r_[np.full(n_moto, scn.moto_kw), np.full(n_taxi, scn.taxi_kw)]
     socket_batt = np.r_[np.full(n_moto, scn.moto_battery_kwh), np.full(n_taxi, scn.taxi_battery_kwh)]
     weights = np.array([scn.reward_weights[t] for t in REWARD_TERMS])
-    grid_ref = float(mall_kw.max()) + scn.ev_installed_kw + scn.power_kw
-    if not (0 <= start_hour < HOURS_PER_YEAR):
-        raise ValueError(f"start_hour: {start_hour!r}; expected an integer in [0, {HOURS_PER_YEAR})")
-    if isinstance(episode_hours, bool) or not isinstance(episode_hours, int) or episode_hours < 1:
-        raise ValueError(f"episode_hours: {episode_hours!r}; expected an integer >= 1")
-    if scn.peak_threshold_kw >= grid_ref:
-        raise ValueError(f"peak_threshold_kw: {scn.peak_threshold_kw}; expected below the largest import {grid_ref:.0f} kW")
+    grid_ref = float(mall_kw.max()) + scn.ev_installed_kw + scn.power_kw  # > peak_threshold_kw (checked)
+    # the mall feature's scale: its annual peak; 1 kW for a park without mall load (the feature is then 0)
+    mall_ref = float(mall_kw.max()) if mall_kw.max() > 0 else 1.0
     return EnvParams(
         pv_kw=jnp.asarray(pv_kw, f32),
         mall_kw=jnp.asarray(mall_kw, f32),
@@ -168,7 +176,7 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
         weights=jnp.asarray(weights, f32),
         grid_ref_kw=jnp.asarray(grid_ref, f32),
         pv_ac_kw=jnp.asarray(scn.pv_ac_kw, f32),
-        mall_ref_kw=jnp.asarray(float(mall_kw.max()), f32),
+        mall_ref_kw=jnp.asarray(mall_ref, f32),
         ev_installed_kw=jnp.asarray(scn.ev_installed_kw, f32),
         ev_need_ref_kwh=jnp.asarray(float(socket_batt.sum()) * scn.need_frac_max, f32),
         peak_threshold_kw=jnp.asarray(scn.peak_threshold_kw, f32),
@@ -496,7 +504,7 @@ def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = H
     (``capacity_kwh=3000``, ``reward="balanced"``, ``pv_profile={"path": ..., "column": ...}``).
     """
     scn = get_scenario(scenario, **overrides)
-    params = make_params(scn, episode_hours=episode_hours, random_start=bool(random_start), start_hour=start_hour)
+    params = make_params(scn, episode_hours=episode_hours, random_start=random_start, start_hour=start_hour)
     env = EVChargingEnv(scn, params)
     return env, params
 

@@ -1,8 +1,10 @@
 """Scenario presets: every constant of the physics, none of them in the step function.
 
-A :class:`Scenario` is a frozen dataclass of plain Python values (hashable, printable, saved with
-every run). The hourly profiles (PV and mall, 8,760 values in kW) are resolved separately by
-:func:`scenario_profiles`, from the packaged CSV or from a user's file.
+A :class:`Scenario` is a frozen dataclass of plain Python values (printable, saved with every run),
+each field checked for type and range when the Scenario is made (:meth:`Scenario.validate`). The
+hourly profiles (PV and mall, 8,760 values in kW) are resolved and checked separately by
+:func:`scenario_profiles`, from the packaged CSV, an array or a user's file;
+:func:`profile_notes` lists what was assumed to read a file.
 
 Presets (values from the site documents, see ``docs/physics.md`` for how they are used):
 
@@ -25,9 +27,12 @@ sockets can only serve the same fleet with short stays (1 hour with P = 0.85, el
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import numbers
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +52,172 @@ REWARD_PRESETS: dict[str, dict[str, float]] = {
     "solar_focus": {"co2": 0.25, "cost": 0.15, "solar": 0.40, "ev": 0.15, "peak": 0.05},
 }
 REWARD_TERMS = ("co2", "cost", "solar", "ev", "peak")
+
+
+# Limits of the Scenario fields. Powers and energies stop at 1 GW / 1 GWh (beyond any single
+# site's PV plant, battery or building), a socket at 1 MW (megawatt charging of trucks), a vehicle
+# battery at 1 MWh, so that every flow and yearly total stays far inside float32 range.
+MAX_POWER_KW = 1e6
+MAX_ENERGY_KWH = 1e6
+MAX_SOCKET_KW = 1000.0
+MAX_VEHICLE_BATTERY_KWH = 1000.0
+MAX_SOCKETS = 10_000  # ten times the 900 motos + 130 mototaxis counted parked at the evening peak
+MAX_PRICE_PER_KWH = 1e6  # the price of a kWh in the units of any currency
+MAX_CO2_KG_PER_KWH = 2.0  # above the dirtiest generation (lignite, about 1.2 kg/kWh)
+MAX_ARRIVALS_PER_HOUR = 10_000  # mean arrivals of the busiest hour: keeps the arrival table near 1 MB
+MAX_STAY_HOURS = 24
+PROFILE_KEYS = ("path", "column", *_profiles.OPTIONS)
+
+
+class _Bad(Exception):
+    """A field value outside its rule: ``where`` is the field (or element), ``accepted`` the range."""
+
+    def __init__(self, value: Any, accepted: str, where: str = "") -> None:
+        super().__init__(accepted)
+        self.value, self.accepted, self.where = value, accepted, where
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Num:
+    """A real (or, with ``integer``, an int) in ``[low, high]``, ``(low, high]`` with ``low_open``."""
+
+    low: float
+    high: float
+    unit: str = ""
+    low_open: bool = False
+    integer: bool = False
+
+    def accepted(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        return (f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+                + (f" {self.unit}" if self.unit else ""))
+
+    def convert(self, value: Any, where: str = "") -> float | int:
+        ok_type = _is_int(value) if self.integer else _is_real(value) and math.isfinite(value)
+        if not ok_type or not (self.low < value if self.low_open else self.low <= value) or value > self.high:
+            raise _Bad(value, self.accepted(), where)
+        return int(value) if self.integer else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seq:
+    """A list, tuple or 1-D array of ``min_len`` to ``max_len`` items, stored as a tuple."""
+
+    item: _Num
+    min_len: int
+    max_len: int
+
+    def accepted(self) -> str:
+        count = f"{self.min_len}" if self.min_len == self.max_len else f"{self.min_len} to {self.max_len}"
+        return f"a list of {count} items, each {self.item.accepted()}"
+
+    def convert(self, value: Any, where: str = "") -> tuple:
+        if isinstance(value, np.ndarray):
+            value = value.tolist() if value.ndim == 1 else None
+        if not isinstance(value, (list, tuple)) or not self.min_len <= len(value) <= self.max_len:
+            raise _Bad(value, self.accepted())
+        return tuple(self.item.convert(v, f"[{i}]") for i, v in enumerate(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Text:
+    choices: tuple[str, ...] | None = None
+
+    def convert(self, value: Any, where: str = "") -> str:
+        if self.choices is not None:
+            if not isinstance(value, str) or value not in self.choices:
+                raise _Bad(value, "one of " + ", ".join(self.choices))
+        elif not isinstance(value, str) or not value.strip():
+            raise _Bad(value, "a non-empty string")
+        return value
+
+
+class _ProfileSpec:
+    """None (the packaged profile), 8,760 hourly kW values, or a mapping for profiles.read_profile."""
+
+    def convert(self, value: Any, where: str = "") -> Any:
+        if value is None:
+            return None
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(PROFILE_KEYS))
+            if unknown:
+                raise _profiles.ProfileError(f".{unknown[0]}: unknown key; accepted: {', '.join(PROFILE_KEYS)}")
+            spec = dict(value)
+            path = spec.get("path")
+            if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+                raise _Bad(path, "the path of a CSV file", ".path")
+            spec["path"] = os.fspath(path)
+            if not isinstance(spec.get("column"), str) or not spec["column"].strip():
+                raise _Bad(spec.get("column"), "the name of the CSV column holding the values", ".column")
+            _profiles.check_options({k: v for k, v in spec.items() if k not in ("path", "column")}, prefix=".")
+            return spec
+        array = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+        if array is None or array.dtype.kind not in "iuf" or array.shape != (HOURS_PER_YEAR,):
+            what = (repr(value) if array is None
+                    else f"{type(value).__name__} of shape {array.shape} and dtype {array.dtype}")
+            raise _profiles.ProfileError(
+                f" = {what}; expected null, {HOURS_PER_YEAR} hourly values in kW (numbers), or a mapping with "
+                f"keys {', '.join(PROFILE_KEYS)} (path and column required)")
+        array = array.astype(np.float64)  # a copy
+        array.setflags(write=False)
+        return array
+
+
+def _rule(check: Any) -> Any:
+    def apply(scenario: str, field: str, value: Any) -> Any:
+        try:
+            return check.convert(value)
+        except _Bad as bad:
+            raise ValueError(f"scenario {scenario!r}: {field}{bad.where} = {bad.value!r}; expected {bad.accepted}") from None
+        except _profiles.ProfileError as exc:  # a profile spec: the message starts after the field name
+            raise ValueError(f"scenario {scenario!r}: {field}{exc}") from None
+    return apply
+
+
+_FRACTION = _Num(0.0, 1.0)
+_RULES = {name: _rule(check) for name, check in {
+    "name": _Text(),
+    "co2_kg_per_kwh": _Num(0.0, MAX_CO2_KG_PER_KWH, "kg/kWh"),
+    "tariff_per_kwh": _Seq(_Num(0.0, MAX_PRICE_PER_KWH, "per kWh"), 24, 24),
+    "currency": _Text(),
+    "pv_dc_kwp": _Num(0.0, MAX_POWER_KW, "kWp", low_open=True),
+    "pv_ac_kw": _Num(0.0, MAX_POWER_KW, "kW", low_open=True),
+    "capacity_kwh": _Num(0.0, MAX_ENERGY_KWH, "kWh", low_open=True),
+    "power_kw": _Num(0.0, MAX_POWER_KW, "kW", low_open=True),
+    "soc_min": _FRACTION,
+    "soc_max": _Num(0.0, 1.0, low_open=True),
+    "soc_init": _FRACTION,
+    "round_trip_eff": _Num(0.0, 1.0, low_open=True),
+    "n_moto": _Num(0, MAX_SOCKETS, integer=True),
+    "n_taxi": _Num(0, MAX_SOCKETS, integer=True),
+    "moto_kw": _Num(0.0, MAX_SOCKET_KW, "kW", low_open=True),
+    "taxi_kw": _Num(0.0, MAX_SOCKET_KW, "kW", low_open=True),
+    "moto_battery_kwh": _Num(0.0, MAX_VEHICLE_BATTERY_KWH, "kWh", low_open=True),
+    "taxi_battery_kwh": _Num(0.0, MAX_VEHICLE_BATTERY_KWH, "kWh", low_open=True),
+    "daily_moto": _Num(0.0, MAX_ARRIVALS_PER_HOUR * 24, "vehicles a day"),
+    "daily_taxi": _Num(0.0, MAX_ARRIVALS_PER_HOUR * 24, "vehicles a day"),
+    "need_frac_min": _FRACTION,
+    "need_frac_max": _Num(0.0, 1.0, low_open=True),
+    "stay_probs": _Seq(_FRACTION, 1, MAX_STAY_HOURS),
+    "open_hour": _Num(0, 23, "o'clock", integer=True),
+    "close_hour": _Num(1, 24, "o'clock", integer=True),
+    "operating_factor": _Seq(_FRACTION, 24, 24),
+    "served_tol_kwh": _Num(0.0, 1.0, "kWh", low_open=True),
+    "first_weekday": _Num(0, 6, "(Monday = 0)", integer=True),
+    "reward": _Text(tuple(REWARD_PRESETS)),
+    "peak_threshold_kw": _Num(0.0, 100 * MAX_POWER_KW, "kW"),
+    "forecast_offsets": _Seq(_Num(0, HOURS_PER_YEAR - 1, "hours ahead", integer=True), 1, HOURS_PER_YEAR),
+    "pv_profile": _ProfileSpec(),
+    "mall_profile": _ProfileSpec(),
+}.items()}
 
 
 def _operating_factor() -> tuple[float, ...]:
@@ -130,50 +301,53 @@ class Scenario:
     def reward_weights(self) -> dict[str, float]:
         return REWARD_PRESETS[self.reward]
 
-    def validate(self) -> "Scenario":
-        """Check every field; raise a one-line ValueError naming the field and the accepted range."""
+    def __post_init__(self) -> None:
+        self.validate()
 
+    def validate(self) -> "Scenario":
+        """Check every field once; raise a one-line ValueError naming the field, the value and the range.
+
+        Runs when a Scenario is made (so none exists with a bad field). Values are stored in their
+        exact kinds: ints as floats where a float is meant, sequences as tuples, profile mappings as
+        plain dicts (copies). Profile data (values of the arrays and files) are checked where they
+        are read, by :func:`scenario_profiles`.
+        """
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            object.__setattr__(self, field.name, _RULES[field.name](self.name, field.name, value))
+        self._check_relations()
+        return self
+
+    def _check_relations(self) -> None:
         def need(cond: bool, field: str, accepted: str) -> None:
             if not cond:
-                raise ValueError(
-                    f"scenario {self.name!r}: {field} = {getattr(self, field)!r}; expected {accepted}"
-                )
+                raise ValueError(f"scenario {self.name!r}: {field} = {getattr(self, field)!r}; expected {accepted}")
 
-        for f in ("co2_kg_per_kwh", "capacity_kwh", "power_kw", "pv_ac_kw", "pv_dc_kwp",
-                  "moto_kw", "taxi_kw", "moto_battery_kwh", "taxi_battery_kwh", "served_tol_kwh"):
-            v = getattr(self, f)
-            need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f, "a finite number > 0")
-        for f in ("daily_moto", "daily_taxi", "peak_threshold_kw"):
-            v = getattr(self, f)
-            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f, "a finite number >= 0")
-        for f in ("n_moto", "n_taxi"):
-            v = getattr(self, f)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f, "an integer >= 0")
-        need(self.n_sockets >= 1, "n_moto", "n_moto + n_taxi >= 1")
-        need(0.0 <= self.soc_min < self.soc_max <= 1.0, "soc_min", "0 <= soc_min < soc_max <= 1")
-        need(self.soc_min <= self.soc_init <= self.soc_max, "soc_init", "a value in [soc_min, soc_max]")
-        need(0.0 < self.round_trip_eff <= 1.0, "round_trip_eff", "a value in (0, 1]")
-        need(0.0 <= self.need_frac_min <= self.need_frac_max <= 1.0, "need_frac_min",
-             "0 <= need_frac_min <= need_frac_max <= 1")
-        need(len(self.stay_probs) >= 1 and all(p >= 0 for p in self.stay_probs)
-             and abs(sum(self.stay_probs) - 1.0) < 1e-6, "stay_probs",
-             "non-negative probabilities of stays of 1, 2, ... hours summing to 1")
-        need(len(self.tariff_per_kwh) == 24 and all(t >= 0 for t in self.tariff_per_kwh)
-             and max(self.tariff_per_kwh) > 0, "tariff_per_kwh", "24 non-negative prices, not all 0")
-        need(len(self.operating_factor) == 24 and all(0 <= x for x in self.operating_factor),
-             "operating_factor", "24 non-negative factors")
-        need(0 <= self.open_hour < self.close_hour <= 24, "close_hour", "0 <= open_hour < close_hour <= 24")
-        need(all(x == 0 for h, x in enumerate(self.operating_factor)
-                 if h < self.open_hour or h >= self.close_hour),
+        need(1 <= self.n_sockets <= MAX_SOCKETS, "n_moto", f"n_moto + n_taxi in [1, {MAX_SOCKETS:,}]")
+        need(self.soc_min < self.soc_max, "soc_min", f"below soc_max = {self.soc_max}")
+        need(self.soc_min <= self.soc_init <= self.soc_max, "soc_init",
+             f"a number in [soc_min, soc_max] = [{self.soc_min}, {self.soc_max}]")
+        need(self.need_frac_min <= self.need_frac_max, "need_frac_min",
+             f"at most need_frac_max = {self.need_frac_max}")
+        need(abs(sum(self.stay_probs) - 1.0) < 1e-6, "stay_probs",
+             "probabilities of stays of 1, 2, ... hours summing to 1")
+        need(max(self.tariff_per_kwh) > 0, "tariff_per_kwh", "24 prices, not all 0")
+        need(self.open_hour < self.close_hour, "close_hour", f"after open_hour = {self.open_hour}")
+        need(all(x == 0 for h, x in enumerate(self.operating_factor) if h < self.open_hour or h >= self.close_hour),
              "operating_factor", f"zeros outside opening hours {self.open_hour}:00-{self.close_hour}:00")
         need(sum(self.operating_factor) > 0 or (self.daily_moto == 0 and self.daily_taxi == 0),
              "operating_factor", "some positive factor when vehicles arrive")
-        need(self.reward in REWARD_PRESETS, "reward", "one of " + ", ".join(REWARD_PRESETS))
-        need(len(self.forecast_offsets) >= 1 and all(isinstance(k, int) and 0 <= k < HOURS_PER_YEAR
-                                                     for k in self.forecast_offsets),
-             "forecast_offsets", "integers in [0, 8760)")
-        need(self.first_weekday in range(7), "first_weekday", "an integer in 0..6 (Monday = 0)")
-        return self
+        need(len(set(self.forecast_offsets)) == len(self.forecast_offsets), "forecast_offsets", "distinct hours")
+        # Arrivals are drawn by inverse CDF from a table P(N <= k), k < K, per hour of day (env.py):
+        # K is about m + 7 sqrt(m) for the busiest hour's mean m. m <= MAX_ARRIVALS_PER_HOUR keeps
+        # K <= 10,705 and the table (24 x K float32 per vehicle type) at about 1 MB.
+        factor = self.operating_factor
+        if sum(factor) > 0:
+            for field in ("daily_moto", "daily_taxi"):
+                limit = MAX_ARRIVALS_PER_HOUR * sum(factor) / max(factor)
+                need(getattr(self, field) <= limit * (1 + 1e-12), field,
+                     f"at most {limit:,.0f} a day with this operating_factor (the busiest hour may average at most "
+                     f"{MAX_ARRIVALS_PER_HOUR:,} arrivals, so that the arrival table stays near 1 MB)")
 
     def replace(self, **changes: Any) -> "Scenario":
         """A copy with some fields changed; unknown names fail with the list of accepted ones."""
@@ -183,10 +357,7 @@ class Scenario:
             raise ValueError(
                 f"scenario override {unknown[0]!r} is not a scenario field; accepted: {', '.join(sorted(known))}"
             )
-        for key in ("tariff_per_kwh", "stay_probs", "operating_factor", "forecast_offsets"):
-            if key in changes and not isinstance(changes[key], tuple):
-                changes[key] = tuple(changes[key])
-        return dataclasses.replace(self, **changes).validate()
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -232,38 +403,81 @@ def get_scenario(name: str | Scenario = "iquitos-128", **overrides: Any) -> Scen
     return base.replace(**overrides) if overrides else base.validate()
 
 
-def _resolve_profile(spec: Mapping[str, Any] | None, builtin: str, kind: str) -> np.ndarray:
+# Profile values: finite, PV in [0, 2 x pv_dc_kwp] (a loose bound on the AC output of the plant
+# that catches unit mistakes such as W for kW), mall load in [0, MAX_POWER_KW].
+def _check_profile_values(scn: Scenario, field: str, values: np.ndarray, source: str) -> None:
+    high = 2.0 * scn.pv_dc_kwp if field == "pv_profile" else MAX_POWER_KW
+    accepted = (f"finite kW in [0, 2 x pv_dc_kwp = {high:g}]" if field == "pv_profile"
+                else f"finite kW in [0, {high:g}]")
+    bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0.0) & (values <= high)))
+    if bad.size:
+        hour = int(bad[0])
+        what = ("NaN" if np.isnan(values[hour]) else "negative" if values[hour] < 0
+                else "infinite" if np.isinf(values[hour]) else "too large")
+        raise ValueError(f"scenario {scn.name!r}: {field}{source}: {what} value {float(values[hour])!r} at hour "
+                         f"{hour} (day {hour // 24}, {hour % 24:02d}:00); expected {accepted}")
+
+
+@functools.lru_cache(maxsize=16)
+def _read_file(kind: str, spec: tuple[tuple[str, Any], ...], stamp: tuple[int, int]) -> _profiles.Profile:
+    """A profile file read once per content version (``stamp``: modification time and size)."""
+    options = dict(spec)
+    profile = _profiles.read_profile(options.pop("path"), options.pop("column"), kind=kind, **options)
+    profile.kw.setflags(write=False)
+    return profile
+
+
+def _file_profile(spec: Mapping[str, Any], kind: str) -> _profiles.Profile:
+    try:
+        info = os.stat(spec["path"])
+    except OSError:  # let the loader say what is wrong with the path
+        return _profiles.read_profile(spec["path"], spec["column"], kind=kind,
+                                      **{k: v for k, v in spec.items() if k not in ("path", "column")})
+    key = tuple(sorted({**spec, "path": os.path.abspath(spec["path"])}.items()))
+    return _read_file(kind, key, (info.st_mtime_ns, info.st_size))
+
+
+def _profile(scn: Scenario, field: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    spec = getattr(scn, field)
+    kind = "pv" if field == "pv_profile" else "load"
     if spec is None:
-        return _profiles.builtin_profile(builtin)
-    field = "pv_profile" if kind == "pv" else "mall_profile"
-    if isinstance(spec, (np.ndarray, list, tuple)):
-        arr = np.asarray(spec, dtype=np.float64)
-        if arr.shape != (HOURS_PER_YEAR,):
-            raise ValueError(f"{field}: expected {HOURS_PER_YEAR} hourly values, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{field}: NaN or infinite value at hour {int(np.argmin(np.isfinite(arr)))}")
-        if kind == "pv" and np.any(arr < 0):
-            raise ValueError(f"{field}: negative PV power at hour {int(np.argmax(arr < 0))}")
-        return arr
-    if not isinstance(spec, Mapping) or "path" not in spec or "column" not in spec:
-        raise ValueError(
-            f"{field}: expected null, 8760 values, or a mapping with path, column "
-            "[, unit, resolution, timestamp_column]"
-        )
-    accepted = ("path", "column", "unit", "resolution", "timestamp_column")
-    unknown = sorted(set(spec) - set(accepted))
-    if unknown:
-        raise ValueError(f"{field}: unknown key {unknown[0]!r}; accepted: {', '.join(accepted)}")
-    return _profiles.load_profile(kind=kind, **dict(spec))
+        values, notes, source = _profiles.builtin_profile("pv_kw" if kind == "pv" else "mall_kw"), (), ""
+    elif isinstance(spec, np.ndarray):
+        values, notes, source = spec, (), ""
+    else:
+        profile = _file_profile(spec, kind)
+        values, notes, source = profile.kw, profile.notes, f" ({spec['path']}, column {spec['column']!r})"
+    _check_profile_values(scn, field, values, source)
+    return values, tuple(f"{field}{source}: {note}" for note in notes)
 
 
 def scenario_profiles(scn: Scenario) -> tuple[np.ndarray, np.ndarray]:
-    """The (pv_kw, mall_kw) hourly profiles of a scenario, float64 arrays of 8,760 values."""
-    pv = _resolve_profile(scn.pv_profile, "pv_kw", "pv")
-    mall = _resolve_profile(scn.mall_profile, "mall_kw", "load")
-    if np.any(mall < 0):
-        raise ValueError(f"mall_profile: negative load at hour {int(np.argmax(mall < 0))}")
+    """The (pv_kw, mall_kw) hourly profiles of a scenario, read-only float64 arrays of 8,760 values.
+
+    Checks the values (see ``_check_profile_values``) and that ``peak_threshold_kw`` lies below the
+    largest import the site can draw (mall peak + EV installed power + battery power), else the
+    peak term could never act.
+    """
+    pv, _ = _profile(scn, "pv_profile")
+    mall, _ = _profile(scn, "mall_profile")
+    largest = float(mall.max()) + scn.ev_installed_kw + scn.power_kw
+    if scn.peak_threshold_kw >= largest:
+        raise ValueError(
+            f"scenario {scn.name!r}: peak_threshold_kw = {scn.peak_threshold_kw!r}; expected below the largest "
+            f"possible import {largest:g} kW (mall peak {float(mall.max()):g} + EV installed {scn.ev_installed_kw:g} "
+            f"+ battery {scn.power_kw:g} kW)")
     return pv, mall
+
+
+def profile_notes(scn: Scenario) -> list[str]:
+    """What the profile loader assumed to place a scenario's file profiles on the calendar.
+
+    One line per assumption, prefixed with the field and the file: ``"mall_profile (meter.csv,
+    column 'kWh'): no timestamps: row 0 taken as 2024-01-01 00:00 local, 365 days (no 29
+    February)"``. Empty for the packaged profiles and for arrays given in code. A training run
+    records these lines in its log and its resolved configuration.
+    """
+    return [note for field in ("pv_profile", "mall_profile") for note in _profile(scn, field)[1]]
 
 
 def fingerprint(scn: Scenario, pv_kw: np.ndarray | None = None, mall_kw: np.ndarray | None = None) -> str:
