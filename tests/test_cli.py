@@ -43,13 +43,22 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
 @pytest.mark.skipif(not _have("oe3jax.simulation.env", "oe3jax.learning.ppo"), reason="environment or PPO not available")
 def test_smoke_config_trains_end_to_end(tmp_path):
     run_dir = tmp_path / "smoke"
+    # the packaged mall load as a user's file without timestamps: the run must say what it assumed
+    from oe3jax.simulation.profiles import builtin_profile
+
+    (tmp_path / "mall.csv").write_text("kW\n" + "\n".join(repr(float(v)) for v in builtin_profile("mall_kw")) + "\n")
     proc = subprocess.run(
-        TRAIN + ["--config", str(ROOT / "configs" / "smoke.yaml"), "--run-dir", str(run_dir)],
+        TRAIN + ["--config", str(ROOT / "configs" / "smoke.yaml"), "--run-dir", str(run_dir),
+                 "--set", f"scenario_overrides.mall_profile={{path: {tmp_path / 'mall.csv'}, column: kW}}"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "profile: mall_profile" in proc.stdout and "no timestamps" in proc.stdout
+    text = (run_dir / "config.yaml").read_text()
+    assert text.startswith("# profile: mall_profile") and "no timestamps" in text.splitlines()[0]
     smoke = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = yaml.safe_load(text)
+    assert config["scenario_overrides"]["mall_profile"]["column"] == "kW"
     assert config["algo"] == "ppo" and config["scenario"] == smoke["scenario"] == "iquitos-38"
     assert config["total_steps"] == smoke["total_steps"] and "lr" in config["ppo"]  # defaults filled in
     with open(run_dir / "progress" / "ppo_progress.csv", newline="") as fh:

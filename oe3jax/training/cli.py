@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def profile_notes(env: Any) -> list[str]:
+    """The assumptions made reading the environment's profile files (none for packaged profiles)."""
+    from oe3jax.simulation.scenario import Scenario, profile_notes as notes_of
+
+    scenario = getattr(env, "scenario", None)
+    return notes_of(scenario) if isinstance(scenario, Scenario) else []
+
+
 def move_aside(run_dir: Path, out: Any) -> None:
     """Rename an existing run directory to ``<DIR>.old-<time>`` (``--fresh``)."""
     if not run_dir.exists():
@@ -91,8 +99,14 @@ def run(
     try:
         plans = [find_resume(plan) for plan in plans]  # every resume is checked before any write
         resolved: Any = cfgs[0] if algo != "all" else {"algo": "all", "agents": {c["algo"]: c for c in cfgs}}
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        notes = profile_notes(plans[0].env)
+        # assumptions made reading the user's profiles: as YAML comments, so that config.yaml stays
+        # loadable with --config and out of the resume comparison
+        atomic_write_text(run_dir / "config.yaml", "".join(f"# profile: {n}\n" for n in notes)
+                          + yaml.safe_dump(resolved, sort_keys=False))
         print(f"run directory: {run_dir}", file=out, flush=True)
+        for note in notes:
+            print(f"profile: {note}", file=out, flush=True)
         results = []
         for plan in plans:
             hook = None if on_checkpoint is None else (lambda step, _a=plan.name: on_checkpoint(_a, step))

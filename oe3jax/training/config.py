@@ -214,4 +214,4 @@ def make_run_env(cfg: Mapping[str, Any], comps: Components) -> tuple[Any, Any]:
         if any(name in text for name in overrides):
             raise ConfigError(f"scenario_overrides: {text}") from None
         first = text.split()[0] if text.split() else ""
-        raise ConfigError(text if first.endswith(":") else f"scenario: {text}") from None
+        raise ConfigError(text if first.endswith(":") or first == "scenario" else f"scenario: {text}") from None
