@@ -106,6 +106,67 @@ def test_nan_action_counts_as_zero(env128):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+# (action for an env of n sockets, error, end of the message, whether JAX can trace it in a user's jit)
+BAD_ACTIONS = [
+    (lambda n: jnp.zeros(n - 1), ValueError, r"got shape \(128,\)", True),
+    (lambda n: jnp.zeros(38 + 1), ValueError, r"got shape \(39,\)", True),     # another scenario's size
+    (lambda n: jnp.zeros((1, n)), ValueError, r"got shape \(1, 129\)", True),
+    (lambda n: jnp.zeros(()), ValueError, r"got shape \(\)", True),
+    (lambda n: [0.0] * (n - 1), ValueError, r"got shape \(128,\)", False),
+    (lambda n: jnp.zeros(n, jnp.complex64), TypeError, "complex64", True),     # imaginary part would be dropped
+    (lambda n: np.zeros(n, np.complex128), TypeError, "complex", True),
+    (lambda n: np.array(["1"] * n), TypeError, "<U1", False),
+    (lambda n: "charge", TypeError, "str", False),
+    (lambda n: None, TypeError, "NoneType", False),
+]
+
+
+@pytest.mark.parametrize("make_action, error, got, traceable", BAD_ACTIONS)
+def test_malformed_action_is_rejected_naming_action_shape_and_scenario(env128, make_action, error, got, traceable):
+    """Rejected before any JAX error, by step and step_env, called directly or (for what JAX can
+    trace at all) inside a user's jit."""
+    env, params = env128
+    obs, state = env.reset(jax.random.key(0), params)
+    action = make_action(env.num_actions)
+    steps = [env.step, env.step_env] + ([jax.jit(env.step), jax.jit(env.step_env)] if traceable else [])
+    for step in steps:
+        with pytest.raises(error, match=r"^action: .*\(129,\).*'iquitos-128'.*" + got) as exc:
+            step(jax.random.key(1), state, action, params)
+        assert "\n" not in str(exc.value)
+
+
+def test_action_check_under_vmap_sees_one_env(env128):
+    env, params = env128
+    keys = jax.random.split(jax.random.key(0), 2)
+    _, state = jax.vmap(env.reset, (0, None))(keys, params)
+    step = jax.vmap(env.step, (0, 0, 0, None))
+    with pytest.raises(ValueError, match=r"^action: expected shape \(129,\).*got shape \(128,\)"):
+        step(keys, state, jnp.zeros((2, env.num_actions - 1)), params)
+    with pytest.raises(TypeError, match="complex64"):
+        step(keys, state, jnp.zeros((2, env.num_actions), jnp.complex64), params)
+
+
+def test_int_bool_and_list_actions_act_like_floats(env128):
+    """Socket 1 (moto, 2 kW) wants 4 kWh: an action of 1 at its index, as an int, bool or float
+    list, delivers the 2 kW rating for the hour."""
+    env, params = env128
+    _, state = env.reset(jax.random.key(0), params)
+    n = env.n_sockets
+    state = state.replace(t=jnp.int32(14), occupied=jnp.zeros(n, bool).at[1].set(True),
+                          need_kwh=jnp.zeros(n).at[1].set(4.0), hours_left=jnp.zeros(n, jnp.int32).at[1].set(3))
+    one_hot = np.zeros(env.num_actions)
+    one_hot[2] = 1  # index 0 is the battery, socket 1 is action 2
+
+    @jax.jit
+    def ev_kwh(key, state, a_int, a_bool):  # one compile for both dtypes
+        return [env.step_env(key, state, a, params)[4]["flows"]["ev_kwh"] for a in (a_int, a_bool)]
+
+    got = ev_kwh(jax.random.key(1), state, one_hot.astype(np.int32), one_hot.astype(bool))
+    np.testing.assert_allclose(np.asarray(got), [2.0, 2.0], atol=1e-6)
+    *_, info = env.step(jax.random.key(1), state, one_hot.tolist(), params)
+    assert float(info["flows"]["ev_kwh"]) == pytest.approx(2.0, abs=1e-6)
+
+
 def test_socket_delivery_rules():
     """Hand-worked hour: a socket delivers min(frac * rating, need); a free socket delivers nothing."""
     env, params = make_env("iquitos-128", soc_init=0.5)

@@ -5,6 +5,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from oe3jax.simulation.checks import check_observation
+
 
 @dataclasses.dataclass(eq=False)
 class Policy:
@@ -26,7 +28,28 @@ class Policy:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __call__(self, obs: Any) -> Any:
+        """The deterministic action for ``obs`` (one observation, or a batch on leading axes).
+
+        The observation's last axis must be the size of the training scenario's observations; the
+        check reads only the shape, so under ``jax.jit`` / ``jax.vmap`` it runs once, while tracing.
+        """
+        if not hasattr(obs, "shape"):  # a list or a scalar
+            import jax.numpy as jnp
+
+            obs = jnp.asarray(obs)
+        size = self._obs_size()
+        if size is not None:
+            check_observation(tuple(obs.shape), size, self.scenario, ", which this policy was trained for")
         return self.apply(self.params, obs)
+
+    def _obs_size(self) -> int | None:
+        """Features per observation of the training environment (None without an environment)."""
+        layout = getattr(self.env, "obs_layout", None)
+        if layout is not None:
+            return int(layout.size)
+        if callable(getattr(self.env, "observation_space", None)):  # any gymnax environment
+            return int(self.env.observation_space(self.env_params).shape[-1])
+        return None
 
 
 def policy_from_state(

@@ -21,6 +21,7 @@ from gymnax.environments import environment, spaces
 from scipy import stats
 
 from oe3jax.schema import Field
+from oe3jax.simulation.checks import check_action
 from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, fingerprint, get_scenario, scenario_profiles
 
 # Config section ``env:`` of a training run (the runner resolves it; see make_env for the meaning).
@@ -333,14 +334,34 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         )
         return self.get_obs(state, params), state
 
-    @partial(jax.jit, static_argnames=("self",))
+    def _checked_action(self, action: Any) -> Any:
+        """``action`` after its shape and dtype check: ``1 + n_sockets`` real numbers.
+
+        Only static facts are read (shape, dtype), so under ``jax.jit``, ``jax.vmap`` or
+        ``lax.scan`` the check runs once, while tracing; inside ``vmap`` it sees one env's action.
+        """
+        if not (hasattr(action, "shape") and hasattr(action, "dtype")):
+            try:
+                action = jnp.asarray(action)
+            except (TypeError, ValueError):
+                raise TypeError(f"action: expected an array of real numbers of shape ({self.num_actions},) "
+                                f"for scenario {self.scenario.name!r}, got {type(action).__name__}") from None
+        check_action(action.shape, action.dtype, self.n_sockets, self.scenario.name)
+        return action
+
     def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None = None):
         """gymnax step with auto-reset; the step and the reset share one draw of random words.
 
         Returns ``(obs, state, reward, terminated, truncated, info)``; on the last step of an
         episode ``obs``/``state`` are those of the next episode and ``info["final_observation"]``
-        is the true last observation (for bootstrapping a truncated episode).
+        is the true last observation (for bootstrapping a truncated episode). ``action`` must be
+        ``1 + n_sockets`` real numbers (bool, int or float): a wrong shape raises ValueError, a
+        complex or non-numeric action TypeError.
         """
+        return self._step(key, state, self._checked_action(action), params)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def _step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None):
         params = self.default_params if params is None else params
         words = self.draw(key)
         obs_st, state_st, reward, terminated, info = self._transition(words, state, action, params)
@@ -355,7 +376,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         return obs, state, reward, terminated, truncated, info
 
     def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
-        return self._transition(self.draw(key), state, action, params)
+        return self._transition(self.draw(key), state, self._checked_action(action), params)
 
     def _transition(self, words: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
         f32 = jnp.float32
