@@ -5,6 +5,11 @@ Public entry points (imported on first use, so that ``import oe3jax`` stays ligh
 - ``make_env(scenario="iquitos-128", **overrides) -> (env, env_params)``  (oe3jax.simulation.env)
 - ``load_policy(path, seed=0) -> Policy``                                 (oe3jax.training.policy)
 - ``Scenario``, ``get_scenario(name)``                                    (oe3jax.simulation.scenario)
+- ``make_gymnasium_env``, ``make_legacy_env``                             (oe3jax.simulation.adapters)
+
+Importing the package registers its Gymnasium ids (``GYMNASIUM_IDS``), e.g.
+``gymnasium.make("oe3jax/EVCharging-iquitos-128-v0", episode_hours=48)``; registration imports
+Gymnasium but neither JAX nor the environment (the entry point is a string).
 """
 from __future__ import annotations
 
@@ -19,7 +24,29 @@ _EXPORTS = {
     "Policy": "oe3jax.training.policy",
     "Scenario": "oe3jax.simulation.scenario",
     "get_scenario": "oe3jax.simulation.scenario",
+    "make_gymnasium_env": "oe3jax.simulation.adapters",
+    "make_legacy_env": "oe3jax.simulation.adapters",
 }
+
+# one id per scenario preset; keywords of gymnasium.make go to GymnasiumEnv
+GYMNASIUM_IDS = {
+    "oe3jax/EVCharging-iquitos-128-v0": "iquitos-128",
+    "oe3jax/EVCharging-iquitos-38-v0": "iquitos-38",
+}
+
+
+def _register_gymnasium_ids() -> None:
+    try:
+        import gymnasium
+    except ImportError:  # pragma: no cover - gymnasium is a dependency
+        return
+    for env_id, preset in GYMNASIUM_IDS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point="oe3jax.simulation.adapters:GymnasiumEnv",
+                               kwargs={"scenario": preset})
+
+
+_register_gymnasium_ids()
 
 __all__ = sorted(_EXPORTS)
 

@@ -2,11 +2,12 @@
 
 This module is an independent second implementation of the park's physics: the tests drive it and
 the JAX environment with the same actions and the same arrival draws and require every flow to
-agree. It is also the simplest way to use the scenario outside JAX: :class:`GymnasiumEnv` wraps it
-as a ``gymnasium.Env`` for Stable-Baselines3, CleanRL and the like.
+agree. It is also the simplest way to use the scenario outside JAX:
+:class:`oe3jax.simulation.adapters.GymnasiumEnv` wraps it as a ``gymnasium.Env`` for
+Stable-Baselines3, CleanRL and the like.
 
-Reading order: the arrival draw, :class:`ReferenceEnv` (constants, reset, the seven parts of one
-step, the reward, the observation), then the Gymnasium wrapper.
+Reading order: the arrival draw, then :class:`ReferenceEnv` (constants, reset, the seven parts of
+one step, the reward, the observation).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from oe3jax.simulation.checks import check_action
 from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_TERMS, Scenario, get_scenario, scenario_profiles
 
 DAYS_PER_YEAR = HOURS_PER_YEAR // 24
@@ -215,10 +217,13 @@ class ReferenceEnv:
         t, h = self.t, self.t % 24
 
         # 1. action: NaN -> 0, clipped to [-1, 1]
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (self.n_actions,):
-            raise ValueError(f"action: expected {self.n_actions} values (1 + n_sockets), got shape {a.shape}")
-        a = np.clip(np.nan_to_num(a, nan=0.0), -1.0, 1.0)
+        try:
+            a = np.asarray(action)
+        except (TypeError, ValueError):
+            raise TypeError(f"action: expected an array of real numbers of shape ({self.n_actions},) "
+                            f"for scenario {scn.name!r}, got {type(action).__name__}") from None
+        check_action(a.shape, a.dtype, self.n_sockets, scn.name)
+        a = np.clip(np.nan_to_num(a.astype(np.float64), nan=0.0), -1.0, 1.0)
 
         # 2. EV charging: at most the rating, at most what the vehicle still wants
         ev_i = np.where(self.occupied, np.minimum(np.maximum(a[1:], 0.0) * self.rating_kw, self.need_kwh), 0.0)
@@ -339,83 +344,3 @@ class ReferenceEnv:
             self.is_taxi.astype(np.float64),
         ], axis=1)
         return np.concatenate([np.asarray(calendar + forecast + park, dtype=np.float64), sockets.reshape(-1)])
-
-
-# --------------------------------------------------------------------------- Gymnasium wrapper
-try:  # gymnasium is a dependency of the package; the simulator above does not need it
-    import gymnasium as _gym
-    from gymnasium import spaces as _spaces
-except ImportError:  # pragma: no cover - only without the optional import
-    _gym = None
-
-
-if _gym is not None:
-
-    class GymnasiumEnv(_gym.Env):
-        """The park as a ``gymnasium.Env``: float32 observations, actions in Box [-1, 1]^(1 + n_sockets).
-
-        Episodes end by truncation after ``episode_hours`` steps (never by termination).
-        ``reset(options={"start_hour": h})`` starts at hour ``h``; otherwise at ``start_hour`` or, with
-        ``random_start``, at midnight of a random day. ``info`` carries the hour's flows (kWh), the
-        vehicle counts, the reward terms and the running episode totals.
-        """
-
-        metadata = {"render_modes": []}
-
-        def __init__(
-            self,
-            scenario: Scenario | str = "iquitos-128",
-            episode_hours: int = HOURS_PER_YEAR,
-            start_hour: int = 0,
-            random_start: bool = False,
-        ) -> None:
-            super().__init__()
-            self.sim = ReferenceEnv(scenario, episode_hours=episode_hours, start_hour=start_hour,
-                                    random_start=random_start)
-            low, high = self._bounds()
-            self.observation_space = _spaces.Box(low=low, high=high, dtype=np.float32)
-            self.action_space = _spaces.Box(low=-1.0, high=1.0, shape=(self.sim.n_actions,), dtype=np.float32)
-
-        def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-            """Per-feature bounds of the observation, from the scenario and its profiles."""
-            sim, scn = self.sim, self.sim.scenario
-            n_fc = len(scn.forecast_offsets)
-            pv_hi = max(1.0, float(sim.pv_kw.max()) / scn.pv_ac_kw)
-            mall_hi = max(1.0, float(sim.mall_kw.max()) / sim.mall_ref_kw)
-            need_hi = max(1.0, float(sim.battery_kwh.sum()) * scn.need_frac_max / sim.ev_need_ref_kwh)
-            low = np.concatenate([-np.ones(6), np.zeros(2 * n_fc + 5), np.zeros(4 * sim.n_sockets)])
-            high = np.concatenate([np.ones(6), np.full(n_fc, pv_hi), np.full(n_fc, mall_hi),
-                                   [1.0, 1.0, 1.0, need_hi, 1.0], np.ones(4 * sim.n_sockets)])
-            return low.astype(np.float32), high.astype(np.float32)
-
-        def reset(
-            self, *, seed: int | None = None, options: dict[str, Any] | None = None
-        ) -> tuple[np.ndarray, dict[str, Any]]:
-            super().reset(seed=seed)
-            options = dict(options or {})
-            unknown = sorted(set(options) - {"start_hour"})
-            if unknown:
-                raise ValueError(f"reset options: unknown key {unknown[0]!r}; accepted: start_hour")
-            self.sim.rng = self.np_random
-            obs = self.sim.reset(start_hour=options.get("start_hour"))
-            return obs.astype(np.float32), {"totals": dict(self.sim.episode)}
-
-        def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-            obs, reward, terminated, truncated, info = self.sim.step(action)
-            return obs.astype(np.float32), reward, terminated, truncated, info
-
-
-def make_gymnasium_env(
-    scenario: Scenario | str = "iquitos-128",
-    *,
-    episode_hours: int = HOURS_PER_YEAR,
-    start_hour: int = 0,
-    random_start: bool = False,
-    **overrides: Any,
-) -> "GymnasiumEnv":
-    """A :class:`GymnasiumEnv` for a preset name or a Scenario, like ``oe3jax.make_env``: any keyword
-    other than the episode options is a Scenario field (``capacity_kwh=3000``, ``reward="balanced"``)."""
-    if _gym is None:
-        raise ImportError("make_gymnasium_env needs gymnasium: pip install gymnasium")
-    scn = get_scenario(scenario, **overrides)
-    return GymnasiumEnv(scn, episode_hours=episode_hours, start_hour=start_hour, random_start=random_start)
