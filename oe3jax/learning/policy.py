@@ -44,12 +44,9 @@ class Policy:
 
     def _obs_size(self) -> int | None:
         """Features per observation of the training environment (None without an environment)."""
-        layout = getattr(self.env, "obs_layout", None)
-        if layout is not None:
-            return int(layout.size)
-        if callable(getattr(self.env, "observation_space", None)):  # any gymnax environment
-            return int(self.env.observation_space(self.env_params).shape[-1])
-        return None
+        space = getattr(self.env, "observation_space", None)  # gymnax: a method of the params
+        shape = tuple(space(self.env_params).shape) if callable(space) else ()
+        return int(shape[-1]) if shape else None
 
 
 def policy_from_state(
