@@ -22,7 +22,7 @@ from scipy import stats
 
 from oe3jax.schema import Field
 from oe3jax.simulation.checks import check_action
-from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, fingerprint, get_scenario, scenario_profiles
+from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, get_scenario, scenario_profiles
 
 # Config section ``env:`` of a training run (the runner resolves it; see make_env for the meaning).
 ENV_SPEC = {
@@ -530,13 +530,6 @@ def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = H
     return env, params
 
 
-def env_fingerprint(env: EVChargingEnv) -> str:
-    """A hash of the scenario constants and profiles (the physics), for checkpoints."""
-    pv = np.asarray(env.default_params.pv_kw, np.float64)
-    mall = np.asarray(env.default_params.mall_kw, np.float64)
-    return fingerprint(env.scenario, pv, mall)
-
-
 __all__ = ["ENV_SPEC", "Arrivals", "EVChargingEnv", "EnvParams", "EnvState", "ObsLayout", "TOTAL_KEYS",
-           "env_fingerprint", "make_env", "make_params"]
+           "make_env", "make_params"]
 
