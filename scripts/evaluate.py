@@ -12,6 +12,10 @@ surplus, discharges 18:00-22:59), ``optimal`` (perfect-foresight linear program,
 the environment; its JSON also holds the LP's own totals, solve time and the replay gap). Every
 policy evaluated with the same seed sees the same vehicles. Output:
 ``results/eval_<scenario>_<policy>_seed<N>.json``.
+
+Bad input (a missing run directory, an output path that is a file or under one, a policy trained
+on a scenario of other sizes, an out-of-range seed) exits 2 with one ``error:`` line; a damaged
+checkpoint exits 1, as in train.py.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from oe3jax.schema import SEED_MAX, ConfigError  # noqa: E402
 
 BASELINES = ("uncontrolled", "rule", "optimal")
 
@@ -53,20 +59,35 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                     help=f"baseline(s) to evaluate: {', '.join(BASELINES)}")
     ap.add_argument("--scenario", nargs="+", default=None, metavar="NAME",
                     help="scenario preset(s); default iquitos-128 (or the run's scenario)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the vehicle arrivals (default 0)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help=f"seed of the vehicle arrivals, 0 to {SEED_MAX} (default 0)")
     ap.add_argument("--hours", type=int, default=None, help="episode length in hours (default 8760)")
     ap.add_argument("--out", default="results", help="output directory for the JSON (default results/)")
     ap.add_argument("--markdown", default=None, metavar="FILE",
                     help="also write a markdown table comparing the evaluated policies")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Raise a one-line ConfigError for values argparse cannot check and for unusable paths."""
+    from oe3jax.simulation.env import ENV_SPEC
+    from oe3jax.training.resources import check_writable_dir, check_writable_file
+
     if args.run_dir is None and not args.policy:
-        ap.error("give --policy NAME (one of " + ", ".join(BASELINES) + ") or a run directory")
+        raise ConfigError("give --policy NAME (one of " + ", ".join(BASELINES) + ") or a run directory")
     for name in args.policy or ():
         if name not in BASELINES:
-            ap.error(f"--policy: unknown policy {name!r}; accepted: {', '.join(BASELINES)}")
-    if args.hours is not None and args.hours < 1:
-        ap.error(f"--hours: expected an integer >= 1, got {args.hours}")
-    return args
+            raise ConfigError(f"--policy: unknown policy {name!r}; accepted: {', '.join(BASELINES)}")
+    max_hours = int(ENV_SPEC["episode_hours"].high)  # the longest episode the environment runs
+    if args.hours is not None and not 1 <= args.hours <= max_hours:
+        raise ConfigError(f"--hours: expected an integer in [1, {max_hours}], got {args.hours}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ConfigError(f"--seed: expected an integer in [0, {SEED_MAX}] (a uint32 seed), got {args.seed}")
+    if args.run_dir is not None and not Path(args.run_dir).exists():
+        raise ConfigError(f"run_dir: {args.run_dir} does not exist (expected a run or checkpoint directory)")
+    check_writable_dir(args.out, "--out")
+    if args.markdown:
+        check_writable_file(args.markdown, "--markdown")
 
 
 def _evaluate_baseline(name: str, scenario: str, seed: int, hours: int | None) -> dict[str, Any]:
@@ -108,11 +129,33 @@ def _evaluate_run(run_dir: str, scenario: str | None, seed: int, hours: int | No
     from oe3jax.evaluation.kpis import policy_kpis
 
     policy = load_policy(run_dir)
+    if scenario is not None and scenario != policy.scenario:
+        _check_same_sizes(policy, scenario, run_dir)
     tic = time.perf_counter()
     out = policy_kpis(policy, scenario, key=jax.random.key(seed), hours=hours)
     out.update(policy=f"{policy.algo}", run_dir=str(run_dir), checkpoint_step=policy.step, seed=seed,
                wall_seconds=time.perf_counter() - tic)
     return out
+
+
+def _check_same_sizes(policy: Any, scenario: str, run_dir: str) -> None:
+    """A policy acts on the observation and action sizes of its training scenario only."""
+    import numpy as np
+
+    from oe3jax.simulation.env import make_env
+
+    env, params = make_env(scenario)
+
+    def sizes(e: Any, p: Any) -> tuple[int, int]:
+        return (int(np.prod(e.observation_space(p).shape)), int(np.prod(e.action_space(p).shape)))
+
+    mine, theirs = sizes(policy.env, policy.env_params), sizes(env, params)
+    if mine != theirs:
+        raise ConfigError(
+            f"--scenario: the policy in {run_dir} was trained on {policy.scenario!r} ({mine[0]} observations, "
+            f"{mine[1]} actions) and cannot act on {scenario!r} ({theirs[0]} observations, {theirs[1]} actions); "
+            f"evaluate it on {policy.scenario!r} or a scenario of the same size"
+        )
 
 
 def _print(kpis: dict[str, Any]) -> None:
@@ -131,10 +174,18 @@ def _print(kpis: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0, or 2 with one ``error:`` line for bad input, 1 for a damaged checkpoint."""
     args = _parse(argv)
+    try:
+        _check_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     import jax
 
     from oe3jax.evaluation.compare import compare
+    from oe3jax.training.checkpoint import CheckpointError
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                 kpis = _evaluate_run(args.run_dir, scenario, args.seed, args.hours)
             else:
                 kpis = _evaluate_baseline(policy, scenario, args.seed, args.hours)
-        except ValueError as exc:  # bad scenario name, bad profile, ...
+        except ValueError as exc:  # bad scenario name, bad profile, a policy of other sizes, ...
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except CheckpointError as exc:  # a damaged checkpoint
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         kpis["versions"] = {"jax": jax.__version__, "python": platform.python_version()}
         _print(kpis)
         path = out_dir / f"eval_{kpis['scenario']}_{kpis['policy']}_seed{args.seed}.json"

@@ -44,7 +44,7 @@ def test_wrong_type_names_the_key(capsys, tmp_path):
 
 def test_out_of_range_names_the_key_and_range(capsys, tmp_path):
     line = _error_line(capsys, BASE + ["--run-dir", str(tmp_path), "--seeds", "0"])
-    assert line == "error: seeds: expected an integer in [1, inf], got 0"
+    assert line == "error: seeds: expected an integer in [1, 2147483647], got 0"
     line = _error_line(capsys, BASE + ["--run-dir", str(tmp_path), "--set", "dummy.lr=-1"])
     assert line.startswith("error: dummy.lr: expected a number in (0, inf]")
 
