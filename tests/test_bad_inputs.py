@@ -20,7 +20,7 @@ from oe3jax.schema import (
     parse_assignment, resolve,
 )
 from oe3jax.training import resources
-from oe3jax.training.runner import main as train_main
+from oe3jax.training.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -237,13 +237,13 @@ def test_host_memory_is_read():
 
 @pytest.fixture(scope="module")
 def sac_setup():
-    from oe3jax.training import runner
+    from oe3jax.training import config
 
-    comps = runner.default_components()
-    algo = runner.load_algo(comps, "sac")
+    comps = config.default_components()
+    algo = config.load_algo(comps, "sac")
 
     def make(**sac):
-        cfg = runner.resolve_config("sac", comps, sets=[f"sac.{k}={v}" for k, v in sac.items()],
+        cfg = config.resolve_config("sac", comps, sets=[f"sac.{k}={v}" for k, v in sac.items()],
                                     flags={"scenario": "iquitos-38"})
         env, params = comps.make_env(cfg["scenario"], **cfg["env"])
         return cfg, env, params
@@ -268,12 +268,12 @@ def test_replay_buffer_larger_than_memory_names_the_largest_that_fits(sac_setup)
 
 
 def test_many_seeds_larger_than_memory(tmp_path):
-    from oe3jax.training import runner
+    from oe3jax.training import config
 
     comps = dummy_algo.components()
-    cfg = runner.resolve_config("dummy", comps, flags={"scenario": "pendulum", "seeds": 10**6})
+    cfg = config.resolve_config("dummy", comps, flags={"scenario": "pendulum", "seeds": 10**6})
     env, params = comps.make_env("pendulum")
-    algo = runner.load_algo(comps, "dummy")
+    algo = config.load_algo(comps, "dummy")
     per_seed = resources.state_nbytes(algo, env, params, cfg)
     line = _refused(resources.check_train_memory, algo, env, params, cfg, copies=1, available=per_seed * 1000)
     assert line.startswith("seeds: the train state (1,000,000 seeds x ") and line.endswith("use at most 1,000 seeds")

@@ -21,6 +21,7 @@ from oe3jax.training.checkpoint import CheckpointError, ResumeMismatch
 from oe3jax.training.config import (
     DEFAULT_RUNS_DIR, Components, default_components, requested_algo, resolve_config, user_config,
 )
+from oe3jax.training import resources
 from oe3jax.training.files import RunDirBusy, RunLock, StorageError, atomic_write_text
 from oe3jax.training.loop import Result, evaluation_done, find_resume, plan_agent, train_agent
 
@@ -93,6 +94,7 @@ def run(
     agents = comps.pipeline if algo == "all" else (algo,)
     cfgs = [resolve_config(a, comps, user, flags=flags, sections=agents if algo == "all" else None) for a in agents]
     run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS_DIR / f"{algo}-{cfgs[0]['scenario']}"
+    resources.check_writable_dir(run_dir, "--run-dir", rename=args.fresh)
     plans = [plan_agent(cfg, run_dir, comps) for cfg in cfgs]  # every env is built before any write
 
     lock = _lock(run_dir, args.fresh, out)

@@ -21,7 +21,10 @@ from typing import Any
 
 from oe3jax import learning
 from oe3jax.learning.precision import PRECISIONS
-from oe3jax.schema import ConfigError, Field, Schema, load_yaml, parse_assignment, resolve, set_path
+from oe3jax.schema import (
+    SEED_MAX, TOTAL_STEPS_MAX, ConfigError, Field, Schema, load_yaml, parse_assignment, resolve, set_path,
+)
+from oe3jax.training import resources
 
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 
@@ -46,9 +49,10 @@ TOP_SPEC: dict[str, Any] = {
     "scenario_overrides": MappingField(
         {}, dict, help="scenario fields changed from the preset, e.g. capacity_kwh: 3000 or "
         "pv_profile: {path: pv.csv, column: kW}"),
-    "seed": Field(0, int, low=0, help="seed of the first run; run i uses seed + i"),
+    "seed": Field(0, int, low=0, high=SEED_MAX, help="seed of the first run; run i uses seed + i"),
     "seeds": Field(1, int, low=1, help="independent runs vmapped in one program"),
-    "total_steps": Field(1_000_000, int, low=1, help="env steps per seed, all environments together"),
+    "total_steps": Field(1_000_000, int, low=1, high=TOTAL_STEPS_MAX,
+                         help="env steps per seed, all environments together"),
     "precision": Field("float32", str, choices=PRECISIONS, help="network compute dtype"),
     "checkpoint": {
         "every": Field(500, int, low=1, help="env steps per environment between checkpoints"),
@@ -67,7 +71,7 @@ TOP_SPEC: dict[str, Any] = {
         "enabled": Field(True, bool, help="evaluate the trained policy at the end of training"),
         "hours": Field(None, int, low=1, high=8760, optional=True,
                        help="evaluation length in hours from 1 January; null: the whole year"),
-        "seed": Field(0, int, low=0, help="seed of the evaluation's arrivals (the same for every column)"),
+        "seed": Field(0, int, low=0, high=SEED_MAX, help="seed of the evaluation's arrivals (the same for every column)"),
         "optimal": Field(True, bool, help="also solve the perfect-foresight linear program (~10 s a year)"),
     },
 }
@@ -189,6 +193,7 @@ def resolve_config(
             layered[key] = value
     layered["algo"] = algo
     cfg = resolve(build_schema(comps, sections), layered)
+    resources.check_seed_range(cfg)
     for name, where in _NOT_OVERRIDES.items():
         if name in cfg["scenario_overrides"]:
             raise ConfigError(f"scenario_overrides.{name}: not an override; set {where} instead")

@@ -34,6 +34,7 @@ from oe3jax.learning.policy import policy_from_state
 from oe3jax.training.checkpoint import Checkpoints, ResumeMismatch, tree_fingerprint, versions
 from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
 from oe3jax.training.files import atomic_write_text
+from oe3jax.training import resources
 from oe3jax.training.progress import ProgressCSV, TensorBoard, chunk_rows, fmt_duration
 
 
@@ -80,6 +81,12 @@ class Plan:
         return self.run_dir / "evaluation" / f"{self.name}.json"
 
 
+def _backend() -> str:
+    import jax
+
+    return jax.default_backend()
+
+
 def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     """Build the environment and count updates and chunks (no file is read or written)."""
     algo = load_algo(comps, cfg["algo"])
@@ -87,6 +94,9 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     num_envs, steps_per_env = (int(v) for v in algo.env_steps_per_update(cfg))
     total_updates = math.ceil(cfg["total_steps"] / (num_envs * steps_per_env))
     every_updates = math.ceil(cfg["checkpoint"]["every"] / steps_per_env)
+    resources.check_step_counts(cfg, total_updates, num_envs, steps_per_env)
+    # without buffer donation (CPU) a chunk's input and output states are alive together
+    resources.check_train_memory(algo, env, env_params, cfg, copies=2 if _backend() == "cpu" else 1)
     chunk = max(1, min(cfg["log"]["chunk_updates"] or every_updates, total_updates))
     return Plan(
         cfg=cfg, algo=algo, env=env, env_params=env_params, fingerprint=tree_fingerprint(env_params),
