@@ -151,15 +151,30 @@ def _mentions_checkpoint(text: str) -> bool:
     return any(d in text for d in _DIRS)
 
 
+def _raised_in_orbax(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) passed through Orbax's code."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            if os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_ORBAX_DIR):
+                return True
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class _DropUnretrievedCheckpointErrors(logging.Filter):
-    """``Future exception was never retrieved`` for a TensorStore read or write of a checkpoint
-    directory: the sibling of an error that Orbax already raised (and we reported)."""
+    """``Future exception was never retrieved`` for an Orbax/TensorStore read or write of a
+    checkpoint: the sibling of an error that Orbax already raised (and we reported)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            text += str(record.exc_info[1])
-        return not ("never retrieved" in text and _mentions_checkpoint(text))
+        if "never retrieved" not in text:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (_mentions_checkpoint(text + str(exc)) or _raised_in_orbax(exc))
 
 
 def _is_closed_loop_callback(unraisable: Any) -> bool:
@@ -395,6 +410,7 @@ class Checkpoints:
         self.directory = Path(directory).absolute()
         self.read_only = read_only
         self._pending: int | None = None  # the step whose background save is in flight
+        self._failed = False  # a save failed (and was reported)
         _DIRS.update({str(self.directory), str(self.directory.resolve())})
         if not read_only:
             self._remove_partial_saves()
@@ -422,7 +438,7 @@ class Checkpoints:
             return
         for child in self.directory.iterdir():
             if TMP_MARKER in child.name and child.is_dir():
-                logging.warning("checkpoint: removing incomplete save %s", child)
+                print(f"warning: checkpoint: removing {child}, a save that did not finish", file=sys.stderr)
                 shutil.rmtree(child, ignore_errors=True)
 
     # ---- queries ----------------------------------------------------------------------------
@@ -495,6 +511,7 @@ class Checkpoints:
                 force=True,
             )
         except Exception as exc:  # orbax wraps OSError in several types
+            self._failed = True
             raise CheckpointError(self._save_failed(int(step), exc)) from None
         self._pending = int(step)
 
@@ -508,29 +525,36 @@ class Checkpoints:
             except OSError:
                 pass
         intact = [s for s in self.steps() if s != step]
-        kept = (f"steps {_fmt_steps(intact)} are intact; rerun the same command to resume from step {intact[-1]}"
-                if intact else "no earlier checkpoint exists")
+        if not intact:
+            kept = "no earlier checkpoint exists"
+        else:
+            kept = (f"the earlier checkpoints are intact (step{'s' if len(intact) > 1 else ''} "
+                    f"{_fmt_steps(intact)}): rerun the same command to resume from step {intact[-1]}")
         return f"checkpoint: saving step {step} in {self.directory} failed: {_cause(exc)}; {kept}"
 
     def wait(self) -> None:
         """Block until the background save (if any) has finished; re-raise its error as one
         :class:`CheckpointError` line naming its step."""
         step, self._pending = self._pending, None
+        if step is None:  # nothing in flight; a failed save was reported when it was found
+            return
         try:
             self._manager.wait_until_finished()
             self._manager.check_for_errors()
         except Exception as exc:
-            if step is None:
-                raise CheckpointError(
-                    f"checkpoint: a save in {self.directory} failed: {_cause(exc)}"
-                ) from None
+            self._failed = True
             raise CheckpointError(self._save_failed(step, exc)) from None
 
     def close(self) -> None:
+        """Wait for the save in flight (its error raised as by :meth:`wait`) and release Orbax."""
         try:
             self.wait()
         finally:
-            self._manager.close()
+            try:
+                self._manager.close()
+            except Exception as exc:
+                if not self._failed:  # otherwise the same failure, already reported
+                    raise CheckpointError(f"checkpoint: closing {self.directory} failed: {_cause(exc)}") from None
 
     # ---- restore ----------------------------------------------------------------------------
     def read_meta(self, step: int) -> dict[str, Any]:
