@@ -589,19 +589,31 @@ class Checkpoints:
             self.restore(step, abstract_state)
             return self.read_meta(step)
         full = _read_full_meta(self.step_dir(step))
+        self._restore_checked(step, None, full)
+        return _public(full)
+
+    def _saved_layout(self, step: int, full: Mapping[str, Any]) -> Any:
+        """Abstract arrays from Orbax's tree metadata (``state/_METADATA``), checked against the
+        layout recorded in the metadata."""
         try:
             tree = self._manager.item_metadata(step)["state"]
             tree = tree.tree if hasattr(tree, "tree") else tree
+            if tree is None:
+                raise ValueError("no tree metadata")
             abstract = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
         except Exception as exc:
             raise DamagedCheckpoint(self.step_dir(step), f"its state metadata cannot be read ({_cause(exc)})") from None
         if tree_shapes(abstract) != _recorded_shapes(full):
             raise DamagedCheckpoint(self.step_dir(step), "its state metadata differs from the recorded layout")
-        self._restore_checked(step, abstract, full)
-        return _public(full)
+        return abstract
 
     def _restore_checked(self, step: int, abstract_state: Any, full: Mapping[str, Any]) -> Any:
+        """Restore into ``abstract_state`` (None: the saved layout) after checking Orbax's tree
+        metadata, then check every array against its recorded digest."""
         path = self.step_dir(step)
+        saved = self._saved_layout(step, full)
+        if abstract_state is None:
+            abstract_state = saved
         try:
             out = self._manager.restore(
                 int(step),
