@@ -113,7 +113,8 @@ def _cause(exc: BaseException, limit: int = 240) -> str:
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
+        nxt = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)
         if nxt is None:
             break
         exc = nxt
@@ -394,6 +395,20 @@ def _fmt_steps(steps: list[int]) -> str:
     return ", ".join(map(str, steps))
 
 
+def resume_step(directory: Path | str, requested: int | None = None) -> int | None:
+    """The step a resume starts from: the latest complete one (None if there is none), or
+    ``requested`` (``--resume-from STEP``), which must be a complete step of ``directory``."""
+    steps = complete_steps(Path(directory))
+    if requested is None:
+        return steps[-1] if steps else None
+    if requested not in steps:
+        raise CheckpointError(
+            f"checkpoint: --resume-from {requested}: no complete checkpoint of step {requested} in "
+            f"{Path(directory).absolute()}; complete steps: {_fmt_steps(steps) or 'none'}"
+        )
+    return requested
+
+
 class Checkpoints:
     """Save and restore the whole train state plus its JSON metadata in one directory.
 
@@ -459,17 +474,8 @@ class Checkpoints:
         return self.directory / str(step)
 
     def resume_step(self, requested: int | None = None) -> int | None:
-        """The step a resume starts from: the latest complete one, or ``requested``
-        (``--resume-from STEP``), which must be a complete step; None if there is none."""
-        steps = self.steps()
-        if requested is None:
-            return steps[-1] if steps else None
-        if requested not in steps:
-            raise CheckpointError(
-                f"checkpoint: --resume-from {requested}: no complete checkpoint of step {requested} in "
-                f"{self.directory}; complete steps: {_fmt_steps(steps) or 'none'}"
-            )
-        return requested
+        """See :func:`resume_step`."""
+        return resume_step(self.directory, requested)
 
     def discard_after(self, step: int) -> list[Path]:
         """Move the steps after ``step`` aside (``<step>.discarded-<time>``, ignored from then on),

@@ -26,7 +26,6 @@ from typing import Any
 from oe3jax.learning import init_seeds, seed_keys
 from oe3jax.learning.policy import Policy, policy_from_state
 from oe3jax.training.checkpoint import (
-    CheckpointError,
     Checkpoints,
     DamagedCheckpoint,
     complete_steps,
