@@ -13,6 +13,10 @@
 
 The latest complete checkpoint is used unless ``step=`` is given (after a finished run the latest
 is the final one). With several seeds in the run, ``seed=k`` picks the k-th (default 0).
+
+The checkpoint is checked against the digests recorded when it was saved (its metadata and every
+array); a damaged one raises :class:`~oe3jax.training.checkpoint.DamagedCheckpoint`, one line naming
+the step and the ``step=`` of the previous complete checkpoint.
 """
 from __future__ import annotations
 
@@ -21,7 +25,13 @@ from typing import Any
 
 from oe3jax.learning import init_seeds, seed_keys
 from oe3jax.learning.policy import Policy, policy_from_state
-from oe3jax.training.checkpoint import CheckpointError, Checkpoints, complete_steps, read_meta, tree_fingerprint
+from oe3jax.training.checkpoint import (
+    Checkpoints,
+    DamagedCheckpoint,
+    complete_steps,
+    read_meta,
+    tree_fingerprint,
+)
 
 
 def _locate(path: Path, algo: str | None, step: int | None) -> tuple[Path, int]:
@@ -73,10 +83,13 @@ def load_policy(
     from oe3jax.training.config import default_components, make_run_env
 
     directory, step = _locate(Path(path), algo, step)
-    meta = read_meta(directory / str(step))
+    try:
+        meta = read_meta(directory / str(step))
+    except DamagedCheckpoint as exc:
+        raise exc.for_api() from None
     cfg = meta.get("config")
     if not isinstance(cfg, dict) or "algo" not in cfg:
-        raise CheckpointError(f"checkpoint: {directory / str(step)} is damaged: its metadata has no config")
+        raise DamagedCheckpoint(directory / str(step), "its metadata has no config", api=True)
     if not 0 <= seed < int(cfg["seeds"]):
         raise ValueError(f"load_policy: seed: expected an index in [0, {int(cfg['seeds']) - 1}], got {seed}")
     comps = components or default_components()
@@ -91,6 +104,8 @@ def load_policy(
     ckpts = Checkpoints(directory, read_only=True, async_save=False)
     try:
         state = ckpts.restore(step, jax.eval_shape(init_fn, seed_keys(cfg)))
+    except DamagedCheckpoint as exc:
+        raise exc.for_api() from None
     finally:
         ckpts.close()
     return policy_from_state(
