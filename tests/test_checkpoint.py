@@ -1,6 +1,7 @@
 """Checkpoints: exact resume after a real SIGKILL, cut-off and damaged saves, mismatched resumes."""
 from __future__ import annotations
 
+import json
 import errno
 import os
 import signal
@@ -166,3 +167,20 @@ def test_unusable_directory_is_a_clear_error(tmp_path):
         ckpts = Checkpoints(blocker / "c")
         ckpts.save(1, {"w": jnp.zeros(2)}, {})
         ckpts.wait()
+def test_resume_from_the_previous_step_after_damage(base, tmp_path, capsys):
+    base_dir, base_result = base
+    run_dir = rf.copy_run(base_dir, tmp_path / "run")
+    ck = run_dir / "checkpoints" / "dummy"
+    meta = json.loads((ck / "64" / "meta" / "metadata").read_text())
+    meta["csv_rows"] = 1
+    (ck / "64" / "meta" / "metadata").write_text(json.dumps(meta))
+    assert main(rf.ARGV + ["--run-dir", str(run_dir)], dummy_algo.components()) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rerun with --resume-from 48" in err[0], err
+    (resumed,) = rf.train(run_dir, ["--resume-from", "48"])
+    rf.assert_same_bits(resumed.state, base_result.state)
+    assert rf.read_rows(run_dir) == rf.read_rows(base_dir)
+    assert complete_steps(ck) == [32, 48, 64]
+    assert [p.name[:13] for p in ck.iterdir() if "discarded" in p.name] == ["64.discarded-"]
+    assert main(rf.ARGV + ["--run-dir", str(run_dir), "--resume-from", "5"], dummy_algo.components()) == 1
+    assert "no complete checkpoint of step 5" in capsys.readouterr().err

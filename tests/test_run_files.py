@@ -187,3 +187,14 @@ def test_ev_scenario_overrides_from_yaml_and_the_run_reward_reach_the_evaluation
         assert res[column]["return"] == pytest.approx(expect["return"], rel=1e-6)
         assert res[column]["cost"] == pytest.approx(expect["cost"], rel=1e-6)
     assert abs(expect["return"] - default["return"]) > 1e-3 and abs(expect["cost"] - default["cost"]) > 1.0
+
+
+def test_csv_kept_rows_keep_their_header_and_line_endings(tmp_path):
+    path = tmp_path / "p.csv"
+    first = progress.ProgressCSV(path, 0)
+    first.append([{"episode": 1, "step": 8, "reward_avg": 0.5}, {"episode": 2, "step": 16, "reward_avg": 0.25}])
+    raw = path.read_bytes()
+    warnings = io.StringIO()
+    kept = progress.ProgressCSV(path, keep_rows=1, warn=warnings)
+    assert warnings.getvalue() == "" and kept.rows == 1
+    assert path.read_bytes() == b"".join(raw.splitlines(keepends=True)[:2])

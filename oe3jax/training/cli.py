@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the first run")
     p.add_argument("--total-steps", type=int, help="env steps per seed, all environments together")
     p.add_argument("--scenario", help="scenario preset")
+    p.add_argument("--resume-from", type=int, metavar="STEP",
+                   help="resume from this complete checkpoint (its directory name under checkpoints/<algo>/) "
+                   "instead of the latest, e.g. when the latest is damaged; the later ones are moved aside")
     p.add_argument("--fresh", action="store_true",
                    help="start over: the existing run directory is renamed to <DIR>.old-<time>")
     return p
@@ -93,13 +96,15 @@ def run(
     flags = {"seeds": args.seeds, "seed": args.seed, "total_steps": args.total_steps, "scenario": args.scenario}
     agents = comps.pipeline if algo == "all" else (algo,)
     cfgs = [resolve_config(a, comps, user, flags=flags, sections=agents if algo == "all" else None) for a in agents]
+    if args.resume_from is not None and (args.fresh or len(agents) > 1):
+        raise ConfigError("--resume-from: give it with one --algo, without --fresh")
     run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS_DIR / f"{algo}-{cfgs[0]['scenario']}"
     resources.check_writable_dir(run_dir, "--run-dir", rename=args.fresh)
     plans = [plan_agent(cfg, run_dir, comps) for cfg in cfgs]  # every env is built before any write
 
     lock = _lock(run_dir, args.fresh, out)
     try:
-        plans = [find_resume(plan) for plan in plans]  # every resume is checked before any write
+        plans = [find_resume(plan, args.resume_from) for plan in plans]  # every resume is checked before any write
         resolved: Any = cfgs[0] if algo != "all" else {"algo": "all", "agents": {c["algo"]: c for c in cfgs}}
         notes = profile_notes(plans[0].env)
         # assumptions made reading the user's profiles: as YAML comments, so that config.yaml stays

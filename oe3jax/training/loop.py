@@ -31,7 +31,9 @@ import numpy as np
 
 from oe3jax import learning
 from oe3jax.learning.policy import policy_from_state
-from oe3jax.training.checkpoint import Checkpoints, ResumeMismatch, tree_fingerprint, versions
+from oe3jax.training.checkpoint import (
+    Checkpoints, ResumeMismatch, read_meta, resume_step, tree_fingerprint, versions,
+)
 from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
 from oe3jax.training.files import atomic_write_text
 from oe3jax.training import resources
@@ -105,15 +107,14 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     )
 
 
-def find_resume(plan: Plan) -> Plan:
-    """Read the latest complete checkpoint of the plan's agent, if any, and check it fits."""
-    if plan.ckpt_dir.is_dir():
-        ckpts = Checkpoints(plan.ckpt_dir, plan.cfg["checkpoint"]["max_to_keep"], async_save=False, read_only=True)
-        step = ckpts.latest_step()
-        if step is not None:
-            meta = ckpts.read_meta(step)
-            check_resume(meta, plan.cfg, plan.fingerprint, ckpts.step_dir(step))
-            plan.resume_step, plan.resume_meta = step, meta
+def find_resume(plan: Plan, resume_from: int | None = None) -> Plan:
+    """Read the checkpoint to resume from (the latest complete one, or ``resume_from``), if any,
+    and check it fits; its metadata digest is checked now, its arrays' digests when restored."""
+    step = resume_step(plan.ckpt_dir, resume_from)
+    if step is not None:
+        meta = read_meta(plan.ckpt_dir / str(step))
+        check_resume(meta, plan.cfg, plan.fingerprint, plan.ckpt_dir / str(step))
+        plan.resume_step, plan.resume_meta = step, meta
     return plan
 
 
@@ -224,6 +225,8 @@ def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: An
     if plan.resume_step is not None and plan.resume_meta is not None:
         meta = plan.resume_meta
         state = ckpts.restore(plan.resume_step, jax.eval_shape(init_fn, keys))
+        for moved in ckpts.discard_after(plan.resume_step):  # --resume-from an earlier step
+            _say(out, f"[{plan.name}] moved the later checkpoint {moved.name.split('.')[0]} aside to {moved}")
         progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]],
                              ProgressCSV(plan.csv_path, int(meta["csv_rows"])))
         _say(out, f"[{plan.name}] resuming from {ckpts.step_dir(plan.resume_step)} "

@@ -77,7 +77,8 @@ class ProgressCSV:
                 print(f"warning: {self.path} is missing; its first {keep_rows} rows are lost", file=warn)
             else:
                 try:
-                    lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+                    with open(self.path, encoding="utf-8", newline="") as fh:  # keep csv's \r\n
+                        lines = fh.read().splitlines(keepends=True)
                 except OSError as exc:
                     raise storage_error(self.path, exc, "read") from None
                 if len(lines) - 1 < keep_rows:
