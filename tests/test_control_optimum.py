@@ -109,6 +109,21 @@ def test_reward_ev_term_hand_worked():
     np.testing.assert_allclose(opt.socket_kwh[:, 0], [2.0, 2.0, 2.0], atol=1e-9)
 
 
+def test_a_new_reward_term_is_one_entry_in_the_table(monkeypatch):
+    """A monthly demand term (each hour's increase of the month-to-date peak import, summing to
+    the month's peak) plugged in as one entry. On the 3-hour case of the monthly peaks, with no
+    ev term the reward does not pay for charging the vehicle: the mall's 30 kWh less the battery's
+    3, flat: 9 kW, i.e. reward -9 at weight 1 and scale 1 kW."""
+    monkeypatch.setitem(O.REWARD_TERM_MODELS, "demand",
+                        lambda ctx, w: (ctx.reward(ctx.month_peaks(), -w / 1.0), 0.0)[1])
+    site = _site(weights={"demand": 1.0})
+    opt = O.solve(site, _hz([0, 1, 2], [0, 0, 0], [10, 10, 10], _one_vehicle(6.0, 3, energy=6.0), energy0=3.0),
+                  "reward")
+    assert opt.value == pytest.approx(-9.0, abs=1e-6)
+    np.testing.assert_allclose(opt.grid_import_kwh, [9.0, 9.0, 9.0], atol=1e-6)
+    assert opt.ev_kwh.sum() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_billing_periods_follow_the_calendar():
     """72 hours from 30 January: January and February are two periods, as the calendar says."""
     t = np.arange(29 * 24, 32 * 24)

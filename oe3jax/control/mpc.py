@@ -127,9 +127,9 @@ class MPC:
         need = np.asarray(need, np.float64).reshape(rows, -1)
         hours_left = np.asarray(hours_left).reshape(rows, -1)
         out = np.stack([
-            self.decide(row, int(t[r]), int(k[r]), float(energy[r]), occupied[r], need[r], hours_left[r],
+            self.decide(r, int(t[r]), int(k[r]), float(energy[r]), occupied[r], need[r], hours_left[r],
                         int(episode_len[r]))
-            for r, row in enumerate(range(rows))
+            for r in range(rows)
         ]).astype(np.float32)
         self.stats["host_seconds"] += time.perf_counter() - tic
         return out if batched else out[0]
