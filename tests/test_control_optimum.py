@@ -124,6 +124,31 @@ def test_a_new_reward_term_is_one_entry_in_the_table(monkeypatch):
     assert opt.ev_kwh.sum() == pytest.approx(0.0, abs=1e-6)
 
 
+def _flows(pv, mall, u, cp, cg, d, g, ev=0.0) -> O.Optimum:
+    a = lambda x: np.atleast_1d(np.asarray(x, float))  # noqa: E731
+    return O.Optimum(
+        objective="grid", value=0.0, bound=0.0, t=np.zeros(1, int), grid_import_kwh=a(g), pv_kwh=a(pv),
+        pv_to_load_kwh=a(u), pv_to_bess_kwh=a(cp), grid_to_bess_kwh=a(cg), pv_curtailed_kwh=a(pv) - a(u) - a(cp),
+        mall_kwh=a(mall), ev_kwh=a(ev), bess_charge_kwh=a(cp) + a(cg), bess_discharge_kwh=a(d),
+        energy_kwh=a(0.0), socket_kwh=np.zeros((1, 1)), actions=np.zeros((1, 2)), solve_seconds=0.0, status="",
+        n_variables=0, n_constraints=0)
+
+
+def test_dispatch_rule_check_by_hand():
+    """PV 10, load 8 (mall 2 + EV 6) in one hour:
+    - PV 5 to the load, 5 to the battery, grid 3 to the load: the environment's PV 8 to the load,
+      2 + 3 (grid) to the battery: the same flow, no violation;
+    - PV 5 to the load, 2 to the battery, 3 curtailed while the grid serves 3: pv_first 3;
+    - PV 8 to the load, 1 to the battery, 1 curtailed while 2 come from the grid: grid_before_pv 1;
+    - PV 8 to the load, 2 to the battery and 1 discharged: simultaneous 1, export 1."""
+    ok = O.check_optimum(_flows(10, 2, u=5, cp=5, cg=0, d=0, g=3, ev=6))
+    assert max(ok.values()) == 0.0
+    assert O.check_optimum(_flows(10, 2, u=5, cp=2, cg=0, d=0, g=3, ev=6))["pv_first"] == 3.0
+    assert O.check_optimum(_flows(10, 2, u=8, cp=1, cg=2, d=0, g=2, ev=6))["grid_before_pv"] == 1.0
+    both = O.check_optimum(_flows(10, 2, u=8, cp=2, cg=0, d=1, g=0, ev=6))
+    assert both["simultaneous"] == 1.0 and both["export"] == 1.0
+
+
 def test_billing_periods_follow_the_calendar():
     """72 hours from 30 January: January and February are two periods, as the calendar says."""
     t = np.arange(29 * 24, 32 * 24)
