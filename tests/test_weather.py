@@ -271,3 +271,23 @@ def test_noise_fields_are_checked(field):
     with pytest.raises(ValueError, match=rf"^scenario 'iquitos-128': {field} = 1\.5; expected a number in \[0, 1\]"):
         get_scenario("iquitos-128", **{field: 1.5})
     assert get_scenario("iquitos-128").pv_forecast_noise_frac == 0.0
+
+
+def test_make_profiles_reproduces_the_shipped_years(tmp_path):
+    """The packaged files are what ``scripts/make_profiles.py --package`` writes (needs the data extra)."""
+    pytest.importorskip("pvlib")
+    pytest.importorskip("pandas")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_profiles.py"
+    subprocess.run([sys.executable, str(script), "--package", "--out-dir", str(tmp_path)], check=True,
+                   capture_output=True, timeout=600)
+    data = importlib.resources.files("oe3jax.simulation") / "data"
+    assert (tmp_path / profiles.BUILTIN_FILE).read_bytes() == (data / profiles.BUILTIN_FILE).read_bytes()
+    with np.load(tmp_path / profiles.YEARS_FILE) as made, (data / profiles.YEARS_FILE).open("rb") as handle, \
+            np.load(handle) as shipped:
+        assert sorted(made.files) == sorted(shipped.files)
+        for name in made.files:
+            np.testing.assert_array_equal(made[name], shipped[name])
