@@ -1,8 +1,18 @@
 """Generate the shipped hourly profiles of the Mall de Iquitos: PV AC power and mall load.
 
-    python scripts/make_profiles.py [--seed 2024] [--out oe3jax/data/iquitos_2024.csv]
+    python scripts/make_profiles.py                                # the 2024 profile (seed 2024), CSV
+    python scripts/make_profiles.py --seed 7 --year-name syn7 --out syn7.csv    # another weather year
+    python scripts/make_profiles.py --package                      # every shipped year (CSV + .npz)
 
-Needs the ``data`` extra (pvlib, pandas); the package itself reads the CSV with NumPy only.
+Needs the ``data`` extra (pvlib, pandas); the package itself reads the files with NumPy only.
+
+Weather years. Every year is the same site, plant and building under other weather: ``--seed``
+draws other clouds (PV) and other day-to-day activity (mall); the plant's DC calibration is the
+one solved on the calibration seed (2024, the shipped profile), so a cloudier year yields less
+energy, as it would; the mall reproduces the meter's annual energy and peak-over-mean every year
+(they define the building). ``--package`` writes the 2024 CSV and ``weather_years.npz``, the
+synthetic years of ``SYNTHETIC_YEARS`` as uint16 tenths of a kW (the CSV's 0.1 kW rounding,
+losslessly, in about a tenth of the space).
 
 The year is 2024 in local time (America/Lima, UTC-5, no daylight saving) with the leap day
 dropped: 8,760 hour-beginning rows ``timestamp,pv_kw,mall_kw``. Each value is the mean power over
@@ -24,7 +34,8 @@ Calibration. The earlier studies' profile (annual energy 8.04-8.29 GWh, specific
 gives under a purely physical chain at this cloudy site (with this cloud model, about
 5.4 GWh, 1,300 kWh/kWp, without calibration). To reproduce it, the DC power carries
 one calibration factor (``dc_calibration`` in the printed summary), solved by bisection so the
-annual AC energy equals ``PV_TARGET_KWH``; ``AC_LOSS_FRAC`` sets the year's peak near 2,870 kW.
+annual AC energy of the calibration seed's year equals ``PV_TARGET_KWH``; ``AC_LOSS_FRAC`` sets
+the year's peak near 2,870 kW.
 The printed summary states both, so the gap to the physics stays visible.
 
 Mall load
@@ -90,6 +101,15 @@ MALL_HOURLY_SHAPE_KW = np.array([
 ], dtype=float)
 MALL_WEEKDAY_FACTOR = np.array([0.99, 0.99, 0.99, 1.00, 1.02, 1.04, 0.97])  # Mon..Sun, open hours
 MALL_MONTH_FACTOR = np.array([1.00, 0.99, 0.99, 0.98, 0.97, 0.96, 0.97, 0.98, 0.99, 1.00, 1.02, 1.07])
+
+# ----------------------------------------------------------------------------- shipped years
+CALIBRATION_SEED = 2024  # the shipped 2024 profile; its year fixes the plant's DC calibration
+DEFAULT_YEAR_NAME = "2024"
+CSV_NAME = "iquitos_2024.csv"
+NPZ_NAME = "weather_years.npz"
+#: The synthetic weather years shipped besides 2024: name -> seed.
+SYNTHETIC_YEARS = {"syn1": 1, "syn2": 2, "syn3": 3, "syn4": 4, "syn5": 5}
+DATA_DIR = Path(__file__).resolve().parent.parent / "oe3jax" / "simulation" / "data"
 
 
 # ============================================================================= calendar
@@ -196,12 +216,19 @@ def hourly_mean(step_values: np.ndarray) -> np.ndarray:
     return step_values.reshape(-1, STEPS_PER_HOUR).mean(axis=1)
 
 
-def make_pv(rng: np.random.Generator, hours: pd.DatetimeIndex) -> tuple[np.ndarray, float]:
-    """Hourly PV AC power (kW) and the DC calibration factor that meets ``PV_TARGET_KWH``."""
+def make_pv(rng: np.random.Generator, hours: pd.DatetimeIndex,
+            dc_calibration: float | None = None) -> tuple[np.ndarray, float]:
+    """Hourly PV AC power (kW) and its DC calibration factor.
+
+    Without ``dc_calibration`` the factor is solved so that this year's AC energy meets
+    ``PV_TARGET_KWH``; with it, that factor is used as it is (another year of the same plant).
+    """
     times = step_index(hours)
     geometry = clear_sky(times)
     cloud = clear_sky_index(rng, geometry["elevation"], len(hours) // 24)
     temp_air = air_temperature_c(times, cloud)
+    if dc_calibration is not None:
+        return hourly_mean(pv_ac_kw(geometry, cloud, temp_air, dc_calibration)), dc_calibration
 
     def annual_kwh(calibration: float) -> float:
         return float(hourly_mean(pv_ac_kw(geometry, cloud, temp_air, calibration)).sum())
@@ -254,32 +281,96 @@ def summarize(name: str, kw: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parent.parent / "oe3jax" / "simulation" / "data" / "iquitos_2024.csv")
-    args = parser.parse_args()
+def rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The PV and mall generators of a seed (independent streams)."""
+    rng_pv, rng_mall = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    return rng_pv, rng_mall
 
-    rng_pv, rng_mall = (np.random.default_rng(s) for s in np.random.SeedSequence(args.seed).spawn(2))
-    hours = hour_index()
-    pv_kw, dc_calibration = make_pv(rng_pv, hours)
-    mall_kw, mall_amplitude = make_mall(rng_mall, hours)
-    pv_kw = np.round(pv_kw, 1)
-    mall_kw = np.round(mall_kw, 1)
 
-    frame = pd.DataFrame({"timestamp": hours.strftime("%Y-%m-%d %H:%M"), "pv_kw": pv_kw, "mall_kw": mall_kw})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False, float_format="%.1f", lineterminator="\n")
+def plant_calibration(hours: pd.DatetimeIndex, seed: int = CALIBRATION_SEED) -> float:
+    """The DC calibration factor solved on the calibration seed's weather."""
+    return make_pv(rngs(seed)[0], hours)[1]
 
+
+def make_year(seed: int, hours: pd.DatetimeIndex, dc_calibration: float | None) -> dict[str, object]:
+    """One weather year: PV and mall (kW, rounded to 0.1 kW) and the fitted factors."""
+    rng_pv, rng_mall = rngs(seed)
+    pv_kw, calibration = make_pv(rng_pv, hours, dc_calibration)
+    mall_kw, amplitude = make_mall(rng_mall, hours)
+    return {"seed": seed, "pv_kw": np.round(pv_kw, 1), "mall_kw": np.round(mall_kw, 1),
+            "dc_calibration": calibration, "mall_amplitude": amplitude}
+
+
+def write_csv(path: Path, hours: pd.DatetimeIndex, year: dict[str, object]) -> None:
+    frame = pd.DataFrame({"timestamp": hours.strftime("%Y-%m-%d %H:%M"), "pv_kw": year["pv_kw"],
+                          "mall_kw": year["mall_kw"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, float_format="%.1f", lineterminator="\n")
+
+
+def tenths(kw: np.ndarray) -> np.ndarray:
+    """kW rounded to 0.1 as uint16 tenths (exact; values up to 6,553.5 kW)."""
+    out = np.rint(np.asarray(kw) * 10.0)
+    if out.min() < 0 or out.max() > np.iinfo(np.uint16).max:
+        raise SystemExit(f"values outside [0, 6553.5] kW cannot be stored as uint16 tenths: {out.min() / 10}, "
+                         f"{out.max() / 10}")
+    return out.astype(np.uint16)
+
+
+def write_npz(path: Path, years: dict[str, dict[str, object]]) -> None:
+    names = list(years)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path, names=np.array(names), seeds=np.array([years[n]["seed"] for n in names], np.int64),
+        pv_dkw=np.stack([tenths(years[n]["pv_kw"]) for n in names]),
+        mall_dkw=np.stack([tenths(years[n]["mall_kw"]) for n in names]))
+
+
+def report(name: str, year: dict[str, object]) -> None:
+    pv_kw, mall_kw = year["pv_kw"], year["mall_kw"]
     daily_pv = pv_kw.reshape(-1, 24).sum(axis=1)
-    print(f"wrote {args.out} ({len(frame)} rows, seed {args.seed})")
+    print(f"year {name} (seed {year['seed']})")
     print(summarize("pv_kw", pv_kw))
-    print(f"  dc_calibration {dc_calibration:.4f}, AC loss after inverter {AC_LOSS_FRAC:.2f}, "
+    print(f"  dc_calibration {year['dc_calibration']:.4f}, AC loss after inverter {AC_LOSS_FRAC:.2f}, "
           f"specific yield {pv_kw.sum() / PV_DC_KWP:,.0f} kWh/kWp, daily energy CV "
           f"{daily_pv.std() / daily_pv.mean():.3f} (min {daily_pv.min():,.0f}, max {daily_pv.max():,.0f} kWh)")
     print(summarize("mall_kw", mall_kw))
-    print(f"  variation amplitude {mall_amplitude:.4f}")
+    print(f"  variation amplitude {year['mall_amplitude']:.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=CALIBRATION_SEED, help="the weather year's seed")
+    parser.add_argument("--year-name", default=None,
+                        help="the year's name in the summary (default: 2024 for seed 2024, else seed<N>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"the CSV to write (default: {DATA_DIR / CSV_NAME} for seed 2024, else "
+                             f"<year-name>.csv in the current folder)")
+    parser.add_argument("--package", action="store_true",
+                        help=f"write every shipped year: {CSV_NAME} and {NPZ_NAME} ({', '.join(SYNTHETIC_YEARS)}) "
+                             f"into --out-dir")
+    parser.add_argument("--out-dir", type=Path, default=DATA_DIR, help="the folder --package writes to")
+    args = parser.parse_args()
+
+    hours = hour_index()
+    calibration = plant_calibration(hours)
+    if args.package:
+        shipped = make_year(CALIBRATION_SEED, hours, calibration)
+        write_csv(args.out_dir / CSV_NAME, hours, shipped)
+        report(DEFAULT_YEAR_NAME, shipped)
+        years = {name: make_year(seed, hours, calibration) for name, seed in SYNTHETIC_YEARS.items()}
+        write_npz(args.out_dir / NPZ_NAME, years)
+        for name, year in years.items():
+            report(name, year)
+        print(f"wrote {args.out_dir / CSV_NAME} and {args.out_dir / NPZ_NAME}")
+        return
+
+    name = args.year_name or (DEFAULT_YEAR_NAME if args.seed == CALIBRATION_SEED else f"seed{args.seed}")
+    out = args.out or (DATA_DIR / CSV_NAME if args.seed == CALIBRATION_SEED else Path(f"{name}.csv"))
+    year = make_year(args.seed, hours, calibration)
+    write_csv(out, hours, year)
+    print(f"wrote {out} ({len(hours)} rows, seed {args.seed})")
+    report(name, year)
 
 
 if __name__ == "__main__":

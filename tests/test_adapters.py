@@ -28,7 +28,7 @@ def test_gymnasium_env_passes_the_checker():
     env = make_gymnasium_env(tiny_scenario(daily_moto=40.0), episode_hours=48)
     check_env(env, skip_render_check=True)
     assert env.action_space.shape == (4,) and (env.action_space.low == -1).all()
-    assert env.observation_space.shape == (23 + 4 * 3,)
+    assert env.observation_space.shape == (25 + 4 * 3,)
 
 
 def test_gymnasium_episode_stays_in_space_and_truncates():
@@ -115,7 +115,7 @@ def test_gymnasium_ids_are_registered_on_import():
     assert isinstance(env.unwrapped, GymnasiumEnv)
     scn = env.unwrapped.sim.scenario
     assert (scn.name, scn.n_sockets, scn.capacity_kwh) == ("iquitos-128", 128, 3000.0)
-    assert env.action_space.shape == (129,) and env.observation_space.shape == (535,)
+    assert env.action_space.shape == (129,) and env.observation_space.shape == (537,)
     env.reset(seed=0)
     for k in range(24):
         *_, truncated, _ = env.step(env.action_space.sample())
@@ -158,7 +158,7 @@ def test_legacy_step_is_the_six_value_step_with_done_jitted_vmapped_and_deep_cop
     copied = copy.deepcopy(legacy)  # rejax deep-copies its configuration, environment included
     assert isinstance(copied, LegacyGymnaxEnv) and copied.env is not six
     assert copied.num_actions == 39 and copied.name == six.name
-    assert copied.action_space(params).shape == (39,) and copied.observation_space(params).shape == (175,)
+    assert copied.action_space(params).shape == (39,) and copied.observation_space(params).shape == (177,)
     assert int(copied.default_params.max_steps_in_episode) == 3
 
     n_steps, n_envs = 7, 2

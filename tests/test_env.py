@@ -62,8 +62,8 @@ def test_energy_balance_full_year_vmapped(env128):
     for k in ("grid_import", "pv_curtailed", "pv_used", "ev_kwh", "bess_charge", "bess_discharge", "unmet_kwh"):
         assert f[k].min() >= -scale, k
     # the profiles come through exactly
-    np.testing.assert_allclose(f["pv_kwh"][:, 0], np.asarray(params.pv_kw), rtol=0, atol=0)
-    np.testing.assert_allclose(f["mall_kwh"][:, 0], np.asarray(params.mall_kw), rtol=0, atol=0)
+    np.testing.assert_allclose(f["pv_kwh"][:, 0], np.asarray(params.pv_kw)[0], rtol=0, atol=0)
+    np.testing.assert_allclose(f["mall_kwh"][:, 0], np.asarray(params.mall_kw)[0], rtol=0, atol=0)
     # never charge and discharge in the same hour; never export
     assert np.all((f["bess_charge"] == 0) | (f["bess_discharge"] == 0))
     assert np.all(f["bess_discharge"] <= f["mall_kwh"] + f["ev_kwh"] - np.minimum(f["pv_kwh"], f["mall_kwh"] + f["ev_kwh"]) + scale)

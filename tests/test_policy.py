@@ -26,23 +26,23 @@ def policy38():
 
 def test_observation_of_another_scenario_names_both_sizes_and_the_scenario(policy38):
     policy, _ = policy38
-    assert policy.env.obs_layout.size == 175
+    assert policy.env.obs_layout.size == 177
     obs128, _ = make_env("iquitos-128")[0].reset(jax.random.key(0))
-    assert obs128.shape == (535,)
-    for obs in (obs128, np.asarray(obs128), np.zeros((4, 535)), np.zeros(()), [0.0] * 174):
+    assert obs128.shape == (537,)
+    for obs in (obs128, np.asarray(obs128), np.zeros((4, 537)), np.zeros(()), [0.0] * 176):
         for call in (policy, jax.jit(policy)):
-            with pytest.raises(ValueError, match=r"^obs: expected 175 features .*'iquitos-38'.*trained for") as exc:
+            with pytest.raises(ValueError, match=r"^obs: expected 177 features .*'iquitos-38'.*trained for") as exc:
                 call(obs)
             assert "\n" not in str(exc.value)
-    with pytest.raises(ValueError, match=r"got shape \(535,\)"):
+    with pytest.raises(ValueError, match=r"got shape \(537,\)"):
         policy(obs128)
-    with pytest.raises(ValueError, match="expected 175"):  # vmap: each row is checked
-        jax.vmap(policy)(np.zeros((3, 174)))
+    with pytest.raises(ValueError, match="expected 177"):  # vmap: each row is checked
+        jax.vmap(policy)(np.zeros((3, 176)))
 
 
 def test_single_batched_jitted_and_vmapped_observations_pass(policy38):
     policy, weights = policy38
-    obs = np.random.default_rng(1).uniform(-1, 1, (2, 3, 175)).astype(np.float32)
+    obs = np.random.default_rng(1).uniform(-1, 1, (2, 3, 177)).astype(np.float32)
     expected = np.tanh(obs.astype(np.float64) @ weights)
     np.testing.assert_allclose(np.asarray(policy(obs[0, 0])), expected[0, 0], atol=1e-5)
     np.testing.assert_allclose(np.asarray(policy(obs)), expected, atol=1e-5)

@@ -86,9 +86,10 @@ def test_pv_surplus_charges_battery_and_vehicles_depart_and_arrive():
     assert env.hours_left.tolist() == [1, 3, 2]  # u_stay 0.6 -> 3 h (cumulative 0.15, 0.55, 0.85)
     assert (env.t, env.k, terminated, truncated) == (13, 1, False, False)
     terms = info["terms"]
-    expected = {"co2": 0.0, "cost": 0.0, "solar": 40.0 / 50.0, "ev": 2.5 / 7.0, "peak": 0.0}
+    expected = {"co2": 0.0, "cost": 0.0, "solar": 40.0 / 50.0, "ev": 2.5 / 7.0, "peak": 0.0, "demand": 0.0,
+                "grid_limit": 0.0}
     assert terms == pytest.approx(expected)
-    assert reward == pytest.approx(sum(W[k] * expected[k] for k in expected))
+    assert reward == pytest.approx(sum(W[k] * expected[k] for k in W))
     assert obs[6 + 2 * 6] == pytest.approx(0.725)  # SOC, the first feature after the forecasts
     check_balance(f)
 
@@ -219,13 +220,14 @@ def test_reset_shows_first_hour_vehicles_and_calendar():
     assert env.occupied.tolist() == [True, False, True]
     assert env.hours_left.tolist() == [2, 0, 4]
     n_fc = 6
-    assert env.n_global == 6 + 2 * n_fc + 5 and obs.shape == (env.n_global + 4 * 3,)
+    assert env.n_global == 6 + 2 * n_fc + 5 + 2 and obs.shape == (env.n_global + 4 * 3,)
     assert obs[:6] == pytest.approx([math.sin(2 * math.pi * 9 / 24), math.cos(2 * math.pi * 9 / 24),
                                      math.sin(2 * math.pi * 3 / 7), math.cos(2 * math.pi * 3 / 7),
                                      math.sin(2 * math.pi * 31 / 365), math.cos(2 * math.pi * 31 / 365)])
     g = obs[6 + 2 * n_fc:env.n_global]
     need_total = 4.6 * 0.63 + 7.4 * (0.36 + 0.54 * 0.25)
-    assert g == pytest.approx([0.5, 0.5, 1.0, need_total / ((2 * 4.6 + 7.4) * 0.9), 0.28 / 0.45])
+    # ... then the month-to-date peak (0 at an episode's start) and 9 of February's 28 x 24 hours gone
+    assert g == pytest.approx([0.5, 0.5, 1.0, need_total / ((2 * 4.6 + 7.4) * 0.9), 0.28 / 0.45, 0.0, 9 / (28 * 24)])
     sockets = obs[env.n_global:].reshape(3, 4)
     assert sockets == pytest.approx(np.array([
         [1.0, 0.63, 2 / 4, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.36 + 0.54 * 0.25, 4 / 4, 1.0]]))
@@ -375,14 +377,15 @@ def jax_week():
 
     cache = {}
 
-    def get(name: str):
-        if name not in cache:
-            env, params = make_env(name, episode_hours=WEEK, random_start=True)
+    def get(name: str, overrides: tuple = ()):
+        if (name, overrides) not in cache:
+            env, params = make_env(name, episode_hours=WEEK, random_start=True, **dict(overrides))
 
             @jax.jit
             def rollout(key, actions):
                 k_reset, k_run = jax.random.split(key)
                 start, first_arrivals = env.initial_conditions(k_reset, params)
+                year = env.initial_year(k_reset, params)
                 obs0, state0 = env.reset(k_reset, params)
 
                 def one_hour(state, inputs):
@@ -391,37 +394,53 @@ def jax_week():
                     out = {"reward": reward, "terminated": terminated, "truncated": truncated,
                            "flows": info["flows"], "terms": info["terms"], "vehicles": info["vehicles"],
                            "arrivals": info["arrivals"], "totals": info["totals"],
-                           "obs": info["final_observation"], "t": nxt.t, "k": nxt.k,
+                           "obs": info["final_observation"], "t": nxt.t, "k": nxt.k, "year": nxt.year,
+                           "month_peak_kw": nxt.month_peak_kw,
                            "energy_kwh": nxt.energy_kwh, "occupied": nxt.occupied,
                            "need_kwh": nxt.need_kwh, "hours_left": nxt.hours_left}
                     return nxt, out
 
                 _, outs = jax.lax.scan(one_hour, state0, (jax.random.split(k_run, actions.shape[0]), actions))
-                return start, first_arrivals, obs0, state0, outs
+                return start, year, first_arrivals, obs0, state0, outs
 
-            cache[name] = (env, params, rollout)
-        return cache[name]
+            cache[(name, overrides)] = (env, params, rollout)
+        return cache[(name, overrides)]
 
     return get
 
 
-@pytest.mark.parametrize("name", ["iquitos-128", "iquitos-38"])
-def test_reference_matches_jax_env_over_a_week(jax_week, name):
+# The new features at once: the peak preset, three weather years drawn per episode, noisy
+# forecasts and a grid-connection limit low enough to cut the battery's grid charging, then EV
+# charging, and to leave violations (evening mall loads are 2,200 kW and more).
+FEATURES = {
+    "iquitos-128": (("reward", "peak"), ("weather_years", ("syn2", "2024", "syn5")), ("pv_forecast_noise_frac", 0.3),
+                    ("mall_forecast_noise_frac", 0.05), ("grid_limit_kw", 2000.0), ("grid_limit_penalty", 2.0)),
+    "iquitos-38": (("reward", "peak"), ("weather_years", ("syn1", "syn3")), ("pv_forecast_noise_frac", 0.5),
+                   ("mall_forecast_noise_frac", 0.2), ("grid_limit_kw", 2200.0)),
+}
+CASES = [("iquitos-128", ()), ("iquitos-38", ()), ("iquitos-128", FEATURES["iquitos-128"]),
+         ("iquitos-38", FEATURES["iquitos-38"])]
+
+
+@pytest.mark.parametrize("name, overrides", CASES, ids=["128", "38", "128-features", "38-features"])
+def test_reference_matches_jax_env_over_a_week(jax_week, name, overrides):
     import jax
 
-    env, params, rollout = jax_week(name)
+    env, params, rollout = jax_week(name, overrides)
     n_act = env.num_actions
+    years = set()
     for seed in (0, 1, 2):
         rng = np.random.default_rng(100 + seed)
         actions = rng.uniform(-1.2, 1.2, (WEEK, n_act)).astype(np.float32)
         actions[rng.random(actions.shape) < 0.02] = np.nan
-        start, first_arrivals, obs0, state0, outs = jax.device_get(rollout(jax.random.PRNGKey(seed), actions))
+        start, year, first_arrivals, obs0, state0, outs = jax.device_get(rollout(jax.random.PRNGKey(seed), actions))
 
         ref = ReferenceEnv(env.scenario, episode_hours=WEEK)
         # absolute floor for flows near 0 (differences of kWh-thousands): 4 float32 ulps at the
         # scale of the largest possible import; measured worst case about 1.2 ulps
         e_atol = 4.0 * float(np.spacing(np.float32(ref.grid_ref_kw)))
-        obs = ref.reset(start_hour=int(start), arrivals=first_arrivals)
+        obs = ref.reset(start_hour=int(start), arrivals=first_arrivals, year=int(year))
+        years.add(int(year))
         np.testing.assert_allclose(np.asarray(obs0), obs, rtol=1e-5, atol=1e-5)
         assert ref.occupied.tolist() == np.asarray(state0.occupied).tolist()
         checked = dict.fromkeys(FLOW_NAMES, 0.0)
@@ -443,7 +462,8 @@ def test_reference_matches_jax_env_over_a_week(jax_week, name):
             assert bool(outs["truncated"][k]) == truncated == (k == WEEK - 1), where
             np.testing.assert_allclose(outs["obs"][k], obs, rtol=1e-5, atol=1e-5, err_msg=where)
             if k < WEEK - 1:  # after the last step gymnax has already reset the JAX state
-                assert (int(outs["t"][k]), int(outs["k"][k])) == (ref.t, ref.k), where
+                assert (int(outs["t"][k]), int(outs["k"][k]), int(outs["year"][k])) == (ref.t, ref.k, ref.year), where
+                assert _close(outs["month_peak_kw"][k], ref.month_peak_kw, e_atol), f"{where}: month peak"
                 assert _close(outs["energy_kwh"][k], ref.energy_kwh, e_atol), f"{where}: energy"
                 assert outs["occupied"][k].tolist() == ref.occupied.tolist(), f"{where}: occupied"
                 assert outs["hours_left"][k].tolist() == ref.hours_left.tolist(), f"{where}: hours_left"
@@ -452,5 +472,10 @@ def test_reference_matches_jax_env_over_a_week(jax_week, name):
             j = outs["totals"][key][WEEK - 1]
             assert _close(j, value, atol=WEEK * e_atol), f"{name} seed {seed}: episode {key} jax {j} ref {value}"
         # the week exercised what it claims to check: PV, charging, departures with unmet energy
-        for flow in ("pv_kwh", "ev_kwh", "bess_charge", "bess_discharge", "pv_curtailed", "unmet_kwh"):
+        exercised = ["pv_kwh", "ev_kwh", "bess_charge", "bess_discharge", "pv_curtailed", "unmet_kwh"]
+        if overrides:  # and the grid limit's three stages
+            exercised += ["limit_bess_cut", "limit_ev_cut", "grid_limit_violation"]
+        for flow in exercised:
             assert checked[flow] > 0, f"{name} seed {seed}: the week never moved {flow}"
+    if overrides:
+        assert len(years) > 1, f"{name}: the three episodes all drew weather year {years}"

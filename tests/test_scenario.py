@@ -128,7 +128,7 @@ def test_profile_values_are_finite_and_physical(field, values, match):
 
 
 def test_pv_in_watts_is_caught():
-    watts = scenario_profiles(get_scenario("iquitos-128"))[0] * 1000.0  # the packaged profile in W
+    watts = scenario_profiles(get_scenario("iquitos-128"))[0][0] * 1000.0  # the packaged 2024 profile in W
     with pytest.raises(ValueError, match=r"pv_profile: too large value"):
         scenario_profiles(get_scenario("iquitos-128", pv_profile=watts))
 
@@ -161,7 +161,7 @@ def test_profile_notes_record_what_the_loader_assumed(tmp_path):
         f"mall_profile ({path}, column 'kWh'): no timestamps: row 0 taken as 2024-01-01 00:00 local, 365 days "
         f"(no 29 February)"]
     assert profile_notes(get_scenario("iquitos-128")) == []
-    np.testing.assert_array_equal(scenario_profiles(scn)[1], np.full(HOURS_PER_YEAR, 2000.0))
+    np.testing.assert_array_equal(scenario_profiles(scn)[1], np.full((1, HOURS_PER_YEAR), 2000.0))
     # the file is read again when it changes
     path.write_text("kWh\n" + "2100\n" * HOURS_PER_YEAR)
-    np.testing.assert_array_equal(scenario_profiles(scn)[1], np.full(HOURS_PER_YEAR, 2100.0))
+    np.testing.assert_array_equal(scenario_profiles(scn)[1], np.full((1, HOURS_PER_YEAR), 2100.0))

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from oe3jax.simulation.calendar import MONTH_NAMES, billing_peaks, monthly_peaks
 from oe3jax.simulation.env import EVENING_PEAK_HOURS
 from oe3jax.simulation.episode import Act, run_episode, session_starts
 
@@ -30,6 +31,12 @@ def kpis(trace: Mapping[str, Any], scenario: Any) -> dict[str, float]:
     served when it leaves wanting at most ``served_tol_kwh``. Vehicles counted are those arriving
     in the episode's hours (the reset's draw and every step's draw but the last, which is for the
     hour after the episode); the environment's own totals also count that last draw.
+
+    Demand: ``monthly_peak_<Mon>_kw`` is the highest hourly import of each calendar month in the
+    episode (0 for a month it does not reach); ``monthly_peaks_sum_kw`` is the sum of the peaks of
+    its billing periods (``calendar.billing_peaks``: a period restarts at the episode's start and
+    at each month's first hour), what a demand charge on monthly peaks bills. For a year from
+    1 January the two agree: the sum is that of the twelve monthly peaks.
     """
     f = {k: np.asarray(v, np.float64) for k, v in trace["flows"].items()}
     veh = {k: np.asarray(v, np.float64) for k, v in trace["vehicles"].items()}
@@ -88,6 +95,12 @@ def kpis(trace: Mapping[str, Any], scenario: Any) -> dict[str, float]:
         "vehicles_arrived_per_day": 0.0,
         "peak_import_kw": float(f["grid_import"].max()),
         "peak_import_evening_kw": float(f["grid_import"][evening].max()) if evening.any() else 0.0,
+        "monthly_peaks_sum_kw": float(billing_peaks(trace["t"], f["grid_import"]).sum()),
+        **{f"monthly_peak_{name.lower()}_kw": float(peak)
+           for name, peak in zip(MONTH_NAMES, monthly_peaks(trace["t"], f["grid_import"]))},
+        "grid_limit_violation_kwh": f["grid_limit_violation"].sum(),
+        "limit_ev_cut_kwh": f["limit_ev_cut"].sum(),
+        "limit_bess_cut_kwh": f["limit_bess_cut"].sum(),
         "bess_charge_kwh": charge,
         "bess_discharge_kwh": discharge,
         "grid_to_bess_kwh": f["grid_to_bess"].sum(),
@@ -105,6 +118,7 @@ def episode_kpis(env: Any, params: Any, act: Act, key: jax.Array, hours: int | N
     trace = run_episode(env, params, act, key, hours)
     out = kpis(trace, env.scenario)
     out["scenario"] = env.scenario.name
+    out["weather_year"] = env.scenario.weather_years[int(trace["year"][0])]
     return out
 
 

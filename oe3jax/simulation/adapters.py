@@ -69,15 +69,20 @@ class GymnasiumEnv(gym.Env):
         self.action_space = spaces.Box(low=-1.0, high=1.0, shape=(self.sim.n_actions,), dtype=np.float32)
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature bounds of the observation, from the scenario and its profiles."""
+        """Per-feature bounds of the observation, from the scenario and its profiles.
+
+        A forecast with errors (``pv_forecast_noise_frac`` or ``mall_forecast_noise_frac`` above 0)
+        is a log-normal multiple of the profile: unbounded above.
+        """
         sim, scn = self.sim, self.sim.scenario
         n_fc = len(scn.forecast_offsets)
-        pv_hi = max(1.0, float(sim.pv_kw.max()) / scn.pv_ac_kw)
-        mall_hi = max(1.0, float(sim.mall_kw.max()) / sim.mall_ref_kw)
+        pv_hi = max(1.0, float(sim.pv_kw.max()) / scn.pv_ac_kw) if scn.pv_forecast_noise_frac == 0 else np.inf
+        mall_hi = max(1.0, float(sim.mall_kw.max()) / sim.mall_ref_kw) if scn.mall_forecast_noise_frac == 0 else np.inf
         need_hi = max(1.0, float(sim.battery_kwh.sum()) * scn.need_frac_max / sim.ev_need_ref_kwh)
-        low = np.concatenate([-np.ones(6), np.zeros(2 * n_fc + 5), np.zeros(4 * sim.n_sockets)])
+        n_park = sim.n_global - 6 - 2 * n_fc  # battery, park, tariff, month-to-date peak, month elapsed
+        low = np.concatenate([-np.ones(6), np.zeros(2 * n_fc + n_park), np.zeros(4 * sim.n_sockets)])
         high = np.concatenate([np.ones(6), np.full(n_fc, pv_hi), np.full(n_fc, mall_hi),
-                               [1.0, 1.0, 1.0, need_hi, 1.0], np.ones(4 * sim.n_sockets)])
+                               [1.0, 1.0, 1.0, need_hi, 1.0, 1.0, 1.0], np.ones(4 * sim.n_sockets)])
         return low.astype(np.float32), high.astype(np.float32)
 
     def reset(

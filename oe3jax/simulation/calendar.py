@@ -31,3 +31,20 @@ def monthly_peaks(hours: np.ndarray, import_kw: np.ndarray) -> np.ndarray:
     peaks = np.zeros(12)
     np.maximum.at(peaks, month, np.asarray(import_kw, np.float64))
     return peaks
+
+
+def billing_peaks(hours: np.ndarray, import_kw: np.ndarray) -> np.ndarray:
+    """The highest import of each billing period of an episode, in episode order.
+
+    ``hours`` are the hours of the year of consecutive steps (``t``, wrapping after 8,759) and
+    ``import_kw`` their grid import. A billing period is a maximal run of steps in the same month:
+    a period starts at the episode's first step and at every first hour of a month. A one-year
+    episode from 1 January has the 12 months as periods (then the sum equals the sum of
+    :func:`monthly_peaks`); one that starts on 15 January has 13, January's two halves apart.
+    """
+    month = month_of_hour()[np.asarray(hours) % HOURS_PER_YEAR]
+    values = np.asarray(import_kw, np.float64)
+    if month.size == 0:
+        return np.zeros(0)
+    starts = np.flatnonzero(np.r_[True, month[1:] != month[:-1]])
+    return np.maximum.reduceat(values, starts)

@@ -21,8 +21,10 @@ from gymnax.environments import environment, spaces
 from scipy import stats
 
 from oe3jax.schema import Field
+from oe3jax.simulation.calendar import MONTH_START_HOURS
 from oe3jax.simulation.checks import check_action
-from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, get_scenario, scenario_profiles
+from oe3jax.simulation.scenario import (HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, get_scenario,
+                                        mall_peak_kw, scenario_profiles)
 
 # Config section ``env:`` of a training run (the runner resolves it; see make_env for the meaning).
 ENV_SPEC = {
@@ -37,7 +39,11 @@ TOTAL_KEYS = (
     "ev_kwh", "unmet_kwh", "vehicles_arrived", "vehicles_admitted", "vehicles_rejected",
     "vehicles_departed", "vehicles_served", "peak_import_kw", "peak_import_evening_kw",
     "bess_charge_kwh", "bess_discharge_kwh", "grid_to_bess_kwh",
+    "monthly_peaks_sum_kw", "grid_limit_violation_kwh", "limit_ev_cut_kwh", "limit_bess_cut_kwh",
 )
+N_OBS_BASE = 6 + 5  # calendar (6) and battery, park, tariff (5) features besides the forecasts
+N_OBS_MONTH = 2  # month-to-date peak import and the fraction of the month elapsed
+_MONTH_STARTS = np.asarray(MONTH_START_HOURS, np.int32)  # 13 values: each month's first hour, then 8,760
 EVENING_PEAK_HOURS = (18, 22)  # [18, 22): 18:00-21:59, the evening peak of the site (peak-import KPI)
 EVENING_PEAK_LABEL = f"{EVENING_PEAK_HOURS[0]:02d}:00-{EVENING_PEAK_HOURS[1] - 1:02d}:59"
 
@@ -56,18 +62,23 @@ class ObsLayout(NamedTuple):
 
 @struct.dataclass
 class Arrivals:
-    """The randomness of one hour: Poisson counts per type and one pair of uniforms per slot."""
+    """The randomness of one hour: Poisson counts per type, one pair of uniforms per slot, and the
+    standard normals of the forecast errors in the observation made at the start of that hour."""
 
     count_moto: jax.Array  # int32
     count_taxi: jax.Array  # int32
     u_need: jax.Array  # f32[n_sockets], slot order: moto slots then taxi slots
     u_stay: jax.Array  # f32[n_sockets]
+    forecast_z: jax.Array  # f32[2, n_forecasts]: row 0 PV, row 1 mall, one per forecast offset
 
 
 @struct.dataclass
 class EnvState:
     t: jax.Array  # int32, hour of the year 0..8759 of the current step
     k: jax.Array  # int32, steps taken in this episode
+    year: jax.Array  # int32, index of the episode's weather year in scenario.weather_years
+    month_peak_kw: jax.Array  # f32, highest import of the month so far (0 at a month's or episode's start)
+    obs_seed: jax.Array  # uint32, the random word behind the observation's forecast errors
     energy_kwh: jax.Array  # f32, battery energy
     occupied: jax.Array  # bool[n_sockets]
     need_kwh: jax.Array  # f32[n_sockets], energy still wanted
@@ -81,8 +92,8 @@ class EnvState:
 
 @struct.dataclass
 class EnvParams:
-    pv_kw: jax.Array  # f32[8760]
-    mall_kw: jax.Array  # f32[8760]
+    pv_kw: jax.Array  # f32[Y, 8760], one row per weather year
+    mall_kw: jax.Array  # f32[Y, 8760]
     tariff: jax.Array  # f32[24] price per kWh by hour of day
     co2_kg_per_kwh: jax.Array
     capacity_kwh: jax.Array
@@ -109,6 +120,10 @@ class EnvParams:
     ev_installed_kw: jax.Array
     ev_need_ref_kwh: jax.Array
     peak_threshold_kw: jax.Array
+    grid_limit_kw: jax.Array  # f32, +inf without a limit
+    grid_limit_penalty: jax.Array
+    pv_forecast_sigma: jax.Array  # f32[n_forecasts], log-normal sigma of each offset's PV forecast
+    mall_forecast_sigma: jax.Array  # f32[n_forecasts]
     max_steps_in_episode: jax.Array  # int32, episode length in hours
     start_hour: jax.Array  # int32, used when random_start is off
     random_start: jax.Array  # bool
@@ -131,6 +146,16 @@ def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
     return np.stack([stats.poisson.cdf(ks, m) if m > 0 else np.ones(k_max) for m in means])
 
 
+def forecast_sigma(noise_frac: float, offsets: tuple[int, ...]) -> np.ndarray:
+    """Log-normal sigma of the forecast of each offset: ``noise_frac * sqrt((k + 1) / 24)``.
+
+    The forecast of hour ``t + k`` is made at the start of hour ``t``, ``k + 1`` hours before
+    that hour ends; its relative error grows like the square root of that lead time and is
+    ``noise_frac`` (the standard deviation of log(forecast / actual)) 24 hours ahead.
+    """
+    return noise_frac * np.sqrt((np.asarray(offsets, np.float64) + 1.0) / 24.0)
+
+
 def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start: bool = False,
                 start_hour: int = 0) -> EnvParams:
     """EnvParams of a validated scenario (profiles resolved and checked here)."""
@@ -149,9 +174,11 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
     socket_kw = np.r_[np.full(n_moto, scn.moto_kw), np.full(n_taxi, scn.taxi_kw)]
     socket_batt = np.r_[np.full(n_moto, scn.moto_battery_kwh), np.full(n_taxi, scn.taxi_battery_kwh)]
     weights = np.array([scn.reward_weights[t] for t in REWARD_TERMS])
-    grid_ref = float(mall_kw.max()) + scn.ev_installed_kw + scn.power_kw  # > peak_threshold_kw (checked)
+    mall_peak = mall_peak_kw(scn)  # over every packaged year: the same scales whatever years are drawn
+    grid_ref = mall_peak + scn.ev_installed_kw + scn.power_kw  # > peak_threshold_kw (checked)
     # the mall feature's scale: its annual peak; 1 kW for a park without mall load (the feature is then 0)
-    mall_ref = float(mall_kw.max()) if mall_kw.max() > 0 else 1.0
+    mall_ref = mall_peak if mall_peak > 0 else 1.0
+    limit = np.inf if scn.grid_limit_kw is None else scn.grid_limit_kw
     return EnvParams(
         pv_kw=jnp.asarray(pv_kw, f32),
         mall_kw=jnp.asarray(mall_kw, f32),
@@ -181,6 +208,10 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
         ev_installed_kw=jnp.asarray(scn.ev_installed_kw, f32),
         ev_need_ref_kwh=jnp.asarray(float(socket_batt.sum()) * scn.need_frac_max, f32),
         peak_threshold_kw=jnp.asarray(scn.peak_threshold_kw, f32),
+        grid_limit_kw=jnp.asarray(limit, f32),
+        grid_limit_penalty=jnp.asarray(scn.grid_limit_penalty, f32),
+        pv_forecast_sigma=jnp.asarray(forecast_sigma(scn.pv_forecast_noise_frac, scn.forecast_offsets), f32),
+        mall_forecast_sigma=jnp.asarray(forecast_sigma(scn.mall_forecast_noise_frac, scn.forecast_offsets), f32),
         max_steps_in_episode=jnp.asarray(episode_hours, jnp.int32),
         start_hour=jnp.asarray(start_hour, jnp.int32),
         random_start=jnp.asarray(random_start, bool),
@@ -201,7 +232,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         self.forecast_offsets = tuple(scenario.forecast_offsets)
         self._params = params if params is not None else make_params(scenario)
         self.obs_layout = ObsLayout(
-            n_global=6 + 2 * len(self.forecast_offsets) + 5,
+            n_global=N_OBS_BASE + 2 * len(self.forecast_offsets) + N_OBS_MONTH,
             n_sockets=self.n_sockets,
             n_socket_features=self.N_SOCKET_FEATURES,
         )
@@ -235,9 +266,10 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
 
     # ----------------------------------------------------------------- randomness
     # One step needs four random 32-bit words (two threefry blocks): the two arrival-count
-    # uniforms, a seed for the per-slot uniforms and the day of a random restart. The per-slot
-    # uniforms (n_sockets pairs) come from a counter-based integer hash of (seed, slot), so a step
-    # costs the same few random blocks whatever the size of the park.
+    # uniforms, a seed for the per-slot uniforms and the day and weather year of a restart. The
+    # per-slot uniforms (n_sockets pairs) come from a counter-based integer hash of (seed, slot), so
+    # a step costs the same few random blocks whatever the size of the park; the forecast errors
+    # of the observation use the same hash at slots n_sockets, n_sockets + 1, ... (one per offset).
     def draw(self, key: jax.Array) -> jax.Array:
         """The random words of one step (uint32[4])."""
         return jax.random.bits(key, (4,), jnp.uint32)
@@ -265,17 +297,38 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         day = (words[3] % jnp.uint32(HOURS_PER_YEAR // 24)).astype(jnp.int32)
         return jnp.where(params.random_start, day * 24, params.start_hour).astype(jnp.int32)
 
+    @staticmethod
+    def _year(words: jax.Array, params: EnvParams) -> jax.Array:
+        """The weather year of an episode: ``(words[3] // 365) % Y``, uniform up to 2**-32 / 365 per year,
+        and independent of the start day ``words[3] % 365`` to the same precision."""
+        n_years = params.pv_kw.shape[0]
+        return ((words[3] // jnp.uint32(HOURS_PER_YEAR // 24)) % jnp.uint32(n_years)).astype(jnp.int32)
+
+    def _forecast_z(self, seed: jax.Array) -> jax.Array:
+        """Standard normals ``[2, n_forecasts]`` (PV row, mall row) from the hash at slots n_sockets + j.
+
+        Each 16-bit uniform u becomes ``ndtri(u + 2**-17)``: 65,536 equally likely values, the
+        normal quantiles of the midpoints, so |z| <= 4.3.
+        """
+        u_pv, u_mall = self._slot_uniforms(seed, self.n_sockets + jnp.arange(len(self.forecast_offsets)))
+        half = jnp.float32(2.0**-17)
+        return jax.scipy.special.ndtri(jnp.stack([u_pv, u_mall]) + half)
+
     def arrivals(self, words: jax.Array, t: jax.Array, params: EnvParams) -> Arrivals:
-        """The arrival draw of hour ``t`` made from a step's random words (for the NumPy reference)."""
+        """The draw of hour ``t`` made from a step's random words (for the NumPy reference)."""
         count_moto, count_taxi = self._counts(words, t, params)
         u_need, u_stay = self._slot_uniforms(words[2], jnp.arange(self.n_sockets))
-        return Arrivals(count_moto, count_taxi, u_need, u_stay)
+        return Arrivals(count_moto, count_taxi, u_need, u_stay, self._forecast_z(words[2]))
 
     def initial_conditions(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, Arrivals]:
         """The start hour and the arrival draw that ``reset_env(key)`` uses."""
         words = self.draw(key)
         start = self._start_hour(words, params)
         return start, self.arrivals(words, start, params)
+
+    def initial_year(self, key: jax.Array, params: EnvParams) -> jax.Array:
+        """The weather-year index (into ``scenario.weather_years``) that ``reset_env(key)`` draws."""
+        return self._year(self.draw(key), params)
 
     # ----------------------------------------------------------------- physics
     def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams, all_free: bool = False):
@@ -329,7 +382,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         totals["vehicles_admitted"] = n_admitted
         totals["vehicles_rejected"] = n_arrived - n_admitted
         state = EnvState(
-            t=start, k=jnp.zeros((), jnp.int32), energy_kwh=params.e_init_kwh,
+            t=start, k=jnp.zeros((), jnp.int32), year=self._year(words, params),
+            month_peak_kw=jnp.zeros((), jnp.float32), obs_seed=words[2], energy_kwh=params.e_init_kwh,
             occupied=occupied, need_kwh=need, hours_left=hours_left, totals=totals,
         )
         return self.get_obs(state, params), state
@@ -387,12 +441,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         # EV charging: at most the socket rating and at most what the vehicle still wants
         ev_i = jnp.where(state.occupied,
                          jnp.minimum(jnp.maximum(a[1:], 0.0) * params.socket_kw, state.need_kwh), 0.0)
-        need = state.need_kwh - ev_i
         ev = jnp.sum(ev_i)
 
         # PV serves the loads first
-        pv = params.pv_kw[t]
-        mall = params.mall_kw[t]
+        pv = params.pv_kw[state.year, t]
+        mall = params.mall_kw[state.year, t]
         load = mall + ev
         pv_to_load = jnp.minimum(pv, load)
         surplus = pv - pv_to_load
@@ -407,11 +460,27 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             jnp.minimum(jnp.minimum(-req, jnp.maximum(e - params.e_min_kwh, 0.0) * params.eta_discharge), net_load),
             0.0,
         )
-        e_next = jnp.clip(e + params.eta_charge * charge - discharge / params.eta_discharge,
-                          params.e_min_kwh, params.e_max_kwh)
         pv_to_bess = jnp.minimum(surplus, charge)
         grid_to_bess = charge - pv_to_bess
         grid = net_load - discharge + grid_to_bess
+
+        # grid-connection limit: cut the battery's grid charging, then EV charging (each socket by
+        # the same fraction); what is left above the limit is imported and counted as a violation
+        over = grid > params.grid_limit_kw
+        bess_cut = jnp.where(over, jnp.minimum(grid - params.grid_limit_kw, grid_to_bess), 0.0)
+        ev_cut = jnp.where(over, jnp.clip(grid - bess_cut - params.grid_limit_kw, 0.0, ev), 0.0)
+        cut = over & (ev_cut > 0.0)
+        ev_i = jnp.where(cut, ev_i * (1.0 - ev_cut / jnp.where(cut, ev, 1.0)), ev_i)
+        ev = jnp.where(over, ev - ev_cut, ev)
+        charge = jnp.where(over, charge - bess_cut, charge)
+        grid_to_bess = jnp.where(over, grid_to_bess - bess_cut, grid_to_bess)
+        net_load = jnp.where(over, net_load - ev_cut, net_load)
+        grid = jnp.where(over, grid - bess_cut - ev_cut, grid)
+        violation = jnp.maximum(grid - params.grid_limit_kw, 0.0)
+        need = state.need_kwh - ev_i
+
+        e_next = jnp.clip(e + params.eta_charge * charge - discharge / params.eta_discharge,
+                          params.e_min_kwh, params.e_max_kwh)
         pv_used = pv_to_load + pv_to_bess
         curtailed = pv - pv_used
 
@@ -430,20 +499,30 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         occupied, need, hours_left, n_arrived, n_admitted = self._admit(
             occupied, need, hours_left, words, t_next, params)
 
-        # reward: weighted terms, each in [-1, 1]
+        # the month-to-date peak: the demand term charges each rise of it, so a month's terms add
+        # up to minus that month's peak import; it restarts at 0 with each month
+        month_peak = jnp.maximum(state.month_peak_kw, grid)
+        peak_rise = month_peak - state.month_peak_kw
+        next_month_peak = jnp.where(jnp.any(t_next == _MONTH_STARTS[:12]), 0.0, month_peak)
+
+        # reward: weighted terms, each in [-1, 1], and the grid-limit penalty
         terms = {
             "co2": -grid / params.grid_ref_kw,
             "cost": -grid * params.tariff[h] / (params.grid_ref_kw * jnp.max(params.tariff)),
             "solar": (pv_used - curtailed) / params.pv_ac_kw,
             "ev": jnp.clip((ev - unmet) / params.ev_installed_kw, -1.0, 1.0),
             "peak": -jnp.maximum(grid - params.peak_threshold_kw, 0.0) / (params.grid_ref_kw - params.peak_threshold_kw),
+            "demand": -peak_rise / params.grid_ref_kw,
+            "grid_limit": -violation / params.grid_ref_kw,
         }
         reward = sum(params.weights[i] * terms[name] for i, name in enumerate(REWARD_TERMS))
+        reward = reward + params.grid_limit_penalty * terms["grid_limit"]
 
         flows = {
             "pv_kwh": pv, "mall_kwh": mall, "ev_kwh": ev, "pv_to_load": pv_to_load, "pv_to_bess": pv_to_bess,
             "grid_to_bess": grid_to_bess, "pv_used": pv_used, "pv_curtailed": curtailed, "grid_import": grid,
             "bess_charge": charge, "bess_discharge": discharge, "unmet_kwh": unmet,
+            "limit_ev_cut": ev_cut, "limit_bess_cut": bess_cut, "grid_limit_violation": violation,
         }
         vehicles = {"arrived": n_arrived, "admitted": n_admitted, "rejected": n_arrived - n_admitted,
                     "departed": n_departed, "served": n_served}
@@ -471,8 +550,13 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             "bess_charge_kwh": tot["bess_charge_kwh"] + charge,
             "bess_discharge_kwh": tot["bess_discharge_kwh"] + discharge,
             "grid_to_bess_kwh": tot["grid_to_bess_kwh"] + grid_to_bess,
+            "monthly_peaks_sum_kw": tot["monthly_peaks_sum_kw"] + peak_rise,
+            "grid_limit_violation_kwh": tot["grid_limit_violation_kwh"] + violation,
+            "limit_ev_cut_kwh": tot["limit_ev_cut_kwh"] + ev_cut,
+            "limit_bess_cut_kwh": tot["limit_bess_cut_kwh"] + bess_cut,
         }
-        state = EnvState(t=t_next, k=state.k + 1, energy_kwh=e_next, occupied=occupied, need_kwh=need,
+        state = EnvState(t=t_next, k=state.k + 1, year=state.year, month_peak_kw=next_month_peak,
+                         obs_seed=words[2], energy_kwh=e_next, occupied=occupied, need_kwh=need,
                          hours_left=hours_left, totals=totals)
         info = {"flows": flows, "terms": terms, "vehicles": vehicles, "arrivals": self.arrivals(words, t_next, params),
                 "totals": totals}
@@ -489,6 +573,14 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         weekday = ((day + params.first_weekday) % 7).astype(f32)
         two_pi = 2.0 * math.pi
         idx = (t + jnp.asarray(self.forecast_offsets, jnp.int32)) % HOURS_PER_YEAR
+        # forecasts: the profile times a mean-one log-normal error (exactly 1 when sigma is 0)
+        z = self._forecast_z(state.obs_seed)
+        pv_err = jnp.exp(params.pv_forecast_sigma * z[0] - 0.5 * jnp.square(params.pv_forecast_sigma))
+        mall_err = jnp.exp(params.mall_forecast_sigma * z[1] - 0.5 * jnp.square(params.mall_forecast_sigma))
+        # the month: its first hour and length in hours
+        starts = jnp.asarray(_MONTH_STARTS)
+        month = jnp.sum(t >= starts[1:12])
+        month_frac = (t - starts[month]).astype(f32) / (starts[month + 1] - starts[month]).astype(f32)
         occ = state.occupied.astype(f32)
         n_moto, n_taxi = max(self.n_moto, 1), max(self.n_taxi, 1)
         glob = jnp.concatenate([
@@ -497,14 +589,16 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
                 jnp.sin(two_pi * weekday / 7), jnp.cos(two_pi * weekday / 7),
                 jnp.sin(two_pi * day.astype(f32) / 365), jnp.cos(two_pi * day.astype(f32) / 365),
             ]),
-            params.pv_kw[idx] / params.pv_ac_kw,
-            params.mall_kw[idx] / params.mall_ref_kw,
+            params.pv_kw[state.year, idx] * pv_err / params.pv_ac_kw,
+            params.mall_kw[state.year, idx] * mall_err / params.mall_ref_kw,
             jnp.stack([
                 state.energy_kwh / params.capacity_kwh,
                 jnp.sum(occ[: self.n_moto]) / n_moto,
                 jnp.sum(occ[self.n_moto:]) / n_taxi,
                 jnp.sum(state.need_kwh) / params.ev_need_ref_kwh,
                 params.tariff[t % 24] / jnp.max(params.tariff),
+                state.month_peak_kw / params.grid_ref_kw,
+                month_frac,
             ]),
         ])
         per_socket = jnp.stack([
@@ -531,5 +625,5 @@ def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = H
 
 
 __all__ = ["ENV_SPEC", "Arrivals", "EVChargingEnv", "EnvParams", "EnvState", "ObsLayout", "TOTAL_KEYS",
-           "make_env", "make_params"]
+           "forecast_sigma", "make_env", "make_params"]
 

@@ -67,7 +67,8 @@ def _build_rollout(env_key: _EnvKey, act: Act | None, hours: int) -> Callable[..
             action = table[state.k] if act is None else act(obs, state, params)
             obs2, state2, reward, _, info = env.step_env(step_key, state, action, params)
             out = {
-                "t": state.t, "energy_kwh": state.energy_kwh, "occupied": state.occupied,
+                "t": state.t, "year": state.year, "month_peak_kw": state.month_peak_kw,
+                "energy_kwh": state.energy_kwh, "occupied": state.occupied,
                 "need_kwh": state.need_kwh, "hours_left": state.hours_left,
                 "action": jnp.asarray(action, jnp.float32), "reward": reward,
                 "flows": info["flows"], "vehicles": info["vehicles"],
@@ -86,7 +87,8 @@ def run_episode(env: Any, params: Any, act: Act, key: jax.Array, hours: int | No
 
     Returns numpy arrays, one row per step: ``flows`` (the hour's energy flows, kWh), ``vehicles``
     (arrival/departure counts), ``reward``, ``action``, and the state *before* each step's action
-    (``t``, ``energy_kwh``, ``occupied``, ``need_kwh``, ``hours_left``); plus ``initial_totals``
+    (``t``, ``year`` (the weather year's index in ``scenario.weather_years``), ``month_peak_kw``,
+    ``energy_kwh``, ``occupied``, ``need_kwh``, ``hours_left``); plus ``initial_totals``
     (the episode totals right after reset: the first hour's arrivals), ``final`` (battery energy
     and per-socket need after the last step) and ``totals`` (the environment's own running
     totals after the last step, float32).

@@ -5,8 +5,11 @@ kW, which is also the energy of that hour in kWh (one step = 1 h). Hour ``t`` is
 local time (America/Lima, UTC-5, no daylight saving) of day ``t // 24`` of a 365-day year: 2024
 with 29 February left out.
 
-* :func:`builtin_profile` reads a column of the packaged ``data/iquitos_2024.csv`` (made by
-  ``scripts/make_profiles.py``).
+* :func:`builtin_profile` gives a packaged profile of one of the :data:`WEATHER_YEARS` (made by
+  ``scripts/make_profiles.py``): ``"2024"`` is ``data/iquitos_2024.csv``; the synthetic years
+  ``"syn1"`` to ``"syn5"`` (the same site, plant and building under other seeded weather) are
+  ``data/weather_years.npz``, uint16 tenths of a kW. :func:`weather_year_summary` gives a year's
+  figures.
 * :func:`read_profile` reads a column of a user CSV (power in kW or energy in kWh per interval,
   hourly or 15-minute rows aggregated to hours) and returns the hours with notes on every
   assumption it made; :func:`load_profile` returns the hours alone.
@@ -44,7 +47,12 @@ CALENDAR_YEAR = 2024  # the year the 365-day calendar stands for (1 January a Mo
 SITE_UTC_OFFSET = dt.timedelta(hours=-5)  # America/Lima: UTC-5 all year, no daylight saving
 SITE_TZ = dt.timezone(SITE_UTC_OFFSET)
 BUILTIN_FILE = "iquitos_2024.csv"
+YEARS_FILE = "weather_years.npz"
 BUILTIN_NAMES = ("pv_kw", "mall_kw")
+#: The packaged weather years: the 2024 profile, then five synthetic years (seeds 1 to 5 of
+#: ``scripts/make_profiles.py``). Training and evaluation use disjoint subsets of them.
+WEATHER_YEARS = ("2024", "syn1", "syn2", "syn3", "syn4", "syn5")
+DEFAULT_YEAR = "2024"
 UNITS = ("kW", "kWh")
 RESOLUTIONS = ("hourly", "15min")
 KINDS = ("load", "pv")
@@ -490,24 +498,47 @@ def load_profile(path: str | Path, column: str, unit: str = "kW", resolution: st
     return read_profile(path, column, unit, resolution, kind, timestamp_column, **options).kw
 
 
+def _data_path(name: str) -> Any:
+    return importlib.resources.files("oe3jax.simulation") / "data" / name
+
+
 @functools.lru_cache(maxsize=None)
-def _builtin_table() -> dict[str, np.ndarray]:
-    resource = importlib.resources.files("oe3jax.simulation") / "data" / BUILTIN_FILE
-    with importlib.resources.as_file(resource) as path:
-        table = {}
-        for name in BUILTIN_NAMES:
-            array = load_profile(path, name, kind="pv" if name.startswith("pv") else "load",
-                                 timestamp_column="timestamp", delimiter=",")
-            array.setflags(write=False)
-            table[name] = array
+def _builtin_table(year: str) -> dict[str, np.ndarray]:
+    if year == DEFAULT_YEAR:
+        with importlib.resources.as_file(_data_path(BUILTIN_FILE)) as path:
+            table = {name: load_profile(path, name, kind="pv" if name.startswith("pv") else "load",
+                                        timestamp_column="timestamp", delimiter=",") for name in BUILTIN_NAMES}
+    else:
+        with _data_path(YEARS_FILE).open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+            row = data["names"].tolist().index(year)
+            # tenths of a kW: n / 10 is the float nearest to the CSV's "x.y" text, as a CSV would give
+            table = {name: data[name.replace("_kw", "_dkw")][row].astype(np.float64) / 10.0 for name in BUILTIN_NAMES}
+    for array in table.values():
+        array.setflags(write=False)
     return table
 
 
-def builtin_profile(name: str) -> np.ndarray:
-    """The shipped Iquitos 2024 profile ``"pv_kw"`` (PV AC power) or ``"mall_kw"`` (mall load).
+def builtin_profile(name: str, year: str = DEFAULT_YEAR) -> np.ndarray:
+    """A shipped Iquitos profile: ``"pv_kw"`` (PV AC power) or ``"mall_kw"`` (mall load) of a weather year.
 
-    Returns a read-only, cached float64 array of shape ``(8760,)`` in kW (hourly mean power);
-    copy it before modifying.
+    ``year`` is one of :data:`WEATHER_YEARS` (default ``"2024"``). Returns a read-only, cached
+    float64 array of shape ``(8760,)`` in kW (hourly mean power); copy it before modifying.
     """
     _choice("profile name", name, BUILTIN_NAMES)
-    return _builtin_table()[name]
+    _choice("weather year", year, WEATHER_YEARS)
+    return _builtin_table(year)[name]
+
+
+def weather_year_summary(year: str) -> dict[str, float]:
+    """The figures of a packaged weather year: PV and mall energy (kWh), peaks (kW) and variability.
+
+    ``pv_daily_cv`` is the coefficient of variation of the daily PV energy, ``pv_min_day_kwh`` the
+    energy of the darkest day; ``mall_peak_over_mean`` the ratio the meter data fix at 1.957.
+    """
+    pv, mall = builtin_profile("pv_kw", year), builtin_profile("mall_kw", year)
+    daily = pv.reshape(-1, 24).sum(axis=1)
+    return {
+        "pv_kwh": float(pv.sum()), "pv_peak_kw": float(pv.max()), "pv_daily_cv": float(daily.std() / daily.mean()),
+        "pv_min_day_kwh": float(daily.min()), "mall_kwh": float(mall.sum()), "mall_peak_kw": float(mall.max()),
+        "mall_peak_over_mean": float(mall.max() / mall.mean()),
+    }

@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from scipy import special
+
+from oe3jax.simulation.calendar import MONTH_START_HOURS
 from oe3jax.simulation.checks import check_action
-from oe3jax.simulation.scenario import HOURS_PER_YEAR, REWARD_TERMS, Scenario, get_scenario, scenario_profiles
+from oe3jax.simulation.scenario import (HOURS_PER_YEAR, REWARD_TERMS, Scenario, get_scenario, mall_peak_kw,
+                                        scenario_profiles)
 
 DAYS_PER_YEAR = HOURS_PER_YEAR // 24
 EVENING_PEAK_HOURS = range(18, 22)  # 18:00-21:59, the hours of the evening peak KPI
@@ -26,6 +30,7 @@ EVENING_PEAK_HOURS = range(18, 22)  # 18:00-21:59, the hours of the evening peak
 FLOW_NAMES = (
     "pv_kwh", "mall_kwh", "ev_kwh", "pv_to_load", "pv_to_bess", "grid_to_bess", "pv_used",
     "pv_curtailed", "grid_import", "bess_charge", "bess_discharge", "unmet_kwh",
+    "limit_ev_cut", "limit_bess_cut", "grid_limit_violation",
 )
 VEHICLE_NAMES = ("arrived", "admitted", "rejected", "departed", "served")
 EPISODE_NAMES = (
@@ -33,7 +38,9 @@ EPISODE_NAMES = (
     "ev_kwh", "unmet_kwh", "vehicles_arrived", "vehicles_admitted", "vehicles_rejected",
     "vehicles_departed", "vehicles_served", "peak_import_kw", "peak_import_evening_kw",
     "bess_charge_kwh", "bess_discharge_kwh", "grid_to_bess_kwh",
+    "monthly_peaks_sum_kw", "grid_limit_violation_kwh", "limit_ev_cut_kwh", "limit_bess_cut_kwh",
 )
+MONTH_FIRST_HOURS = frozenset(MONTH_START_HOURS[:12])
 
 
 # --------------------------------------------------------------------------- arrival draws
@@ -45,8 +52,12 @@ def arrival_means(scn: Scenario) -> tuple[np.ndarray, np.ndarray]:
     return scn.daily_moto * shape, scn.daily_taxi * shape
 
 
-def _as_draw(arrivals: Any, n_sockets: int) -> dict[str, Any]:
-    """An arrival draw from a dict or from any object with the four fields as attributes."""
+def _as_draw(arrivals: Any, n_sockets: int, n_forecasts: int) -> dict[str, Any]:
+    """An arrival draw from a dict or from any object with the fields as attributes.
+
+    ``forecast_z`` (standard normals ``[2, n_forecasts]`` of the next observation's forecast
+    errors) is optional: without it the reference draws its own where the errors are not zero.
+    """
     get = arrivals.get if isinstance(arrivals, Mapping) else lambda k: getattr(arrivals, k, None)
     fields = {k: get(k) for k in ("count_moto", "count_taxi", "u_need", "u_stay")}
     missing = [k for k, v in fields.items() if v is None]
@@ -63,6 +74,13 @@ def _as_draw(arrivals: Any, n_sockets: int) -> dict[str, Any]:
         if u.shape != (n_sockets,) or not np.all((u >= 0) & (u < 1)):
             raise ValueError(f"arrivals.{k}: expected {n_sockets} uniforms in [0, 1), got shape {u.shape}")
         draw[k] = u
+    z = get("forecast_z")
+    if z is not None:
+        z = np.asarray(z, dtype=np.float64)
+        if z.shape != (2, n_forecasts) or not np.all(np.isfinite(z)):
+            raise ValueError(f"arrivals.forecast_z: expected [2, {n_forecasts}] finite standard normals "
+                             f"(PV row, mall row), got shape {z.shape}")
+    draw["forecast_z"] = z
     return draw
 
 
@@ -71,8 +89,10 @@ class ReferenceEnv:
     """One environment of the park, stepped in plain NumPy (float64).
 
     The state is readable as attributes: ``energy_kwh`` (battery), per socket ``occupied``,
-    ``need_kwh`` and ``hours_left``, the hour index ``t`` and the step ``k`` of the episode, and
-    ``episode`` (running KPI totals).
+    ``need_kwh`` and ``hours_left``, the hour index ``t`` and the step ``k`` of the episode, the
+    weather ``year`` (index into ``scenario.weather_years``), ``month_peak_kw`` (highest import of
+    the month so far), ``forecast_z`` (the current observation's forecast errors) and ``episode``
+    (running KPI totals).
     """
 
     def __init__(
@@ -91,7 +111,13 @@ class ReferenceEnv:
         self.start_hour = self._check_start(start_hour)
         self.random_start = bool(random_start)
         self.rng = np.random.default_rng(seed)
-        self.pv_kw, self.mall_kw = scenario_profiles(scn)
+        self.pv_kw, self.mall_kw = scenario_profiles(scn)  # [years, 8760]
+        self.n_years = self.pv_kw.shape[0]
+        self.n_forecasts = len(scn.forecast_offsets)
+        # forecast errors: log-normal sigma per offset, noise_frac * sqrt(lead / 24 h), lead = k + 1 h
+        lead_days = (np.asarray(scn.forecast_offsets, np.float64) + 1.0) / 24.0
+        self.pv_sigma = scn.pv_forecast_noise_frac * np.sqrt(lead_days)
+        self.mall_sigma = scn.mall_forecast_noise_frac * np.sqrt(lead_days)
 
         # --- sockets: motos first, then mototaxis
         n_moto, n_taxi = scn.n_moto, scn.n_taxi
@@ -110,13 +136,16 @@ class ReferenceEnv:
         self.mean_moto, self.mean_taxi = arrival_means(scn)
         self.stay_cum = np.cumsum(np.asarray(scn.stay_probs, dtype=np.float64))
         self.tariff = np.asarray(scn.tariff_per_kwh, dtype=np.float64)
-        self.grid_ref_kw = float(self.mall_kw.max()) + scn.ev_installed_kw + scn.power_kw
+        # the largest mall load of every packaged year (the same scales whatever years are drawn)
+        mall_peak = mall_peak_kw(scn)
+        self.grid_ref_kw = mall_peak + scn.ev_installed_kw + scn.power_kw
+        self.grid_limit_kw = math.inf if scn.grid_limit_kw is None else scn.grid_limit_kw
         self.weights = dict(scn.reward_weights)
         if scn.peak_threshold_kw >= self.grid_ref_kw:
             raise ValueError(f"peak_threshold_kw = {scn.peak_threshold_kw}; expected below the largest "
                              f"possible import {self.grid_ref_kw:.0f} kW (max mall + EV installed + battery power)")
         # observation scales: the largest mall load, and the largest total need the park can hold
-        self.mall_ref_kw = float(self.mall_kw.max()) if self.mall_kw.max() > 0 else 1.0
+        self.mall_ref_kw = mall_peak if mall_peak > 0 else 1.0
         self.ev_need_ref_kwh = float(self.battery_kwh.sum()) * scn.need_frac_max or 1.0
 
         self.reset(self.start_hour)
@@ -136,22 +165,39 @@ class ReferenceEnv:
 
     @property
     def n_global(self) -> int:
-        return 6 + 2 * len(self.scenario.forecast_offsets) + 5
+        return 6 + 2 * len(self.scenario.forecast_offsets) + 5 + 2
 
     @property
     def n_obs(self) -> int:
         return self.n_global + 4 * self.n_sockets
 
     def sample_arrivals(self, t: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
-        """A random arrival draw for hour ``t``: Poisson counts and one uniform pair per socket slot."""
+        """A random draw for hour ``t``: Poisson counts and one uniform pair per socket slot (and the
+        forecast errors' normals, drawn only when the scenario has forecast errors)."""
         rng = self.rng if rng is None else rng
         h = t % 24
-        return {
+        draw = {
             "count_moto": int(rng.poisson(self.mean_moto[h])),
             "count_taxi": int(rng.poisson(self.mean_taxi[h])),
             "u_need": rng.random(self.n_sockets),
             "u_stay": rng.random(self.n_sockets),
+            "forecast_z": None,
         }
+        if self._noisy():
+            draw["forecast_z"] = rng.standard_normal((2, self.n_forecasts))
+        return draw
+
+    def _noisy(self) -> bool:
+        return bool(self.pv_sigma.any() or self.mall_sigma.any())
+
+    def _take_draw(self, t: int, arrivals: Any, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        draw = self.sample_arrivals(t, rng) if arrivals is None else _as_draw(arrivals, self.n_sockets, self.n_forecasts)
+        if draw["forecast_z"] is None:  # a draw without errors: the forecasts are perfect only without noise
+            if self._noisy():
+                draw["forecast_z"] = (self.rng if rng is None else rng).standard_normal((2, self.n_forecasts))
+            else:
+                draw["forecast_z"] = np.zeros((2, self.n_forecasts))
+        return draw
 
     # ------------------------------------------------------------------ reset
     def reset(
@@ -159,19 +205,32 @@ class ReferenceEnv:
         start_hour: int | None = None,
         arrivals: Any = None,
         rng: np.random.Generator | None = None,
+        year: int | None = None,
     ) -> np.ndarray:
-        """Battery at ``soc_init``, sockets free, then the start hour's arrivals; the first observation."""
+        """Battery at ``soc_init``, sockets free, then the start hour's arrivals; the first observation.
+
+        ``year`` is the index of the weather year in ``scenario.weather_years``; by default one is
+        drawn uniformly (with a single year, nothing is drawn).
+        """
         rng = self.rng if rng is None else rng
         if start_hour is None:
             start_hour = int(rng.integers(DAYS_PER_YEAR)) * 24 if self.random_start else self.start_hour
+        if year is None:
+            year = int(rng.integers(self.n_years)) if self.n_years > 1 else 0
+        if isinstance(year, bool) or not isinstance(year, (int, np.integer)) or not 0 <= year < self.n_years:
+            raise ValueError(f"year = {year!r}; expected an index in [0, {self.n_years - 1}] into weather_years "
+                             f"{list(self.scenario.weather_years)!r}")
         self.t = self._check_start(start_hour)
         self.k = 0
+        self.year = int(year)
+        self.month_peak_kw = 0.0
         self.energy_kwh = self.scenario.soc_init * self.scenario.capacity_kwh
         self.occupied = np.zeros(self.n_sockets, dtype=bool)
         self.need_kwh = np.zeros(self.n_sockets, dtype=np.float64)
         self.hours_left = np.zeros(self.n_sockets, dtype=np.int64)
         self.episode = {name: 0.0 for name in EPISODE_NAMES}
-        draw = self.sample_arrivals(self.t, rng) if arrivals is None else _as_draw(arrivals, self.n_sockets)
+        draw = self._take_draw(self.t, arrivals, rng)
+        self.forecast_z = draw["forecast_z"]
         arrived, admitted, rejected = self._admit(self.t, draw)
         self.episode["vehicles_arrived"] += arrived
         self.episode["vehicles_admitted"] += admitted
@@ -227,12 +286,11 @@ class ReferenceEnv:
 
         # 2. EV charging: at most the rating, at most what the vehicle still wants
         ev_i = np.where(self.occupied, np.minimum(np.maximum(a[1:], 0.0) * self.rating_kw, self.need_kwh), 0.0)
-        self.need_kwh = self.need_kwh - ev_i
         ev_kwh = float(ev_i.sum())
 
         # 3. loads and PV
-        pv = float(self.pv_kw[t])
-        mall = float(self.mall_kw[t])
+        pv = float(self.pv_kw[self.year, t])
+        mall = float(self.mall_kw[self.year, t])
         load = mall + ev_kwh
         pv_to_load = min(pv, load)
         surplus = pv - pv_to_load
@@ -246,17 +304,37 @@ class ReferenceEnv:
             charge = min(request_kw, (self.e_max_kwh - e) / self.eta_c)
         elif request_kw < 0:
             discharge = min(-request_kw, (e - self.e_min_kwh) * self.eta_d, net_load)
-        e = e + self.eta_c * charge - discharge / self.eta_d
-        self.energy_kwh = min(max(e, self.e_min_kwh), self.e_max_kwh)
         pv_to_bess = min(surplus, charge)
         grid_to_bess = charge - pv_to_bess
 
-        # 5. grid and PV
+        # 5. grid connection limit: above it the battery's grid charging goes first, then EV charging
+        # (all sockets by the same fraction); the rest is still imported, as a violation
+        limit = self.grid_limit_kw
+        bess_cut = ev_cut = 0.0
+        over = net_load - discharge + grid_to_bess - limit
+        if over > 0:
+            bess_cut = min(over, grid_to_bess)
+            over -= bess_cut
+            charge -= bess_cut
+            grid_to_bess -= bess_cut
+            if over > 0 and ev_kwh > 0:
+                # here net load > discharge + limit: PV covers less than the load and the discharge
+                # was not capped by the net load, so neither changes when the EV load drops
+                ev_cut = min(over, ev_kwh)
+                ev_i = ev_i * (1.0 - ev_cut / ev_kwh)
+                ev_kwh -= ev_cut
+                net_load -= ev_cut
+        self.need_kwh = self.need_kwh - ev_i
+        e = e + self.eta_c * charge - discharge / self.eta_d
+        self.energy_kwh = min(max(e, self.e_min_kwh), self.e_max_kwh)
+
+        # 6. grid and PV
         grid_import = net_load - discharge + grid_to_bess
+        violation = max(grid_import - limit, 0.0)
         pv_used = pv_to_load + pv_to_bess
         pv_curtailed = pv - pv_used
 
-        # 6. departures
+        # 7. departures
         self.hours_left = np.where(self.occupied, self.hours_left - 1, self.hours_left)
         leaving = self.occupied & (self.hours_left <= 0)
         unmet_kwh = float(self.need_kwh[leaving].sum())
@@ -266,25 +344,32 @@ class ReferenceEnv:
         self.need_kwh = np.where(leaving, 0.0, self.need_kwh)
         self.hours_left = np.where(leaving, 0, self.hours_left)
 
-        # 7. arrivals of the next hour
+        # 8. arrivals of the next hour
         t_next = (t + 1) % HOURS_PER_YEAR
-        draw = self.sample_arrivals(t_next) if arrivals is None else _as_draw(arrivals, self.n_sockets)
+        draw = self._take_draw(t_next, arrivals)
         arrived, admitted, rejected = self._admit(t_next, draw)
+        self.forecast_z = draw["forecast_z"]
 
-        # 8. reward
+        # 9. reward; the demand term charges the rise of the month-to-date peak import
+        peak_rise = max(grid_import - self.month_peak_kw, 0.0)
+        month_peak = self.month_peak_kw + peak_rise
         terms = {
             "co2": -grid_import / self.grid_ref_kw,
             "cost": -grid_import * self.tariff[h] / (self.grid_ref_kw * self.tariff.max()),
             "solar": (pv_used - pv_curtailed) / scn.pv_ac_kw,
             "ev": float(np.clip((ev_kwh - unmet_kwh) / scn.ev_installed_kw, -1.0, 1.0)),
             "peak": -max(grid_import - scn.peak_threshold_kw, 0.0) / (self.grid_ref_kw - scn.peak_threshold_kw),
+            "demand": -peak_rise / self.grid_ref_kw,
+            "grid_limit": -violation / self.grid_ref_kw,
         }
         terms = {name: float(value) for name, value in terms.items()}
         reward = float(sum(self.weights[name] * terms[name] for name in REWARD_TERMS))
+        reward += scn.grid_limit_penalty * terms["grid_limit"]
+        self.month_peak_kw = 0.0 if t_next in MONTH_FIRST_HOURS else month_peak
 
         flows = {name: float(value) for name, value in zip(FLOW_NAMES, (
             pv, mall, ev_kwh, pv_to_load, pv_to_bess, grid_to_bess, pv_used, pv_curtailed,
-            grid_import, charge, discharge, unmet_kwh))}
+            grid_import, charge, discharge, unmet_kwh, ev_cut, bess_cut, violation))}
         vehicles = {"arrived": arrived, "admitted": admitted, "rejected": rejected,
                     "departed": departed, "served": served}
 
@@ -307,6 +392,10 @@ class ReferenceEnv:
         ep["bess_charge_kwh"] += charge
         ep["bess_discharge_kwh"] += discharge
         ep["grid_to_bess_kwh"] += grid_to_bess
+        ep["monthly_peaks_sum_kw"] += peak_rise
+        ep["grid_limit_violation_kwh"] += violation
+        ep["limit_ev_cut_kwh"] += ev_cut
+        ep["limit_bess_cut_kwh"] += bess_cut
         ep["return"] += reward
 
         self.t = t_next
@@ -318,7 +407,8 @@ class ReferenceEnv:
 
     # ------------------------------------------------------------------ observation
     def observation(self) -> np.ndarray:
-        """Calendar, PV and mall now and ahead, SOC, park summary, tariff; then 4 features per socket."""
+        """Calendar, PV and mall now and ahead, SOC, park summary, tariff, month-to-date peak and the
+        month's elapsed fraction; then 4 features per socket."""
         scn = self.scenario
         t = self.t
         h, day = t % 24, t // 24
@@ -329,13 +419,21 @@ class ReferenceEnv:
             math.sin(2 * math.pi * day / DAYS_PER_YEAR), math.cos(2 * math.pi * day / DAYS_PER_YEAR),
         ]
         ahead = [(t + k) % HOURS_PER_YEAR for k in scn.forecast_offsets]
-        forecast = [self.pv_kw[i] / scn.pv_ac_kw for i in ahead] + [self.mall_kw[i] / self.mall_ref_kw for i in ahead]
+        # forecast = profile x exp(sigma z - sigma^2 / 2): a log-normal error of mean one
+        pv_err = np.exp(self.pv_sigma * self.forecast_z[0] - 0.5 * self.pv_sigma**2)
+        mall_err = np.exp(self.mall_sigma * self.forecast_z[1] - 0.5 * self.mall_sigma**2)
+        forecast = ([self.pv_kw[self.year, i] * pv_err[j] / scn.pv_ac_kw for j, i in enumerate(ahead)]
+                    + [self.mall_kw[self.year, i] * mall_err[j] / self.mall_ref_kw for j, i in enumerate(ahead)])
+        month = int(np.searchsorted(MONTH_START_HOURS, t, side="right")) - 1
+        month_first, month_end = MONTH_START_HOURS[month], MONTH_START_HOURS[month + 1]
         park = [
             self.energy_kwh / scn.capacity_kwh,
             self.occupied[~self.is_taxi].sum() / max(self.n_moto, 1),
             self.occupied[self.is_taxi].sum() / max(self.n_taxi, 1),
             self.need_kwh.sum() / self.ev_need_ref_kwh,
             self.tariff[h] / self.tariff.max(),
+            self.month_peak_kw / self.grid_ref_kw,
+            (t - month_first) / (month_end - month_first),
         ]
         sockets = np.stack([
             self.occupied.astype(np.float64),

@@ -23,6 +23,11 @@ fraction in [0.36, 0.90] of its battery (mean 0.63: 2.90 kWh for a 4.6 kWh moto,
 
 Stays: iquitos-128 vehicles stay 1-4 hours (P = 0.15, 0.40, 0.30, 0.15); iquitos-38's 38 fast
 sockets can only serve the same fleet with short stays (1 hour with P = 0.85, else 2 hours).
+
+Weather years: ``weather_years`` names the packaged years an environment draws from, one per
+episode (``profiles.WEATHER_YEARS``); :func:`split_weather_years` makes a training and an
+evaluation scenario on disjoint years. Objectives: ``reward`` picks a weight preset of
+:data:`REWARD_PRESETS`; ``peak`` bills the sum of monthly peak imports (the ``demand`` term).
 """
 from __future__ import annotations
 
@@ -42,16 +47,24 @@ from oe3jax.simulation import profiles as _profiles
 from oe3jax.simulation.profiles import HOURS_PER_YEAR
 
 
+# The "peak" preset's weights (docs/physics.md, "Why these weights").
+PEAK_PRESET_CO2 = 0.30
+PEAK_PRESET_SOLAR = 0.10
+PEAK_PRESET_EV = 0.20
+PEAK_PRESET_DEMAND = 0.40
 
 REWARD_PRESETS: dict[str, dict[str, float]] = {
-    # weights of the terms co2, cost, solar, ev, peak (each sums to 1)
-    "co2_focus": {"co2": 0.50, "cost": 0.15, "solar": 0.20, "ev": 0.10, "peak": 0.05},
-    "balanced": {"co2": 0.35, "cost": 0.25, "solar": 0.20, "ev": 0.15, "peak": 0.05},
-    "cost_focus": {"co2": 0.20, "cost": 0.45, "solar": 0.15, "ev": 0.15, "peak": 0.05},
-    "ev_focus": {"co2": 0.25, "cost": 0.20, "solar": 0.15, "ev": 0.35, "peak": 0.05},
-    "solar_focus": {"co2": 0.25, "cost": 0.15, "solar": 0.40, "ev": 0.15, "peak": 0.05},
+    # weights of the terms co2, cost, solar, ev, peak, demand (each sums to 1); docs/physics.md
+    "co2_focus": {"co2": 0.50, "cost": 0.15, "solar": 0.20, "ev": 0.10, "peak": 0.05, "demand": 0.0},
+    "balanced": {"co2": 0.35, "cost": 0.25, "solar": 0.20, "ev": 0.15, "peak": 0.05, "demand": 0.0},
+    "cost_focus": {"co2": 0.20, "cost": 0.45, "solar": 0.15, "ev": 0.15, "peak": 0.05, "demand": 0.0},
+    "ev_focus": {"co2": 0.25, "cost": 0.20, "solar": 0.15, "ev": 0.35, "peak": 0.05, "demand": 0.0},
+    "solar_focus": {"co2": 0.25, "cost": 0.15, "solar": 0.40, "ev": 0.15, "peak": 0.05, "demand": 0.0},
+    # a demand charge on the sum of monthly peak imports, CO2 and EV service kept (docs/physics.md)
+    "peak": {"co2": PEAK_PRESET_CO2, "cost": 0.0, "solar": PEAK_PRESET_SOLAR, "ev": PEAK_PRESET_EV, "peak": 0.0,
+             "demand": PEAK_PRESET_DEMAND},
 }
-REWARD_TERMS = ("co2", "cost", "solar", "ev", "peak")
+REWARD_TERMS = ("co2", "cost", "solar", "ev", "peak", "demand")
 
 
 # Limits of the Scenario fields. Powers and energies stop at 1 GW / 1 GWh (beyond any single
@@ -66,6 +79,12 @@ MAX_PRICE_PER_KWH = 1e6  # the price of a kWh in the units of any currency
 MAX_CO2_KG_PER_KWH = 2.0  # above the dirtiest generation (lignite, about 1.2 kg/kWh)
 MAX_ARRIVALS_PER_HOUR = 10_000  # mean arrivals of the busiest hour: keeps the arrival table near 1 MB
 MAX_STAY_HOURS = 24
+MAX_LIMIT_PENALTY = 100.0  # weight of the grid-limit term: at most 100 times the whole preset
+MAX_FORECAST_NOISE_FRAC = 1.0  # relative error (standard deviation) of a forecast 24 h ahead
+WEATHER_YEARS = _profiles.WEATHER_YEARS
+#: The default split of the packaged years: training on four, evaluation on the two others.
+TRAIN_YEARS = ("2024", "syn1", "syn2", "syn3")
+EVAL_YEARS = ("syn4", "syn5")
 PROFILE_KEYS = ("path", "column", *_profiles.OPTIONS)
 
 
@@ -138,6 +157,39 @@ class _Text:
         elif not isinstance(value, str) or not value.strip():
             raise _Bad(value, "a non-empty string")
         return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Optional:
+    """None, or a value of ``check``."""
+
+    check: Any
+
+    def convert(self, value: Any, where: str = "") -> Any:
+        if value is None:
+            return None
+        try:
+            return self.check.convert(value, where)
+        except _Bad as bad:
+            raise _Bad(value, f"null (none) or {bad.accepted}", where) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Names:
+    """A non-empty list of distinct names out of ``choices``, stored as a tuple."""
+
+    choices: tuple[str, ...]
+
+    def convert(self, value: Any, where: str = "") -> tuple[str, ...]:
+        accepted = f"a non-empty list of distinct names out of {', '.join(self.choices)}"
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            raise _Bad(value, accepted)
+        for i, name in enumerate(value):
+            if not isinstance(name, str) or name not in self.choices:
+                raise _Bad(name, accepted, f"[{i}]")
+        if len(set(value)) != len(value):
+            raise _Bad(value, accepted)
+        return tuple(value)
 
 
 class _ProfileSpec:
@@ -214,7 +266,12 @@ _RULES = {name: _rule(check) for name, check in {
     "first_weekday": _Num(0, 6, "(Monday = 0)", integer=True),
     "reward": _Text(tuple(REWARD_PRESETS)),
     "peak_threshold_kw": _Num(0.0, 100 * MAX_POWER_KW, "kW"),
+    "grid_limit_kw": _Optional(_Num(0.0, MAX_POWER_KW, "kW", low_open=True)),
+    "grid_limit_penalty": _Num(0.0, MAX_LIMIT_PENALTY),
     "forecast_offsets": _Seq(_Num(0, HOURS_PER_YEAR - 1, "hours ahead", integer=True), 1, HOURS_PER_YEAR),
+    "pv_forecast_noise_frac": _Num(0.0, MAX_FORECAST_NOISE_FRAC, "(relative, 24 h ahead)"),
+    "mall_forecast_noise_frac": _Num(0.0, MAX_FORECAST_NOISE_FRAC, "(relative, 24 h ahead)"),
+    "weather_years": _Names(WEATHER_YEARS),
     "pv_profile": _ProfileSpec(),
     "mall_profile": _ProfileSpec(),
 }.items()}
@@ -271,8 +328,18 @@ class Scenario:
     # --- reward and observation scaling
     reward: str = "co2_focus"
     peak_threshold_kw: float = 2500.0
+    # --- grid connection: None = no limit; above it EV charging and the battery's grid charging
+    # are curtailed, what remains is a violation, penalised with this weight (docs/physics.md)
+    grid_limit_kw: float | None = None
+    grid_limit_penalty: float = 1.0
+    # --- observation: forecast hours ahead and the forecasts' relative error 24 h ahead (0 = perfect)
     forecast_offsets: tuple[int, ...] = (0, 1, 2, 3, 6, 12)
-    # --- profiles: None = the packaged 2024 profile; else a dict for profiles.load_profile
+    pv_forecast_noise_frac: float = 0.0
+    mall_forecast_noise_frac: float = 0.0
+    # --- profiles: the packaged weather years drawn from, one per episode (profiles.WEATHER_YEARS);
+    # a profile given here (an array or a dict for profiles.load_profile) replaces the packaged
+    # one in every year
+    weather_years: tuple[str, ...] = ("2024",)
     pv_profile: Mapping[str, Any] | None = None
     mall_profile: Mapping[str, Any] | None = None
 
@@ -300,6 +367,10 @@ class Scenario:
     @property
     def reward_weights(self) -> dict[str, float]:
         return REWARD_PRESETS[self.reward]
+
+    @property
+    def n_years(self) -> int:
+        return len(self.weather_years)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -338,6 +409,8 @@ class Scenario:
         need(sum(self.operating_factor) > 0 or (self.daily_moto == 0 and self.daily_taxi == 0),
              "operating_factor", "some positive factor when vehicles arrive")
         need(len(set(self.forecast_offsets)) == len(self.forecast_offsets), "forecast_offsets", "distinct hours")
+        need(len(self.weather_years) == 1 or self.pv_profile is None or self.mall_profile is None, "weather_years",
+             "a single year when both pv_profile and mall_profile are given (the years would be identical)")
         # Arrivals are drawn by inverse CDF from a table P(N <= k), k < K, per hour of day (env.py):
         # K is about m + 7 sqrt(m) for the busiest hour's mean m. m <= MAX_ARRIVALS_PER_HOUR keeps
         # K <= 10,705 and the table (24 x K float32 per vehicle type) at about 1 MB.
@@ -437,11 +510,12 @@ def _file_profile(spec: Mapping[str, Any], kind: str) -> _profiles.Profile:
     return _read_file(kind, key, (info.st_mtime_ns, info.st_size))
 
 
-def _profile(scn: Scenario, field: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def _profile(scn: Scenario, field: str, year: str) -> tuple[np.ndarray, tuple[str, ...]]:
     spec = getattr(scn, field)
     kind = "pv" if field == "pv_profile" else "load"
     if spec is None:
-        values, notes, source = _profiles.builtin_profile("pv_kw" if kind == "pv" else "mall_kw"), (), ""
+        values, notes = _profiles.builtin_profile("pv_kw" if kind == "pv" else "mall_kw", year), ()
+        source = "" if scn.weather_years == (_profiles.DEFAULT_YEAR,) else f" (weather year {year})"
     elif isinstance(spec, np.ndarray):
         values, notes, source = spec, (), ""
     else:
@@ -451,22 +525,57 @@ def _profile(scn: Scenario, field: str) -> tuple[np.ndarray, tuple[str, ...]]:
     return values, tuple(f"{field}{source}: {note}" for note in notes)
 
 
-def scenario_profiles(scn: Scenario) -> tuple[np.ndarray, np.ndarray]:
-    """The (pv_kw, mall_kw) hourly profiles of a scenario, read-only float64 arrays of 8,760 values.
+def _stack(scn: Scenario, field: str) -> np.ndarray:
+    array = np.stack([_profile(scn, field, year)[0] for year in scn.weather_years])
+    array.setflags(write=False)
+    return array
 
-    Checks the values (see ``_check_profile_values``) and that ``peak_threshold_kw`` lies below the
-    largest import the site can draw (mall peak + EV installed power + battery power), else the
-    peak term could never act.
+
+def mall_peak_kw(scn: Scenario) -> float:
+    """The largest mall load of the scenario's profile family (kW): the scale of the grid and mall features.
+
+    For the packaged mall profile, the largest over every packaged weather year (not only the
+    scenario's), so that a training and an evaluation scenario on other years share their reward
+    and observation scales; for a given profile, its own maximum.
     """
-    pv, _ = _profile(scn, "pv_profile")
-    mall, _ = _profile(scn, "mall_profile")
-    largest = float(mall.max()) + scn.ev_installed_kw + scn.power_kw
+    if scn.mall_profile is None:
+        return max(float(_profiles.builtin_profile("mall_kw", year).max()) for year in WEATHER_YEARS)
+    return float(_profile(scn, "mall_profile", scn.weather_years[0])[0].max())
+
+
+def scenario_profiles(scn: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    """The (pv_kw, mall_kw) hourly profiles of a scenario's weather years: read-only float64 ``[Y, 8760]``.
+
+    Row ``y`` belongs to ``weather_years[y]``. Checks the values (see ``_check_profile_values``)
+    and that ``peak_threshold_kw`` lies below the largest import the site can draw (mall peak +
+    EV installed power + battery power), else the peak term could never act.
+    """
+    pv = _stack(scn, "pv_profile")
+    mall = _stack(scn, "mall_profile")
+    peak = mall_peak_kw(scn)
+    largest = peak + scn.ev_installed_kw + scn.power_kw
     if scn.peak_threshold_kw >= largest:
         raise ValueError(
             f"scenario {scn.name!r}: peak_threshold_kw = {scn.peak_threshold_kw!r}; expected below the largest "
-            f"possible import {largest:g} kW (mall peak {float(mall.max()):g} + EV installed {scn.ev_installed_kw:g} "
+            f"possible import {largest:g} kW (mall peak {peak:g} + EV installed {scn.ev_installed_kw:g} "
             f"+ battery {scn.power_kw:g} kW)")
     return pv, mall
+
+
+def split_weather_years(scn: Scenario, train_years: tuple[str, ...] = TRAIN_YEARS,
+                        eval_years: tuple[str, ...] = EVAL_YEARS) -> tuple[Scenario, Scenario]:
+    """A training and an evaluation copy of ``scn`` on disjoint weather years.
+
+    Refuses (one-line ValueError) a year in both lists, so an evaluation can never see a
+    training year; each list is checked like the ``weather_years`` field.
+    """
+    train = scn.replace(weather_years=tuple(train_years))
+    test = scn.replace(weather_years=tuple(eval_years))
+    shared = [year for year in test.weather_years if year in train.weather_years]
+    if shared:
+        raise ValueError(f"scenario {scn.name!r}: eval_years = {list(test.weather_years)!r} share "
+                         f"{', '.join(shared)} with train_years = {list(train.weather_years)!r}; expected disjoint years")
+    return train, test
 
 
 def profile_notes(scn: Scenario) -> list[str]:
@@ -477,7 +586,7 @@ def profile_notes(scn: Scenario) -> list[str]:
     February)"``. Empty for the packaged profiles and for arrays given in code. A training run
     records these lines in its log and its resolved configuration.
     """
-    return [note for field in ("pv_profile", "mall_profile") for note in _profile(scn, field)[1]]
+    return [note for field in ("pv_profile", "mall_profile") for note in _profile(scn, field, scn.weather_years[0])[1]]
 
 
 def fingerprint(scn: Scenario, pv_kw: np.ndarray | None = None, mall_kw: np.ndarray | None = None) -> str:
