@@ -274,6 +274,21 @@ def test_bad_input_names_the_field_and_the_accepted_values():
         O.solve(_site(), _hz([0], [0], [1]), "grid", relax=True)
     with pytest.raises(ValueError, match=r"^hours: expected an integer >= 1, got 0$"):
         make_controller("optimum_cost", env, params, KEY, 0)
-    site = Site(**{**Site.from_env(env, params).__dict__, "weights": {"co2": 0.5, "demand": 0.5}})
-    with pytest.raises(ValueError, match=r"^reward term 'demand' \(weight 0.5\) has no linear model; accepted: co2"):
+    site = Site(**{**Site.from_env(env, params).__dict__, "weights": {"co2": 0.5, "comfort": 0.5}})
+    with pytest.raises(ValueError, match=r"^reward term 'comfort' \(weight 0.5\) has no linear model; accepted: co2"):
         O.solve(site, _hz([0], [0], [1]), "reward")
+
+
+def test_reward_optimum_of_the_peak_preset_replays_with_the_demand_term():
+    """The peak preset's reward (demand term included) optimised across a month boundary and
+    replayed: the env's return equals the solver's, and it is no worse than the evening rule on
+    its return or on the sum of the billing-month peaks."""
+    env, params = make_env("iquitos-38", reward="peak", start_hour=(31 - 2) * 24)  # 30 Jan, 3 days
+    plan = O.optimum_plan(env, params, KEY, 72, "reward")
+    trace = run_episode(env, params, plan, KEY, 72)
+    check = O.check_plan(env, params, KEY, plan, 72, trace)
+    assert check["ok"], check
+    assert trace["totals"]["return"] == pytest.approx(check["solver"], abs=1e-3)
+    rule = run_episode(env, params, make_controller("rule", env, params), KEY, 72)
+    assert trace["totals"]["return"] >= rule["totals"]["return"] - 1e-4
+    assert trace["totals"]["monthly_peaks_sum_kw"] <= rule["totals"]["monthly_peaks_sum_kw"] + 1e-2

@@ -84,8 +84,10 @@ class MPC:
         self.horizon = int(horizon)
         self.site = Site.from_env(env, params)
         self.n_sockets = env.n_sockets
-        self._pv = np.asarray(params.pv_kw, np.float64)
-        self._mall = np.asarray(params.mall_kw, np.float64)
+        # profiles of every weather year [Y, 8760]; an episode's own year is chosen per decision
+        self._pv_years = np.asarray(params.pv_kw, np.float64).reshape(-1, HOURS_PER_YEAR)
+        self._mall_years = np.asarray(params.mall_kw, np.float64).reshape(-1, HOURS_PER_YEAR)
+        self._pv, self._mall = self._pv_years[0], self._mall_years[0]
         self.forecast = forecast
         self.expected_ev_kw = expected_ev_kw
         self.sessions = sessions
@@ -113,22 +115,23 @@ class MPC:
         out = jax.ShapeDtypeStruct((1 + self.n_sockets,), jnp.float32)
         return jax.pure_callback(
             self._host, out, state.t, state.k, state.energy_kwh, state.occupied, state.need_kwh, state.hours_left,
-            jnp.asarray(params.max_steps_in_episode, jnp.int32), vmap_method="broadcast_all",
+            jnp.asarray(params.max_steps_in_episode, jnp.int32), jnp.asarray(getattr(state, "year", 0), jnp.int32),
+            vmap_method="broadcast_all",
         )
 
-    def _host(self, t, k, energy, occupied, need, hours_left, episode_len) -> np.ndarray:
+    def _host(self, t, k, energy, occupied, need, hours_left, episode_len, year) -> np.ndarray:
         tic = time.perf_counter()
         occupied = np.asarray(occupied, bool)
         batched = occupied.ndim == 2
         rows = occupied.shape[0] if batched else 1
         flat = lambda a: np.broadcast_to(np.asarray(a), (rows,)) if batched else np.asarray(a).reshape(1)  # noqa: E731
-        t, k, energy, episode_len = flat(t), flat(k), flat(energy), flat(episode_len)
+        t, k, energy, episode_len, year = flat(t), flat(k), flat(energy), flat(episode_len), flat(year)
         occupied = occupied.reshape(rows, -1)
         need = np.asarray(need, np.float64).reshape(rows, -1)
         hours_left = np.asarray(hours_left).reshape(rows, -1)
         out = np.stack([
             self.decide(r, int(t[r]), int(k[r]), float(energy[r]), occupied[r], need[r], hours_left[r],
-                        int(episode_len[r]))
+                        int(episode_len[r]), int(year[r]))
             for r in range(rows)
         ]).astype(np.float32)
         self.stats["host_seconds"] += time.perf_counter() - tic
@@ -218,8 +221,10 @@ class MPC:
                        month_peak0_kw=month_peak0, evening_peak0_kw=evening_peak0)
 
     def decide(self, row: int, t: int, k: int, energy: float, occupied: np.ndarray, need: np.ndarray,
-               hours_left: np.ndarray, episode_len: int) -> np.ndarray:
-        """The action at step ``k`` of the episode in batch row ``row`` (host side)."""
+               hours_left: np.ndarray, episode_len: int, year: int = 0) -> np.ndarray:
+        """The action at step ``k`` of the episode in batch row ``row`` (host side); ``year`` is the
+        index of the episode's weather year (its profiles are the MPC's perfect forecasts)."""
+        self._pv, self._mall = self._pv_years[year], self._mall_years[year]
         rec = self._record(row, t, k, energy, occupied, need)
         hz = self.horizon_at(t, k, energy, occupied, need, hours_left, episode_len, rec)
         opt = solve(self.site, hz, self.objective, time_limit_s=self.time_limit_s, tie_ramp=1.0)

@@ -353,17 +353,23 @@ def _peak(ctx: TermContext, w: float) -> float:
     return 0.0
 
 
-#: The linear model of every reward term, by the environment's term name. A term the environment
-#: adds later is one entry here; e.g. a monthly demand term that charges each hour's increase of
-#: the month-to-date peak import (so that it sums to the month's peak) is
-#: ``lambda ctx, w: (ctx.reward(ctx.month_peaks(), -w / scale_kw), 0.0)[1]`` with the
-#: environment's scale of that term.
+def _demand(ctx: TermContext, w: float) -> float:
+    """``-(max(import, month_peak) - month_peak) / grid_ref_kw`` each hour, where ``month_peak`` is
+    the month-to-date peak import: over a billing month the terms add to ``-peak_m / grid_ref_kw``,
+    so the model is the monthly-peak epigraph variables (docs/physics.md)."""
+    ctx.reward(ctx.month_peaks(), -w / ctx.site.grid_ref_kw)
+    return 0.0
+
+
+#: The linear model of every reward term, by the environment's term name; a term the environment
+#: adds later is one entry here.
 REWARD_TERM_MODELS: dict[str, RewardTerm] = {
     "co2": _co2,
     "cost": _cost,
     "solar": _solar,
     "ev": _ev,
     "peak": _peak,
+    "demand": _demand,
 }
 
 
@@ -697,10 +703,11 @@ def episode_horizon(env: Any, params: Any, key: jax.Array, hours: int | None = N
     run, shared through :func:`~oe3jax.control.sessions.record_sessions`) and that run's trace."""
     sessions, trace = record_sessions(env, params, key, hours)
     t = np.asarray(trace["t"])
+    year = np.asarray(trace["year"])
     hz = Horizon(
         t=t,
-        pv_kw=np.asarray(params.pv_kw, np.float64)[t],
-        mall_kw=np.asarray(params.mall_kw, np.float64)[t],
+        pv_kw=np.asarray(params.pv_kw, np.float64)[year, t],
+        mall_kw=np.asarray(params.mall_kw, np.float64)[year, t],
         sessions=sessions,
         energy0_kwh=float(trace["energy_kwh"][0]),
     )

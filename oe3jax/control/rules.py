@@ -80,8 +80,8 @@ def make_rule_based(scenario: Scenario, discharge_hours: Sequence[int] = RULE_DI
     def act(obs: jax.Array, state: Any, params: Any) -> jax.Array:
         t = state.t
         ev_kwh = jnp.sum(jnp.where(state.occupied, jnp.minimum(ratings, state.need_kwh), 0.0))
-        load_kwh = params.mall_kw[t] + ev_kwh
-        surplus_kwh = jnp.maximum(params.pv_kw[t] - load_kwh, 0.0)
+        load_kwh = params.mall_kw[state.year, t] + ev_kwh
+        surplus_kwh = jnp.maximum(params.pv_kw[state.year, t] - load_kwh, 0.0)
         charge_frac = jnp.minimum(surplus_kwh, power_kw) / power_kw * (1.0 - _SURPLUS_MARGIN_FRAC)
         battery = jnp.where(
             surplus_kwh > 0.0, charge_frac, jnp.where(discharge_j[t % 24], -1.0, 0.0)
