@@ -1,51 +1,49 @@
 #!/usr/bin/env python
-"""Print where a run directory stands: per algorithm, steps done, checkpoints, last progress row.
+"""Where a run stands, per agent and for the pipeline, from its directory alone.
 
-    python scripts/status.py results/runs/ppo-iquitos-128
+    python scripts/status.py results/runs/all-iquitos-128            # once
+    python scripts/status.py results/runs/all-iquitos-128 --watch    # refreshed every 5 s
+    python scripts/status.py results/runs/all-iquitos-128 --json     # for scripts
 """
 from __future__ import annotations
 
-import csv
+import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oe3jax.training.checkpoint import CheckpointError, complete_steps, read_meta  # noqa: E402
+from oe3jax.training.status import StatusError, format_status, run_status  # noqa: E402
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: status.py RUN_DIR", file=sys.stderr)
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="status.py", description="Where a training run stands.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 5) until the run finishes or Ctrl-C")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = p.parse_args(argv)
+    if args.watch is not None and not args.watch > 0:
+        print("error: --watch: expected a number of seconds > 0", file=sys.stderr)
         return 2
-    run_dir = Path(argv[0])
-    ckpt_root = run_dir / "checkpoints"
-    if not ckpt_root.is_dir():
-        print(f"error: {run_dir} has no checkpoints/ directory", file=sys.stderr)
+    try:
+        while True:
+            st = run_status(args.run_dir)
+            text = json.dumps(st, indent=1) if args.json else format_status(st)
+            if args.watch is not None and sys.stdout.isatty():
+                print("\033[2J\033[H", end="")
+            print(text, flush=True)
+            if args.watch is None or st["finished"]:
+                return 0
+            time.sleep(args.watch)
+    except StatusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    for algo_dir in sorted(p for p in ckpt_root.iterdir() if p.is_dir()):
-        steps = complete_steps(algo_dir)
-        if not steps:
-            print(f"{algo_dir.name}: no complete checkpoint yet")
-            continue
-        try:
-            meta = read_meta(algo_dir / str(steps[-1]))
-        except CheckpointError as exc:
-            print(f"{algo_dir.name}: {exc}")
-            continue
-        total = meta["config"]["total_steps"]
-        state = "finished" if meta.get("final") else "in progress"
-        print(f"{algo_dir.name}: {state}, {meta['env_steps_per_seed']:,}/{total:,} env steps per seed "
-              f"({meta['episodes_done']} episodes), checkpoints at {steps} env steps per env")
-        csv_path = run_dir / "progress" / f"{algo_dir.name}_progress.csv"
-        if csv_path.is_file():
-            with open(csv_path, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            if rows:
-                last = rows[-1]
-                print("  last row: " + ", ".join(f"{k}={v}" for k, v in last.items() if v != ""))
-    return 0
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

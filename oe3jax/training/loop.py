@@ -37,7 +37,7 @@ from oe3jax.training.checkpoint import (
 from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
 from oe3jax.training.files import atomic_write_text
 from oe3jax.training import resources
-from oe3jax.training.progress import ProgressCSV, TensorBoard, chunk_rows, fmt_duration
+from oe3jax.training.progress import LiveStatus, ProgressCSV, TensorBoard, chunk_rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,13 +255,26 @@ def _announce(plan: Plan, out: Any) -> None:
         _say(out, f"[{plan.name}] {line}" + (f"; x {seeds} seeds = {nbytes * seeds / 1e9:.2f} GB" if seeds > 1 else ""))
 
 
+def _status_extra(plan: Plan) -> dict[str, Any]:
+    """What the status file says besides progress: the run's shape and its replay buffer."""
+    cfg = plan.cfg
+    extra: dict[str, Any] = {"num_envs": plan.num_envs, "checkpoint_every": cfg["checkpoint"]["every"],
+                             "steps_per_env_per_update": plan.steps_per_env}
+    if hasattr(plan.algo, "buffer_nbytes"):
+        obs_dim = int(np.prod(plan.env.observation_space(plan.env_params).shape))
+        act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
+        nbytes, _ = plan.algo.buffer_nbytes(cfg, obs_dim, act_dim)
+        extra["buffer_capacity"] = int(cfg[cfg["algo"]]["buffer_size"])
+        extra["buffer_bytes"] = int(nbytes) * cfg["seeds"]
+    return extra
+
+
 class _Programs:
     """The compiled chunk programs of a plan, by number of updates (usually one or two)."""
 
-    def __init__(self, plan: Plan, out: Any):
-        self.plan, self.out = plan, out
+    def __init__(self, plan: Plan, status: LiveStatus):
+        self.plan, self.status = plan, status
         self.compiled: dict[int, Any] = {}
-        self.compile_s = 0.0
 
     def get(self, n: int, state: Any) -> Any:
         import jax
@@ -273,9 +286,9 @@ class _Programs:
             donate = (0,) if jax.default_backend() != "cpu" else ()
             self.compiled[n] = jax.jit(jax.vmap(chunk), donate_argnums=donate).lower(state).compile()
             dt = time.perf_counter() - t0
-            self.compile_s += dt
-            _say(self.out, f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
-                           f"steps x {plan.cfg['seeds']} seed(s) in {dt:.1f} s")
+            self.status.compiled(dt)
+            self.status.say(f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
+                            f"steps x {plan.cfg['seeds']} seed(s) in {dt:.1f} s")
         return self.compiled[n]
 
 
@@ -297,9 +310,11 @@ def train_agent(
     try:
         state, progress = _start(plan, ckpts, init_fn, learning.seed_keys(cfg), out)
         tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] else None
-        programs = _Programs(plan, out)
         total, per_update, seeds = plan.total_updates, plan.steps_per_update, cfg["seeds"]
-        start_updates, t_start, last_print = progress.updates, time.perf_counter(), -math.inf
+        status = LiveStatus(run_dir, plan.name, total_steps=total * per_update, seeds=seeds,
+                            done_steps=progress.updates * per_update, print_every_s=cfg["log"]["print_every_s"],
+                            out=out, extra=_status_extra(plan))
+        programs = _Programs(plan, status)
         while progress.updates < total:
             n = min(plan.chunk_updates - progress.updates % plan.chunk_updates, total - progress.updates)
             fn = programs.get(n, state)
@@ -314,16 +329,7 @@ def train_agent(
                                            n * per_update * seeds / max(dt, 1e-9)))
             if tb is not None:
                 tb.write(metrics, step)
-            now = time.perf_counter()
-            if now - last_print >= cfg["log"]["print_every_s"] or progress.updates == total:
-                last_print = now
-                busy = now - t_start - programs.compile_s
-                rate = (progress.updates - start_updates) * per_update * seeds / max(busy, 1e-9)
-                eta = (total - progress.updates) * per_update * seeds / max(rate, 1e-9)
-                reward = float(np.mean(np.asarray(metrics["reward_avg"])))
-                _say(out, f"[{plan.name}] {step:>12,}/{total * per_update:,} steps "
-                          f"({100.0 * progress.updates / total:5.1f}%)  {rate:,.0f} steps/s  "
-                          f"ETA {fmt_duration(eta)}  reward {reward:.4g}")
+            status.chunk(step, dt, float(np.mean(np.asarray(metrics["reward_avg"]))))
             if progress.updates // plan.every_updates > prev // plan.every_updates or progress.updates == total:
                 ckpt_step = progress.updates * plan.steps_per_env
                 ckpts.save(ckpt_step, state, _meta(plan, progress, progress.updates == total))
@@ -331,6 +337,7 @@ def train_agent(
                     ckpts.wait()
                     on_checkpoint(ckpt_step)
         ckpts.wait()
+        status.close("evaluating" if cfg["eval"]["enabled"] and comps.evaluate is not None else "finished")
         if tb is not None:
             tb.close()
     finally:
@@ -340,6 +347,8 @@ def train_agent(
             print(f"warning: {exc}", file=sys.stderr)
 
     evaluation = evaluate_run(plan, state, progress.updates, comps, out)
+    if evaluation is not None:
+        status.write("finished")
     return Result(plan.name, progress.updates * plan.steps_per_env, progress.updates, state, evaluation)
 
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import json
 import math
+import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oe3jax.training.files import append_text, atomic_write_text, storage_error
+from oe3jax.training.files import StorageError, append_text, atomic_write_text, storage_error
 
 CSV_COLUMNS = (
     "episode",        # episodes finished so far by this seed (all its environments together)
@@ -140,3 +143,128 @@ class TensorBoard:
 
     def close(self) -> None:
         self.writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Live status: a progress bar (or plain lines) and a heartbeat file other processes can read
+# --------------------------------------------------------------------------------------------
+
+def status_path(run_dir: Path, name: str) -> Path:
+    """``progress/<algo>_status.json``: what the training process last said about itself."""
+    return Path(run_dir) / "progress" / f"{name}_status.json"
+
+
+def _memory() -> tuple[int | None, dict[str, Any] | None, str]:
+    """(host RSS of this process, the first accelerator's memory statistics or None, device name)."""
+    import jax
+
+    try:
+        import psutil
+
+        rss: int | None = int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - memory figures are informative only
+        rss = None
+    dev = jax.local_devices()[0]
+    stats = None
+    try:
+        raw = dev.memory_stats()
+    except Exception:  # noqa: BLE001 - CPU backends do not report
+        raw = None
+    if raw:
+        stats = {k: int(raw[k]) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit") if k in raw}
+    return rss, stats, f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}"
+
+
+class LiveStatus:
+    """Progress of one agent while it trains.
+
+    On a terminal: a ``rich`` progress bar with steps, steps/s, ETA and the latest reward. Elsewhere
+    (CI, logs): a plain line at most every ``print_every_s`` seconds. After every chunk it also
+    rewrites ``progress/<algo>_status.json`` atomically (steps, rate, ETA, compile time, process
+    id, host and accelerator memory), which ``scripts/status.py`` reads from another terminal. No
+    callback runs inside the compiled chunk: everything here happens between chunks.
+    """
+
+    def __init__(self, run_dir: Path, name: str, *, total_steps: int, seeds: int, done_steps: int,
+                 print_every_s: float, out: Any, extra: Mapping[str, Any] | None = None):
+        self.path = status_path(run_dir, name)
+        self.name, self.total, self.seeds, self.out = name, int(total_steps), int(seeds), out
+        self.print_every_s = print_every_s
+        self.extra = dict(extra or {})
+        self.started = time.time()
+        self.start_steps = self.steps = int(done_steps)
+        self.busy_s = 0.0
+        self.compile_s = 0.0
+        self.rate = math.nan
+        self.reward = math.nan
+        self._last_print = -math.inf
+        self._bar = None
+        self._task = None
+        if getattr(out, "isatty", lambda: False)():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+            self._bar = Progress(
+                TextColumn(f"[bold]{name}[/bold]"), BarColumn(), TaskProgressColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+                TextColumn("{task.fields[rate]} steps/s  ETA {task.fields[eta]}  reward {task.fields[reward]}"),
+                console=Console(file=out), transient=False,
+            )
+            self._task = self._bar.add_task(name, total=self.total, completed=self.steps, rate="-", eta="?", reward="-")
+            self._bar.start()
+        self.write("starting")
+
+    def say(self, text: str) -> None:
+        """A message that does not tear the bar."""
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def compiled(self, seconds: float) -> None:
+        self.compile_s += seconds
+
+    @property
+    def eta_s(self) -> float:
+        left = (self.total - self.steps) * self.seeds
+        return left / self.rate if self.rate and math.isfinite(self.rate) and self.rate > 0 else math.nan
+
+    def chunk(self, steps: int, seconds: float, reward: float) -> None:
+        """After a chunk: ``steps`` env steps per seed done so far, the chunk's wall time."""
+        self.busy_s += seconds
+        self.steps = int(steps)
+        self.rate = (self.steps - self.start_steps) * self.seeds / max(self.busy_s, 1e-9)
+        self.reward = float(reward)
+        self.write("training")
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.steps, rate=f"{self.rate:,.0f}",
+                             eta=fmt_duration(self.eta_s), reward=f"{self.reward:.4g}")
+            return
+        now = time.perf_counter()
+        if now - self._last_print >= self.print_every_s or self.steps >= self.total:
+            self._last_print = now
+            print(f"[{self.name}] {self.steps:>12,}/{self.total:,} steps ({100.0 * self.steps / self.total:5.1f}%)  "
+                  f"{self.rate:,.0f} steps/s  ETA {fmt_duration(self.eta_s)}  reward {self.reward:.4g}",
+                  file=self.out, flush=True)
+
+    def write(self, phase: str) -> None:
+        rss, device_memory, device = _memory()
+        doc = {
+            "algo": self.name, "phase": phase, "pid": os.getpid(),
+            "started_at": self.started, "updated_at": time.time(),
+            "step": self.steps, "total_steps": self.total, "seeds": self.seeds,
+            "steps_per_s": None if not math.isfinite(self.rate) else self.rate,
+            "eta_s": None if not math.isfinite(self.eta_s) else self.eta_s,
+            "compile_s": self.compile_s, "train_s": self.busy_s, "reward_avg": None if math.isnan(self.reward) else self.reward,
+            "device": device, "device_memory": device_memory, "host_rss_bytes": rss, **self.extra,
+        }
+        try:
+            atomic_write_text(self.path, json.dumps(doc, indent=1))
+        except StorageError:
+            pass  # the status file is informative; a full disk is reported by the files that matter
+
+    def close(self, phase: str) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        self.write(phase)
