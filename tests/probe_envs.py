@@ -10,6 +10,8 @@ Each one isolates one thing a continuous-control learner must get right:
                         limit (true value 1 / (1 - gamma)) instead of treating it as terminal?
 ``SocketTargetEnv``     an ``obs_layout`` like the EV park: each socket's optimal action is its own
                         feature, the battery's the global feature.
+``NaNRewardEnv``        every reward is NaN: every loss and gradient is, so no gradient step may
+                        change anything.
 
 All follow the gymnax >= 1.0 contract (``step_env`` returns five values; ``step`` adds truncation
 from ``state.time >= params.max_steps_in_episode`` and auto-resets).
@@ -125,6 +127,13 @@ class ConstantRewardEnv(_ProbeEnv):
 
     def _reward(self, state, action):
         return jnp.asarray(1.0), jnp.array(False), state.memory
+
+
+class NaNRewardEnv(_ProbeEnv):
+    """One-step episodes whose reward is NaN."""
+
+    def _reward(self, state, action):
+        return jnp.asarray(jnp.nan), jnp.array(True), state.memory
 
 
 class SocketLayout(NamedTuple):

@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from probe_envs import ConstantRewardEnv, ObsActionEnv, SocketTargetEnv, TargetActionEnv, TwoStepEnv
+from probe_envs import ConstantRewardEnv, NaNRewardEnv, ObsActionEnv, SocketTargetEnv, TargetActionEnv, TwoStepEnv
 
-from oe3jax.learning import networks
-from oe3jax.learning import a2c, common, ppo
+from oe3jax.learning import METRIC_KEYS, a2c, networks, normalize, onpolicy, ppo
 from oe3jax.schema import ConfigError, resolve
 
 ALGOS = {"ppo": ppo, "a2c": a2c}
@@ -21,6 +20,7 @@ ENVS = {
     "two_step": TwoStepEnv,
     "constant": ConstantRewardEnv,
     "sockets": SocketTargetEnv,
+    "nan_reward": NaNRewardEnv,
 }
 SMALL = {"ppo": {"num_envs": 8, "num_steps": 8, "num_minibatches": 2, "lr": 3e-3},
          "a2c": {"num_envs": 8, "num_steps": 8, "lr": 3e-3}}
@@ -74,8 +74,8 @@ def test_ppo_value_bootstraps_at_truncation():
     # Treating the time limit as terminal would give at most 1 + 0.9 + 0.81 + 0.729 = 3.44.
     state, metrics, _ = train("ppo", "constant", updates=100, gamma=0.9)
     env = ConstantRewardEnv()
-    nets = common.Networks(env, env.default_params, make_cfg("ppo", gamma=0.9))
-    obs = common.obs_normalize(state.obs_norm, jnp.ones(1), 0.1, 10.0)
+    nets = onpolicy.ActorCritic(env, env.default_params, make_cfg("ppo", gamma=0.9))
+    obs = normalize.obs_normalize(state.obs_norm, jnp.ones(1), 0.1, 10.0)
     assert float(nets.critic.apply(state.params["critic"], obs)) == pytest.approx(10.0, rel=0.05)
     assert float(metrics["ep_return"]) / float(metrics["episodes"]) == pytest.approx(4.0)
 
@@ -108,6 +108,24 @@ def test_each_precision_learns_and_keeps_float32_state(precision):
         assert scale >= 1.0 and np.isfinite(float(metrics["nonfinite_skips"]))
     else:
         assert scale == 1.0 and float(metrics["nonfinite_skips"]) == 0.0
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_float32_nonfinite_steps_are_skipped_and_counted(algo):
+    # Every reward is NaN, so is every advantage, loss and gradient: each gradient step must be
+    # skipped and counted, and parameters and optimizer state must stay as they were.
+    updates = 3
+    _, _, init, chunk = _program(algo, "nan_reward", updates, "float32", None, (("kind", "mlp"),), ())
+    before = init(jax.random.PRNGKey(0))
+    after, metrics = chunk(before)
+    for new, old in zip(jax.tree.leaves((after.params, after.opt_state)),
+                        jax.tree.leaves((before.params, before.opt_state)), strict=True):
+        np.testing.assert_array_equal(new, old)
+    steps_per_update = {"ppo": 4 * 2, "a2c": 1}[algo]  # ppo: update_epochs x num_minibatches
+    assert float(metrics["nonfinite_skips"]) == updates * steps_per_update
+    assert set(METRIC_KEYS) <= set(metrics)
+    assert all(np.isfinite(float(metrics[k])) for k in ("actor_loss", "critic_loss", "entropy"))
+    assert int(after.update_count) == updates
 
 
 def test_seeds_differ_and_same_seed_gives_same_bits():

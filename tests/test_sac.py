@@ -10,11 +10,11 @@ import pytest
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from oe3jax.learning import METRIC_KEYS, networks, sac
 from oe3jax.learning import buffer as rb
-from oe3jax.learning import METRIC_KEYS, sac
 from oe3jax.schema import ConfigError, resolve
 from oe3jax.learning.networks import NETWORK_SPEC
-from probe_envs import SocketTargetEnv
+from probe_envs import NaNRewardEnv, SocketTargetEnv
 
 
 @struct.dataclass
@@ -170,6 +170,24 @@ def test_float16_learns_with_loss_scaling_and_skips_overflows():
     assert _policy_error(cfg, state) < 0.12
 
 
+def test_float32_nonfinite_steps_are_skipped_and_counted():
+    # Every reward is NaN, so is every critic target, loss and gradient: each gradient step must
+    # be skipped and counted, and the learner must stay as it was.
+    env = NaNRewardEnv()
+    cfg = _cfg(num_envs=2, batch_size=4, learning_starts=4)
+    before = sac.init(jax.random.key(0), env, env.default_params, cfg)
+    after, metrics = jax.jit(sac.make_update_chunk(env, env.default_params, cfg, 5))(before)
+    # Learning starts once 4 env steps are collected: after the 2nd of the 5 updates.
+    assert int(after.learner.grad_steps) == 4 == int(after.learner.skipped_steps)
+    assert float(metrics["nonfinite_skips"]) == 4.0
+    ln0, ln1 = before.learner, after.learner
+    for new, old in zip(jax.tree.leaves((ln1.actor_params, ln1.critic_params, ln1.target_critic_params, ln1.log_alpha,
+                                         ln1.actor_opt, ln1.critic_opt, ln1.alpha_opt)),
+                        jax.tree.leaves((ln0.actor_params, ln0.critic_params, ln0.target_critic_params, ln0.log_alpha,
+                                         ln0.actor_opt, ln0.critic_opt, ln0.alpha_opt)), strict=True):
+        np.testing.assert_array_equal(new, old)
+
+
 def test_bfloat16_socket_shared_learns_socket_probe():
     env = SocketTargetEnv(n_sockets=3)
     cfg = _cfg("bfloat16", network={"kind": "socket_shared", "hidden_sizes": [32], "socket_hidden_sizes": [32],
@@ -208,7 +226,7 @@ def test_truncation_bootstraps_and_termination_does_not():
 
 def test_squashed_gaussian_log_prob_matches_change_of_variables():
     mean, log_std = jnp.array([[0.3, -1.2]]), jnp.array([[-0.5, 0.2]])
-    action, logp = sac.squashed_gaussian(jax.random.key(0), mean, log_std)
+    action, logp = networks.sample_tanh_gaussian(jax.random.key(0), mean, log_std)
     # Independent computation: u = atanh(a), density of N(mean, std) at u divided by |da/du|.
     a = np.asarray(action, np.float64)
     u = np.arctanh(a)
