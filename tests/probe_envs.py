@@ -145,14 +145,23 @@ class SocketLayout(NamedTuple):
 class SocketTargetEnv(_ProbeEnv):
     """EV-park-shaped probe: obs = ``[g, f_0, ..., f_{n-1}]`` (one global value, one feature per
     socket, uniform in [-0.8, 0.8]); action ``[battery, s_0, ..., s_{n-1}]``; reward
-    ``-mean((battery - g)^2, (s_i - f_i)^2)``. One-step episodes; optimum ``action = obs``."""
+    ``-mean((battery - g)^2, (s_i - f_i)^2)``, or with ``error="absolute"``
+    ``-mean(|battery - g|, |s_i - f_i|)``. One-step episodes; optimum ``action = obs``.
 
-    def __init__(self, n_sockets: int = 3):
+    The absolute error keeps its slope at the optimum, so an optimum read off a learned critic
+    (SAC) is sharp; the squared error is flat there."""
+
+    def __init__(self, n_sockets: int = 3, error: str = "squared"):
+        if error not in ("squared", "absolute"):
+            raise ValueError(f"error: expected 'squared' or 'absolute', got {error!r}")
         self.obs_layout = SocketLayout(1, n_sockets, 1)
         self.obs_dim = self.action_dim = 1 + n_sockets
+        self.error = error
 
     def _obs(self, key, time, memory):
         return jax.random.uniform(key, (self.obs_dim,), jnp.float32, -0.8, 0.8)
 
     def _reward(self, state, action):
-        return -jnp.mean((action - state.obs) ** 2), jnp.array(True), state.memory
+        diff = action - state.obs
+        err = jnp.abs(diff) if self.error == "absolute" else diff**2
+        return -jnp.mean(err), jnp.array(True), state.memory
