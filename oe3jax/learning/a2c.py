@@ -24,7 +24,6 @@ import optax
 
 from oe3jax.learning import gradient, onpolicy
 from oe3jax.learning.onpolicy import Batch, OnPolicyState
-from oe3jax.learning.precision import make_loss_scaler
 from oe3jax.schema import Field
 
 NAME = "a2c"
@@ -47,20 +46,9 @@ def _optimizer(c: Mapping[str, Any]) -> optax.GradientTransformation:
     return onpolicy.make_optimizer(c["optimizer"], c["lr"], c["max_grad_norm"], c["opt_eps"], c["rmsprop_decay"])
 
 
-_ON_POLICY = onpolicy.OnPolicy(NAME, _section, _optimizer)
-env_steps_per_update = _ON_POLICY.env_steps_per_update
-init = _ON_POLICY.init
-make_policy = _ON_POLICY.make_policy
-policy_params = onpolicy.policy_params
-
-
-def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_updates: int) -> onpolicy.Chunk:
-    """``chunk(state) -> (state, metrics)``: ``num_updates`` A2C updates in one ``lax.scan``."""
-    c = _section(cfg)
-    nets = onpolicy.ActorCritic(env, env_params, cfg)
-    tx = _optimizer(c)
-    scaler = make_loss_scaler(cfg["precision"])
-    batch_size = c["num_envs"] * c["num_steps"]
+def _make_learn(setup: onpolicy.LearnSetup) -> onpolicy.LearnFn:
+    """A2C's learning step: one :func:`gradient.gradient_step` on the whole batch."""
+    c, nets, tx, scaler = setup.algo_cfg, setup.nets, setup.tx, setup.scaler
 
     def loss_fn(params: Any, b: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
         logp, entropy, value = nets.log_prob_entropy_value(params, b.obs, b.u)
@@ -75,12 +63,19 @@ def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_upd
 
     def learn(key: jax.Array, state: OnPolicyState, batch: Batch) -> tuple[OnPolicyState, dict[str, jax.Array]]:
         del key
-        flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
         params, opt_state, loss_scale, skipped, aux = gradient.gradient_step(
-            lambda p: loss_fn(p, flat), tx, scaler, state.params, state.opt_state, state.loss_scale
+            lambda p: loss_fn(p, batch), tx, scaler, state.params, state.opt_state, state.loss_scale
         )
         # A skipped step reports zero losses, as PPO's minibatch statistics do.
         metrics = {**{k: jnp.where(skipped > 0, 0.0, v) for k, v in aux.items()}, "nonfinite_skips": skipped}
         return state.replace(params=params, opt_state=opt_state, loss_scale=loss_scale), metrics
 
-    return _ON_POLICY.make_chunk(env, env_params, cfg, num_updates, nets, learn)
+    return learn
+
+
+_ON_POLICY = onpolicy.OnPolicy(NAME, _section, _optimizer, _make_learn)
+env_steps_per_update = _ON_POLICY.env_steps_per_update
+init = _ON_POLICY.init
+make_update_chunk = _ON_POLICY.make_update_chunk
+make_policy = _ON_POLICY.make_policy
+policy_params = onpolicy.policy_params

@@ -6,9 +6,9 @@
   as a time-major :class:`Trajectory` ``[num_steps, num_envs, ...]``;
 - :func:`gae` and :func:`make_batch`: advantages and value targets that bootstrap truncated
   episodes from their true final observation;
-- :class:`OnPolicy`: the parts of the algorithm interface (:class:`oe3jax.learning.Algorithm`)
-  that are the same for both, and the update-chunk skeleton into which each algorithm plugs its
-  own ``learn`` step (PPO: epochs of minibatches; A2C: one step on the whole rollout).
+- :class:`OnPolicy`: the algorithm interface (:class:`oe3jax.learning.Algorithm`) of both, with
+  the update chunk into which each algorithm plugs its own ``learn`` step (PPO: epochs of
+  minibatches; A2C: one step on the whole trajectory).
 
 The train state holds PRNG key *data*; :func:`oe3jax.learning.stepping.as_key` wraps it.
 """
@@ -27,7 +27,7 @@ from flax import struct
 
 from oe3jax.learning import networks, normalize, stepping
 from oe3jax.learning.normalize import Normalizer, ObsNormState
-from oe3jax.learning.precision import LossScaleState, compute_dtype, make_loss_scaler
+from oe3jax.learning.precision import LossScaler, LossScaleState, compute_dtype, make_loss_scaler
 from oe3jax.schema import ConfigError, Field
 
 _F32 = jnp.float32
@@ -155,7 +155,7 @@ class Trajectory:
 
 @struct.dataclass
 class Batch:
-    """A trajectory ready for learning, time-major ``[T, N, ...]`` (flattened by the learners)."""
+    """A trajectory ready for learning: time-major ``[T, N, ...]``, flattened to ``[T * N, ...]`` for ``learn``."""
 
     obs: jax.Array          # normalised observation
     u: jax.Array            # pre-squash action sample
@@ -245,6 +245,16 @@ LearnFn = Callable[[jax.Array, OnPolicyState, Batch], tuple[OnPolicyState, dict[
 Chunk = Callable[[OnPolicyState], tuple[OnPolicyState, dict[str, jax.Array]]]
 
 
+@dataclasses.dataclass(frozen=True)
+class LearnSetup:
+    """What an algorithm's learning step is built from."""
+
+    algo_cfg: Mapping[str, Any]           # the algorithm's config section
+    nets: ActorCritic
+    tx: optax.GradientTransformation
+    scaler: LossScaler
+
+
 def policy_params(state: OnPolicyState) -> dict[str, Any]:
     """What acting needs: the actor parameters and the observation statistics."""
     return {"actor": state.params["actor"], "obs_norm": state.obs_norm}
@@ -252,15 +262,19 @@ def policy_params(state: OnPolicyState) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class OnPolicy:
-    """The interface functions PPO and A2C share, for one algorithm.
+    """The :class:`oe3jax.learning.Algorithm` functions of an on-policy algorithm.
 
-    ``section(cfg)`` returns the algorithm's config section with its cross-key relations checked;
-    ``optimizer(section)`` builds its optimizer (with an injected learning rate).
+    An algorithm supplies its name and three functions: ``section(cfg)``, its config section with
+    the relations between keys checked; ``optimizer(section)``, its optimizer (with an injected
+    learning rate); ``make_learn(setup) -> learn``, its learning step
+    ``learn(key, state, batch) -> (state, metrics)`` on one collected batch, flattened to
+    ``[num_steps * num_envs, ...]`` (time-major order).
     """
 
     name: str
     section: Callable[[Mapping[str, Any]], Mapping[str, Any]]
     optimizer: Callable[[Mapping[str, Any]], optax.GradientTransformation]
+    make_learn: Callable[[LearnSetup], LearnFn]
 
     def env_steps_per_update(self, cfg: Mapping[str, Any]) -> tuple[int, int]:
         """``(num_envs, num_steps)``."""
@@ -287,13 +301,13 @@ class OnPolicy:
             update_count=jnp.asarray(0, jnp.int32),
         )
 
-    def make_chunk(
-        self, env: Any, env_params: Any, cfg: Mapping[str, Any], num_updates: int, nets: ActorCritic, learn: LearnFn
-    ) -> Chunk:
+    def make_update_chunk(self, env: Any, env_params: Any, cfg: Mapping[str, Any], num_updates: int) -> Chunk:
         """``chunk(state) -> (state, metrics)`` scanning ``num_updates`` of: set the learning rate,
         collect a trajectory, build the batch, ``learn`` (the algorithm's gradient steps), update the
         observation statistics. Metrics: sums for :data:`SUM_METRICS`, means over updates for the rest."""
         c = self.section(cfg)
+        nets = ActorCritic(env, env_params, cfg)
+        learn = self.make_learn(LearnSetup(c, nets, self.optimizer(c), make_loss_scaler(cfg["precision"])))
         norm = normalize.normalizer(c)
         n_total = total_updates(cfg, c, self.name) if c["lr_schedule"] == "linear" else 1
 
@@ -303,7 +317,8 @@ class OnPolicy:
             key, k_collect, k_learn = jax.random.split(stepping.as_key(state.rng), 3)
             state, traj, episode_sums = collect(env, env_params, nets, norm, c["num_steps"], state, k_collect)
             batch = make_batch(nets, norm, c, state, traj)
-            state, learn_metrics = learn(k_learn, state, batch)
+            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)  # [num_steps * num_envs, ...]
+            state, learn_metrics = learn(k_learn, state, flat)
             state = state.replace(
                 obs_norm=normalize.updated(c, state.obs_norm, traj.obs),
                 rng=jax.random.key_data(key),

@@ -31,7 +31,7 @@ import optax
 
 from oe3jax.learning import gradient, onpolicy
 from oe3jax.learning.onpolicy import Batch, OnPolicyState
-from oe3jax.learning.precision import make_loss_scaler, select_tree
+from oe3jax.learning.precision import select_tree
 from oe3jax.schema import ConfigError, Field
 
 NAME = "ppo"
@@ -65,20 +65,10 @@ def _optimizer(c: Mapping[str, Any]) -> optax.GradientTransformation:
     return onpolicy.make_optimizer("adam", c["lr"], c["max_grad_norm"], ADAM_EPS)
 
 
-_ON_POLICY = onpolicy.OnPolicy(NAME, _section, _optimizer)
-env_steps_per_update = _ON_POLICY.env_steps_per_update
-init = _ON_POLICY.init
-make_policy = _ON_POLICY.make_policy
-policy_params = onpolicy.policy_params
-
-
-def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_updates: int) -> onpolicy.Chunk:
-    """``chunk(state) -> (state, metrics)``: ``num_updates`` PPO updates in one ``lax.scan``."""
-    c = _section(cfg)
-    nets = onpolicy.ActorCritic(env, env_params, cfg)
-    tx = _optimizer(c)
-    scaler = make_loss_scaler(cfg["precision"])
-    batch_size = c["num_envs"] * c["num_steps"]
+def _make_learn(setup: onpolicy.LearnSetup) -> onpolicy.LearnFn:
+    """PPO's learning step: ``update_epochs`` passes over the batch in ``num_minibatches`` shuffled
+    minibatches, each one :func:`gradient.gradient_step` (stopped early above ``target_kl``)."""
+    c, nets, tx, scaler = setup.algo_cfg, setup.nets, setup.tx, setup.scaler
     n_mb = c["num_minibatches"]
     target_kl = c["target_kl"]
     stat_keys = ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_frac")
@@ -127,16 +117,17 @@ def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_upd
         return jax.lax.cond(stop, lambda _: carry, run, None), None
 
     def epoch(carry, key):
+        batch = carry[-1]
+        batch_size = batch.obs.shape[0]
         perm = jax.random.permutation(key, batch_size)
-        mbs = jax.tree.map(lambda x: x[perm].reshape(n_mb, batch_size // n_mb, *x.shape[1:]), carry[-1])
+        mbs = jax.tree.map(lambda x: x[perm].reshape(n_mb, batch_size // n_mb, *x.shape[1:]), batch)
         inner, _ = jax.lax.scan(minibatch_step, carry[:-1], mbs)
         return (*inner, carry[-1]), None
 
-    def learn(key: jax.Array, state: OnPolicyState, batch: Batch):
-        flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
+    def learn(key: jax.Array, state: OnPolicyState, batch: Batch) -> tuple[OnPolicyState, dict[str, jax.Array]]:
         zero = jnp.asarray(0.0, jnp.float32)
         sums = {k: zero for k in (*stat_keys, "evaluated", "applied", "nonfinite_skips")}
-        carry = (state.params, state.opt_state, state.loss_scale, jnp.asarray(False), sums, flat)
+        carry = (state.params, state.opt_state, state.loss_scale, jnp.asarray(False), sums, batch)
         (params, opt_state, loss_scale, _, sums, _), _ = jax.lax.scan(
             epoch, carry, jax.random.split(key, c["update_epochs"])
         )
@@ -146,4 +137,12 @@ def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_upd
         metrics["nonfinite_skips"] = sums["nonfinite_skips"]
         return state.replace(params=params, opt_state=opt_state, loss_scale=loss_scale), metrics
 
-    return _ON_POLICY.make_chunk(env, env_params, cfg, num_updates, nets, learn)
+    return learn
+
+
+_ON_POLICY = onpolicy.OnPolicy(NAME, _section, _optimizer, _make_learn)
+env_steps_per_update = _ON_POLICY.env_steps_per_update
+init = _ON_POLICY.init
+make_update_chunk = _ON_POLICY.make_update_chunk
+make_policy = _ON_POLICY.make_policy
+policy_params = onpolicy.policy_params
