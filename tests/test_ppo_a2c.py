@@ -75,8 +75,11 @@ def test_ppo_solves_observation_dependent_target(seed):
     _, metrics, act = train_annealed("ppo", "obs", updates, seed=seed)
     for obs in ([0.5, -0.5], [-0.2, 0.7], [0.0, 0.3]):
         np.testing.assert_allclose(act(obs), obs, atol=0.1)
-    assert float(metrics["episodes"]) == updates * 64  # one-step episodes: one per env step
-    assert -0.05 < float(metrics["ep_return"]) / float(metrics["episodes"]) < 0.0
+    # One-step episodes: one per env step, and each episode's return is its single reward (< 0).
+    # (A bound on the mean return over the run would measure the early, random phase of learning.)
+    assert float(metrics["episodes"]) == updates * 64
+    assert float(metrics["ep_return"]) == pytest.approx(float(metrics["reward_avg"]) * updates * 64, rel=1e-5)
+    assert float(metrics["ep_return"]) < 0.0
 
 
 @pytest.mark.parametrize("seed", SEEDS)
