@@ -10,6 +10,8 @@ Each one isolates one thing a continuous-control learner must get right:
                         limit (true value 1 / (1 - gamma)) instead of treating it as terminal?
 ``SocketTargetEnv``     an ``obs_layout`` like the EV park: each socket's optimal action is its own
                         feature, the battery's the global feature.
+``NaNRewardEnv``        every reward is NaN: every loss and gradient is, so no gradient step may
+                        change anything.
 
 All follow the gymnax >= 1.0 contract (``step_env`` returns five values; ``step`` adds truncation
 from ``state.time >= params.max_steps_in_episode`` and auto-resets).
@@ -127,6 +129,13 @@ class ConstantRewardEnv(_ProbeEnv):
         return jnp.asarray(1.0), jnp.array(False), state.memory
 
 
+class NaNRewardEnv(_ProbeEnv):
+    """One-step episodes whose reward is NaN."""
+
+    def _reward(self, state, action):
+        return jnp.asarray(jnp.nan), jnp.array(True), state.memory
+
+
 class SocketLayout(NamedTuple):
     n_global: int
     n_sockets: int
@@ -136,14 +145,23 @@ class SocketLayout(NamedTuple):
 class SocketTargetEnv(_ProbeEnv):
     """EV-park-shaped probe: obs = ``[g, f_0, ..., f_{n-1}]`` (one global value, one feature per
     socket, uniform in [-0.8, 0.8]); action ``[battery, s_0, ..., s_{n-1}]``; reward
-    ``-mean((battery - g)^2, (s_i - f_i)^2)``. One-step episodes; optimum ``action = obs``."""
+    ``-mean((battery - g)^2, (s_i - f_i)^2)``, or with ``error="absolute"``
+    ``-mean(|battery - g|, |s_i - f_i|)``. One-step episodes; optimum ``action = obs``.
 
-    def __init__(self, n_sockets: int = 3):
+    The absolute error keeps its slope at the optimum, so an optimum read off a learned critic
+    (SAC) is sharp; the squared error is flat there."""
+
+    def __init__(self, n_sockets: int = 3, error: str = "squared"):
+        if error not in ("squared", "absolute"):
+            raise ValueError(f"error: expected 'squared' or 'absolute', got {error!r}")
         self.obs_layout = SocketLayout(1, n_sockets, 1)
         self.obs_dim = self.action_dim = 1 + n_sockets
+        self.error = error
 
     def _obs(self, key, time, memory):
         return jax.random.uniform(key, (self.obs_dim,), jnp.float32, -0.8, 0.8)
 
     def _reward(self, state, action):
-        return -jnp.mean((action - state.obs) ** 2), jnp.array(True), state.memory
+        diff = action - state.obs
+        err = jnp.abs(diff) if self.error == "absolute" else diff**2
+        return -jnp.mean(err), jnp.array(True), state.memory

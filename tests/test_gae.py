@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from oe3jax.learning.common import gae
+from oe3jax.learning.onpolicy import gae
 
 
 def test_gae_hand_worked_truncation_and_termination():

@@ -12,8 +12,7 @@ import pytest
 from probe_envs import SocketTargetEnv, TargetActionEnv
 from scipy import stats
 
-from oe3jax.learning import networks
-from oe3jax.learning import common
+from oe3jax.learning import gradient, networks, normalize
 from oe3jax.schema import ConfigError, defaults
 from oe3jax.learning.precision import PRECISIONS, LossScaler, all_finite, compute_dtype, make_loss_scaler
 
@@ -41,9 +40,9 @@ def test_loss_scale_halves_on_overflow_and_skips_the_step():
     finite = all_finite(scaler.unscale(state, grads))
     assert not bool(finite)
     new, old = {"w": jnp.array([9.0, 9.0])}, {"w": jnp.array([1.0, 2.0])}
-    np.testing.assert_array_equal(scaler.guard(finite, new, old)["w"], [1.0, 2.0])
-    state = scaler.adjust(state, finite)
-    assert float(state.scale) == 512.0 and int(state.good_steps) == 0
+    kept, state, skipped = gradient.keep_if_finite(finite, new, old, scaler, state)
+    np.testing.assert_array_equal(kept["w"], [1.0, 2.0])
+    assert float(state.scale) == 512.0 and int(state.good_steps) == 0 and float(skipped) == 1.0
 
 
 def test_loss_scale_unscales_and_doubles_after_good_steps():
@@ -58,7 +57,8 @@ def test_loss_scale_unscales_and_doubles_after_good_steps():
         scales.append(float(state.scale))
     assert scales == [8.0, 8.0, 16.0, 16.0, 16.0, 32.0, 32.0]
     new, old = {"w": jnp.array(9.0)}, {"w": jnp.array(1.0)}
-    assert float(scaler.guard(jnp.array(True), new, old)["w"]) == 9.0
+    stepped, _, skipped = gradient.keep_if_finite(jnp.array(True), new, old, scaler, state)
+    assert float(stepped["w"]) == 9.0 and float(skipped) == 0.0
 
 
 def test_loss_scaler_is_identity_for_float32_and_bfloat16():
@@ -81,16 +81,39 @@ def test_float16_gradient_step_skips_nonfinite_and_keeps_params():
     def bad_loss(p):  # gradient of w * inf is inf
         return jnp.sum(p["w"] * jnp.array([1.0, jnp.inf])), {}
 
-    p, o, ls2, skipped, _ = common.gradient_step(bad_loss, tx, scaler, params, tx.init(params), ls)
+    p, o, ls2, skipped, _ = gradient.gradient_step(bad_loss, tx, scaler, params, tx.init(params), ls)
     np.testing.assert_array_equal(p["w"], [1.0, 2.0])
     assert float(skipped) == 1.0 and float(ls2.scale) == 2.0
 
     def good_loss(p):  # d/dw sum(3 w) = 3 -> sgd step of 0.3
         return jnp.sum(3.0 * p["w"]), {}
 
-    p, o, ls3, skipped, _ = common.gradient_step(good_loss, tx, scaler, params, tx.init(params), ls2)
+    p, o, ls3, skipped, _ = gradient.gradient_step(good_loss, tx, scaler, params, tx.init(params), ls2)
     np.testing.assert_allclose(p["w"], [0.7, 1.7], rtol=1e-6)
     assert float(skipped) == 0.0 and int(ls3.good_steps) == 1
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_gradient_step_skips_nonfinite_in_every_precision(precision):
+    tx = optax.adam(0.1)
+    params = {"w": jnp.array([1.0, 2.0]), "b": jnp.array(0.5)}
+    opt_state = tx.init(params)
+    scaler = make_loss_scaler(precision)
+
+    def nan_loss(p):  # the gradient of b * nan is nan; w's gradient alone is finite
+        return jnp.sum(p["w"]) + p["b"] * jnp.nan, {}
+
+    p, o, ls, skipped, _ = gradient.gradient_step(nan_loss, tx, scaler, params, opt_state, scaler.init())
+    assert float(skipped) == 1.0 and float(ls.scale) == 1.0
+    for new, old in zip(jax.tree.leaves((p, o)), jax.tree.leaves((params, opt_state)), strict=True):
+        np.testing.assert_array_equal(new, old)
+
+    def inf_loss_finite_grad(p):  # the loss is not finite though every gradient is
+        return jnp.sum(p["w"]) + jnp.inf, {}
+
+    p, _, _, skipped, _ = gradient.gradient_step(inf_loss_finite_grad, tx, scaler, params, opt_state, scaler.init())
+    assert float(skipped) == 1.0
+    np.testing.assert_array_equal(p["w"], [1.0, 2.0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +230,7 @@ def test_obs_normaliser_matches_numpy_and_keeps_small_features_visible():
     rng = np.random.default_rng(1)
     b1 = rng.normal(2.0, 3.0, size=(50, 3)).astype(np.float32)
     b2 = rng.normal(-1.0, 0.5, size=(4, 7, 3)).astype(np.float32)
-    stats_ = common.obs_norm_update(common.obs_norm_update(common.obs_norm_init(3), b1), b2)
+    stats_ = normalize.obs_norm_update(normalize.obs_norm_update(normalize.obs_norm_init(3), b1), b2)
     both = np.concatenate([b1, b2.reshape(-1, 3)])
     np.testing.assert_allclose(stats_.mean, both.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats_.var, both.var(0), rtol=1e-3)
@@ -217,8 +240,8 @@ def test_obs_normaliser_matches_numpy_and_keeps_small_features_visible():
     almost_const = np.zeros((1000, 1), np.float32)
     almost_const[0] = 0.03
     soc = rng.uniform(0.2, 1.0, size=(1000, 1)).astype(np.float32)
-    s = common.obs_norm_update(common.obs_norm_init(2), np.concatenate([almost_const, soc], 1))
-    x = common.obs_normalize(s, jnp.array([[0.03, 0.2], [0.0, 1.0]]), 0.1, 10.0)
+    s = normalize.obs_norm_update(normalize.obs_norm_init(2), np.concatenate([almost_const, soc], 1))
+    x = normalize.obs_normalize(s, jnp.array([[0.03, 0.2], [0.0, 1.0]]), 0.1, 10.0)
     assert float(x[0, 0]) == pytest.approx((0.03 - float(s.mean[0])) / 0.1, rel=1e-4)
     soc_std = float(np.sqrt(s.var[1]))
     np.testing.assert_allclose(x[:, 1], (np.array([0.2, 1.0]) - float(s.mean[1])) / soc_std, rtol=1e-4)

@@ -1,40 +1,38 @@
-"""Training algorithms. Each module (ppo, a2c, sac) implements the same small interface.
+"""The learners: SAC, PPO and A2C, each one module that satisfies :class:`Algorithm`.
 
-The interface (module-level names), used by the training loop (:mod:`oe3jax.training.loop`):
+Modules, from the bottom up:
 
-``NAME: str``
-    ``"ppo"``, ``"a2c"`` or ``"sac"``; also the name of the algorithm's config section.
-``CONFIG_SPEC: dict[str, oe3jax.schema.Field]``
-    The keys of the algorithm's own config section (``cfg[NAME]``), with defaults and ranges.
-``env_steps_per_update(cfg) -> tuple[int, int]``
-    ``(num_envs, steps_per_env)``: one update consumes ``num_envs * steps_per_env`` env steps.
-``init(key, env, env_params, cfg) -> TrainState``
-    The whole train state of ONE seed, a pytree of arrays only (params, optimizer states,
-    target networks, env states, last observations, PRNG key *data* (uint32, never typed keys),
-    observation-normaliser statistics, counters, and for SAC the replay buffer). The runner
-    vmaps it over seeds and saves it whole with Orbax.
-``make_update_chunk(env, env_params, cfg, num_updates) -> chunk``
-    ``chunk(state) -> (state, metrics)``: a pure function (not yet jitted; the runner jits and
-    vmaps it) that ``lax.scan``s ``num_updates`` updates. ``metrics`` is a dict of float32
-    scalars reduced over the chunk (means over updates), with at least the keys of
-    :data:`METRIC_KEYS`.
-``make_policy(env, env_params, cfg) -> act``
-    ``act(policy_params, obs) -> action``: the deterministic action for one observation,
-    jittable and vmappable; ``policy_params`` is what :func:`policy_params` returns.
-``policy_params(state) -> pytree``
-    The part of the train state that acting needs (actor parameters, normaliser statistics).
+``networks``   actor, critic and Q networks (plain MLP or socket-shared) and the Gaussian policy
+               distributions they feed;
+``precision``  compute dtype of the networks and dynamic loss scaling for float16;
+``gradient``   the gradient step of every learner: loss scaling, non-finite steps skipped and
+               counted (``nonfinite_skips``) in every precision;
+``normalize``  running observation statistics and the normalisation applied to observations;
+``stepping``   stepping ``num_envs`` environments with episode accounting, PRNG key helpers;
+``buffer``     SAC's replay buffer, a pytree inside the train state;
+``onpolicy``   what PPO and A2C share: train state, collecting trajectories, GAE, update chunk;
+``ppo``, ``a2c``, ``sac``   one file per algorithm;
+``policy``     a trained deterministic policy made from a train state.
 
-``cfg`` is the whole resolved configuration (see :mod:`oe3jax.training.config`), so an algorithm reads
-``cfg[NAME]``, ``cfg["network"]`` and ``cfg["precision"]``.
+The training loop (:mod:`oe3jax.training`) takes an algorithm from :func:`get` and calls its
+:class:`Algorithm` members directly. ``cfg`` is the whole resolved
+configuration (:mod:`oe3jax.training.config`): an algorithm reads ``cfg[NAME]``, ``cfg["network"]``
+and ``cfg["precision"]``.
 """
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+
+if TYPE_CHECKING:
+    from oe3jax.schema import Field
 
 ALGORITHMS = ("sac", "ppo", "a2c")
+
+# Episode totals that the EV environment reports in ``info["totals"]``, and the metric each
+# one becomes (summed over the episodes that end inside a chunk).
+EPISODE_TOTALS = {"co2_kg": "ep_co2_kg", "grid_kwh": "ep_grid_kwh", "unmet_kwh": "ep_unmet_kwh"}
 
 # Keys every chunk's metrics carry (float32 scalars). Episode keys are sums over the episodes
 # that ended inside the chunk; ``episodes`` counts them, so means are sum / episodes.
@@ -44,19 +42,77 @@ METRIC_KEYS = (
     "critic_loss",
     "entropy",         # policy entropy (SAC: also reports ``alpha``)
     "lr",
+    "nonfinite_skips",  # gradient steps skipped for a non-finite loss or gradient
     "episodes",        # number of episodes that ended in the chunk
     "ep_return",       # sum of the returns of those episodes
-    "ep_co2_kg",       # sum of their annual CO2 (kg)
-    "ep_grid_kwh",     # sum of their grid import (kWh)
-    "ep_unmet_kwh",    # sum of their unmet EV energy (kWh)
+    *EPISODE_TOTALS.values(),  # sums of their annual CO2 (kg), grid import (kWh), unmet EV energy (kWh)
 )
 
 
-def get(name: str) -> ModuleType:
-    """The algorithm module by name, with a one-line error for an unknown name."""
+@runtime_checkable
+class Algorithm(Protocol):
+    """What the training loop calls. The modules :mod:`.ppo`, :mod:`.a2c` and :mod:`.sac` satisfy it.
+
+    ``cfg`` is the whole resolved configuration, so an algorithm reads ``cfg[NAME]``,
+    ``cfg["network"]`` and ``cfg["precision"]``.
+    """
+
+    NAME: str
+    """``"ppo"``, ``"a2c"`` or ``"sac"``; also the name of the algorithm's config section."""
+
+    CONFIG_SPEC: Mapping[str, Field]
+    """The keys of the algorithm's own config section (``cfg[NAME]``), with defaults and ranges."""
+
+    def env_steps_per_update(self, cfg: Mapping[str, Any]) -> tuple[int, int]:
+        """``(num_envs, steps_per_env)``: one update consumes ``num_envs * steps_per_env`` env steps."""
+        ...
+
+    def init(self, key: Any, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Any:
+        """The whole train state of ONE seed, a pytree of arrays only.
+
+        Params, optimizer states, target networks, env states, last observations, PRNG key
+        *data* (uint32, never typed keys), observation statistics, counters, and for SAC the
+        replay buffer. The loop vmaps it over seeds and saves it whole with Orbax.
+        """
+        ...
+
+    def make_update_chunk(
+        self, env: Any, env_params: Any, cfg: Mapping[str, Any], num_updates: int
+    ) -> Callable[[Any], tuple[Any, dict[str, Any]]]:
+        """``chunk(state) -> (state, metrics)``, pure (the loop jits and vmaps it), ``lax.scan``-ning
+        ``num_updates`` updates. ``metrics``: float32 scalars reduced over the chunk, with at least
+        the keys of :data:`METRIC_KEYS`."""
+        ...
+
+    def make_policy(self, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Callable[[Any, Any], Any]:
+        """``act(policy_params, obs) -> action``: the deterministic action for one observation,
+        jittable and vmappable."""
+        ...
+
+    def policy_params(self, state: Any) -> Any:
+        """The part of the train state that acting needs (actor parameters, observation statistics)."""
+        ...
+
+
+@runtime_checkable
+class ReplayAlgorithm(Algorithm, Protocol):
+    """An algorithm with a replay buffer in its train state (SAC)."""
+
+    def buffer_nbytes(self, cfg: Mapping[str, Any], obs_dim: int, act_dim: int) -> tuple[int, str]:
+        """Replay-buffer bytes of one seed and a one-line description for the start-up report."""
+        ...
+
+
+def get(name: str) -> Algorithm:
+    """The algorithm by name, with a one-line error for an unknown name."""
     if name not in ALGORITHMS:
         raise ValueError(f"algo: unknown algorithm {name!r}; accepted: {', '.join(ALGORITHMS)}")
-    return importlib.import_module(f"oe3jax.learning.{name}")
+    module = importlib.import_module(f"oe3jax.learning.{name}")
+    if not isinstance(module, Algorithm):
+        members = [*Algorithm.__annotations__, *(k for k, v in vars(Algorithm).items() if callable(v) and k[0] != "_")]
+        missing = [m for m in members if not hasattr(module, m)]
+        raise TypeError(f"oe3jax.learning.{name}: does not satisfy Algorithm; missing {', '.join(missing)}")
+    return cast(Algorithm, module)
 
 
 def seed_keys(cfg: Mapping[str, Any]) -> Any:
@@ -70,7 +126,7 @@ def seed_keys(cfg: Mapping[str, Any]) -> Any:
     return jnp.stack([jax.random.PRNGKey(cfg["seed"] + i) for i in range(cfg["seeds"])])
 
 
-def init_seeds(algo: Any, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Callable:
+def init_seeds(algo: Algorithm, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Callable:
     """``init(keys) -> state`` of an algorithm with a leading seed axis."""
     import jax
 

@@ -1,30 +1,35 @@
 """Advantage Actor-Critic (synchronous, A2C) as one XLA program per chunk of updates.
 
-One update: roll out ``num_envs`` environments for ``num_steps`` steps, compute advantages
+One update: collect ``num_steps`` steps of ``num_envs`` environments, compute advantages
 (GAE(lambda); ``gae_lambda = 1`` gives the classic n-step returns, bootstrapped from the value of
 the observation after the last step and, for a truncated episode, of its true final
-observation), then ONE gradient step on the whole rollout:
+observation), then ONE gradient step on the whole trajectory:
 
     -mean(log_prob * advantage) + vf_coef * 0.5 * mean((V - target)^2) - ent_coef * entropy,
 
-after global gradient-norm clipping, with RMSprop or Adam. No ratio or value clipping. The
-rollout, normaliser, schedule and precision handling are those of PPO (:mod:`common`).
+after global gradient-norm clipping, with RMSprop or Adam. No ratio or value clipping.
+
+Collecting, GAE, the normaliser, the learning-rate schedule and acting are shared with PPO
+(:mod:`oe3jax.learning.onpolicy`); the precision policy is :mod:`oe3jax.learning.gradient`'s: a step
+with a non-finite loss or gradient changes nothing and is counted in ``nonfinite_skips``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from oe3jax.learning import common
+from oe3jax.learning import gradient, onpolicy
+from oe3jax.learning.onpolicy import Batch, OnPolicyState
 from oe3jax.schema import Field
-from oe3jax.learning.precision import make_loss_scaler
 
 NAME = "a2c"
 
 CONFIG_SPEC: dict[str, Field] = {
-    **common.on_policy_spec(num_envs=16, num_steps=16, lr=7e-4, gae_lambda=1.0, norm_adv=False),
+    **onpolicy.config_spec(num_envs=16, num_steps=16, lr=7e-4, gae_lambda=1.0, norm_adv=False),
     "optimizer": Field("rmsprop", str, choices=("rmsprop", "adam")),
     "opt_eps": Field(1e-5, float, low=0.0, low_open=True, help="epsilon of RMSprop / Adam"),
     "rmsprop_decay": Field(0.99, float, low=0.0, high=1.0, high_open=True,
@@ -32,33 +37,21 @@ CONFIG_SPEC: dict[str, Field] = {
 }
 
 
-def _algo_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+def _section(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``a2c`` section (it has no relations between keys to check)."""
     return cfg[NAME]
 
 
-def env_steps_per_update(cfg: dict[str, Any]) -> tuple[int, int]:
-    c = _algo_cfg(cfg)
-    return c["num_envs"], c["num_steps"]
+def _optimizer(c: Mapping[str, Any]) -> optax.GradientTransformation:
+    return onpolicy.make_optimizer(c["optimizer"], c["lr"], c["max_grad_norm"], c["opt_eps"], c["rmsprop_decay"])
 
 
-def _optimizer(c: dict[str, Any]):
-    return common.make_optimizer(c["optimizer"], c["lr"], c["max_grad_norm"], c["opt_eps"], c["rmsprop_decay"])
+def _make_learn(setup: onpolicy.LearnSetup) -> onpolicy.LearnFn:
+    """A2C's learning step: one :func:`gradient.gradient_step` on the whole batch."""
+    c, nets, tx, scaler = setup.algo_cfg, setup.nets, setup.tx, setup.scaler
 
-
-def init(key: jax.Array, env: Any, env_params: Any, cfg: dict[str, Any]) -> common.OnPolicyState:
-    c = _algo_cfg(cfg)
-    return common.init_on_policy(key, env, env_params, cfg, c, _optimizer(c))
-
-
-def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_updates: int):
-    c = _algo_cfg(cfg)
-    nets = common.Networks(env, env_params, cfg)
-    tx = _optimizer(c)
-    scaler = make_loss_scaler(cfg["precision"])
-    batch_size = c["num_envs"] * c["num_steps"]
-
-    def loss_fn(params: Any, b: common.Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logp, entropy, value = nets.evaluate(params, b.obs, b.u)
+    def loss_fn(params: Any, b: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logp, entropy, value = nets.log_prob_entropy_value(params, b.obs, b.u)
         adv = b.advantage
         if c["norm_adv"]:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -68,21 +61,21 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         total = actor_loss + c["vf_coef"] * critic_loss - c["ent_coef"] * entropy
         return total, {"actor_loss": actor_loss, "critic_loss": critic_loss, "entropy": entropy}
 
-    def learn(key: jax.Array, state: common.OnPolicyState, batch: common.Batch):
+    def learn(key: jax.Array, state: OnPolicyState, batch: Batch) -> tuple[OnPolicyState, dict[str, jax.Array]]:
         del key
-        flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
-        params, opt_state, loss_scale, skipped, aux = common.gradient_step(
-            lambda p: loss_fn(p, flat), tx, scaler, state.params, state.opt_state, state.loss_scale
+        params, opt_state, loss_scale, skipped, aux = gradient.gradient_step(
+            lambda p: loss_fn(p, batch), tx, scaler, state.params, state.opt_state, state.loss_scale
         )
-        metrics = {**aux, "nonfinite_skips": skipped}
+        # A skipped step reports zero losses, as PPO's minibatch statistics do.
+        metrics = {**{k: jnp.where(skipped > 0, 0.0, v) for k, v in aux.items()}, "nonfinite_skips": skipped}
         return state.replace(params=params, opt_state=opt_state, loss_scale=loss_scale), metrics
 
-    return common.make_chunk(env, env_params, cfg, c, NAME, num_updates, learn, nets)
+    return learn
 
 
-def make_policy(env: Any, env_params: Any, cfg: dict[str, Any]):
-    return common.make_policy(env, env_params, cfg, _algo_cfg(cfg))
-
-
-def policy_params(state: common.OnPolicyState) -> dict[str, Any]:
-    return common.policy_params(state)
+_ON_POLICY = onpolicy.OnPolicy(NAME, _section, _optimizer, _make_learn)
+env_steps_per_update = _ON_POLICY.env_steps_per_update
+init = _ON_POLICY.init
+make_update_chunk = _ON_POLICY.make_update_chunk
+make_policy = _ON_POLICY.make_policy
+policy_params = onpolicy.policy_params

@@ -276,8 +276,8 @@ class SocketSharedActor(nn.Module):
         return mean, log_std
 
 
-class SocketSharedCritic(nn.Module):
-    """State value from the global embedding and the pooled socket summary (float32)."""
+class _SocketSharedScalar(nn.Module):
+    """A scalar read from the global embedding and the pooled socket summary (float32)."""
 
     n_global: int
     n_socket_features: int
@@ -288,36 +288,33 @@ class SocketSharedCritic(nn.Module):
     activation: str = "tanh"
     dtype: Any = _F32
 
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
+    @nn.nowrap
+    def _scalar(self, obs: jax.Array, action: jax.Array | None, name: str) -> jax.Array:
+        extra = {} if action is None else {"global_extra": action[..., :1], "socket_extra": action[..., 1:, None]}
         embed, _, summary = SocketTorso(
             self.n_global, self.n_socket_features, self.global_embed_size, self.socket_hidden_sizes,
             self.pool, self.activation, self.dtype, name="torso",
-        )(obs)
+        )(obs, **extra)
         x = MLP(self.hidden_sizes, self.activation, self.dtype)(jnp.concatenate([embed, summary], axis=-1))
-        return _dense(1, self.dtype, 1.0, name="value")(x)[..., 0].astype(_F32)
+        return _dense(1, self.dtype, 1.0, name=name)(x)[..., 0].astype(_F32)
 
 
-class SocketSharedQ(nn.Module):
+class SocketSharedCritic(_SocketSharedScalar):
+    """State value from the global embedding and the pooled socket summary (float32)."""
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        return self._scalar(obs, None, "value")
+
+
+class SocketSharedQ(_SocketSharedScalar):
     """Q(obs, action): the battery action joins the global features, each socket's its socket's."""
 
-    n_global: int
-    n_socket_features: int
-    hidden_sizes: Sequence[int]
-    socket_hidden_sizes: Sequence[int]
-    global_embed_size: int
-    pool: str = "mean"
     activation: str = "relu"
-    dtype: Any = _F32
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        embed, _, summary = SocketTorso(
-            self.n_global, self.n_socket_features, self.global_embed_size, self.socket_hidden_sizes,
-            self.pool, self.activation, self.dtype, name="torso",
-        )(obs, global_extra=action[..., :1], socket_extra=action[..., 1:, None])
-        x = MLP(self.hidden_sizes, self.activation, self.dtype)(jnp.concatenate([embed, summary], axis=-1))
-        return _dense(1, self.dtype, 1.0, name="q")(x)[..., 0].astype(_F32)
+        return self._scalar(obs, action, "q")
 
 
 class QEnsemble(nn.Module):

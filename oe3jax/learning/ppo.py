@@ -13,24 +13,31 @@ exceeds it, before its step is applied. The learning rate is constant or decays 
 at ``total_steps``. Rewards are multiplied by ``reward_scale`` for learning only.
 
 Precision: parameters and Adam state float32; networks compute in ``cfg["precision"]``;
-log-probabilities, advantages, targets and losses float32; float16 scales the loss dynamically
-and skips non-finite steps (counted in the ``nonfinite_skips`` metric).
+log-probabilities, advantages, targets and losses float32; float16 scales the loss dynamically.
+In every precision a minibatch step with a non-finite loss or gradient changes nothing and is
+counted in the ``nonfinite_skips`` metric (:mod:`oe3jax.learning.gradient`).
+
+Collecting, GAE, the train state and acting are shared with A2C (:mod:`oe3jax.learning.onpolicy`);
+this module holds the PPO loss and its minibatch epochs.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from oe3jax.learning import common
+from oe3jax.learning import gradient, onpolicy
+from oe3jax.learning.onpolicy import Batch, OnPolicyState
+from oe3jax.learning.precision import select_tree
 from oe3jax.schema import ConfigError, Field
-from oe3jax.learning.precision import make_loss_scaler, select_tree
 
 NAME = "ppo"
 
 CONFIG_SPEC: dict[str, Field] = {
-    **common.on_policy_spec(num_envs=16, num_steps=256, lr=3e-4, gae_lambda=0.95, ent_coef=0.0),
+    **onpolicy.config_spec(num_envs=16, num_steps=256, lr=3e-4, gae_lambda=0.95, ent_coef=0.0),
     "update_epochs": Field(4, int, low=1, help="passes over each rollout"),
     "num_minibatches": Field(8, int, low=1, help="minibatches per pass; must divide num_envs * num_steps"),
     "clip_eps": Field(0.2, float, low=0.0, low_open=True, help="surrogate clipping range"),
@@ -43,7 +50,7 @@ CONFIG_SPEC: dict[str, Field] = {
 ADAM_EPS = 1e-5
 
 
-def _algo_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+def _section(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
     """The ``ppo`` section, with its cross-key relations checked."""
     c = cfg[NAME]
     batch = c["num_envs"] * c["num_steps"]
@@ -54,32 +61,20 @@ def _algo_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-def env_steps_per_update(cfg: dict[str, Any]) -> tuple[int, int]:
-    c = _algo_cfg(cfg)
-    return c["num_envs"], c["num_steps"]
+def _optimizer(c: Mapping[str, Any]) -> optax.GradientTransformation:
+    return onpolicy.make_optimizer("adam", c["lr"], c["max_grad_norm"], ADAM_EPS)
 
 
-def _optimizer(c: dict[str, Any]):
-    return common.make_optimizer("adam", c["lr"], c["max_grad_norm"], ADAM_EPS)
-
-
-def init(key: jax.Array, env: Any, env_params: Any, cfg: dict[str, Any]) -> common.OnPolicyState:
-    c = _algo_cfg(cfg)
-    return common.init_on_policy(key, env, env_params, cfg, c, _optimizer(c))
-
-
-def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_updates: int):
-    c = _algo_cfg(cfg)
-    nets = common.Networks(env, env_params, cfg)
-    tx = _optimizer(c)
-    scaler = make_loss_scaler(cfg["precision"])
-    batch_size = c["num_envs"] * c["num_steps"]
+def _make_learn(setup: onpolicy.LearnSetup) -> onpolicy.LearnFn:
+    """PPO's learning step: ``update_epochs`` passes over the batch in ``num_minibatches`` shuffled
+    minibatches, each one :func:`gradient.gradient_step` (stopped early above ``target_kl``)."""
+    c, nets, tx, scaler = setup.algo_cfg, setup.nets, setup.tx, setup.scaler
     n_mb = c["num_minibatches"]
     target_kl = c["target_kl"]
     stat_keys = ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_frac")
 
-    def loss_fn(params: Any, mb: common.Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logp, entropy, value = nets.evaluate(params, mb.obs, mb.u)
+    def loss_fn(params: Any, mb: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logp, entropy, value = nets.log_prob_entropy_value(params, mb.obs, mb.u)
         log_ratio = logp - mb.log_prob
         ratio = jnp.exp(log_ratio)
         adv = mb.advantage
@@ -103,11 +98,11 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         }
         return total, aux
 
-    def minibatch_step(carry, mb: common.Batch):
+    def minibatch_step(carry, mb: Batch):
         params, opt_state, loss_scale, stop, sums = carry
 
         def run(_):
-            p, o, ls, skipped, aux = common.gradient_step(
+            p, o, ls, skipped, aux = gradient.gradient_step(
                 lambda q: loss_fn(q, mb), tx, scaler, params, opt_state, loss_scale
             )
             exceeded = jnp.asarray(False) if target_kl is None else aux["approx_kl"] > target_kl
@@ -122,16 +117,17 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         return jax.lax.cond(stop, lambda _: carry, run, None), None
 
     def epoch(carry, key):
+        batch = carry[-1]
+        batch_size = batch.obs.shape[0]
         perm = jax.random.permutation(key, batch_size)
-        mbs = jax.tree.map(lambda x: x[perm].reshape(n_mb, batch_size // n_mb, *x.shape[1:]), carry[-1])
+        mbs = jax.tree.map(lambda x: x[perm].reshape(n_mb, batch_size // n_mb, *x.shape[1:]), batch)
         inner, _ = jax.lax.scan(minibatch_step, carry[:-1], mbs)
         return (*inner, carry[-1]), None
 
-    def learn(key: jax.Array, state: common.OnPolicyState, batch: common.Batch):
-        flat = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
+    def learn(key: jax.Array, state: OnPolicyState, batch: Batch) -> tuple[OnPolicyState, dict[str, jax.Array]]:
         zero = jnp.asarray(0.0, jnp.float32)
         sums = {k: zero for k in (*stat_keys, "evaluated", "applied", "nonfinite_skips")}
-        carry = (state.params, state.opt_state, state.loss_scale, jnp.asarray(False), sums, flat)
+        carry = (state.params, state.opt_state, state.loss_scale, jnp.asarray(False), sums, batch)
         (params, opt_state, loss_scale, _, sums, _), _ = jax.lax.scan(
             epoch, carry, jax.random.split(key, c["update_epochs"])
         )
@@ -141,12 +137,12 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         metrics["nonfinite_skips"] = sums["nonfinite_skips"]
         return state.replace(params=params, opt_state=opt_state, loss_scale=loss_scale), metrics
 
-    return common.make_chunk(env, env_params, cfg, c, NAME, num_updates, learn, nets)
+    return learn
 
 
-def make_policy(env: Any, env_params: Any, cfg: dict[str, Any]):
-    return common.make_policy(env, env_params, cfg, _algo_cfg(cfg))
-
-
-def policy_params(state: common.OnPolicyState) -> dict[str, Any]:
-    return common.policy_params(state)
+_ON_POLICY = onpolicy.OnPolicy(NAME, _section, _optimizer, _make_learn)
+env_steps_per_update = _ON_POLICY.env_steps_per_update
+init = _ON_POLICY.init
+make_update_chunk = _ON_POLICY.make_update_chunk
+make_policy = _ON_POLICY.make_policy
+policy_params = onpolicy.policy_params

@@ -6,14 +6,14 @@ advantages, targets and losses stay float32.
 
 float16 has a narrow exponent range, so small gradients underflow to zero in the backward pass.
 Dynamic loss scaling multiplies the loss by a large ``scale`` before differentiation, divides the
-gradients by it afterwards, and adapts the scale: when any gradient is not finite (overflow) the
-optimizer step is skipped (parameters and optimizer state kept) and the scale halves; after
-``growth_interval`` finite steps in a row it doubles. The scale lives in the train state as a
-small pytree (:class:`LossScaleState`) so it is vmapped over seeds and checkpointed with the rest.
+gradients by it afterwards, and adapts the scale: it halves after a step whose gradients are not
+finite (overflow) and doubles after ``growth_interval`` finite steps in a row. The scale lives in
+the train state as a small pytree (:class:`LossScaleState`) so it is vmapped over seeds and
+checkpointed with the rest.
 
 For float32 and bfloat16 the same API is the identity: no scaling, the scale never changes.
-Non-finite gradients are still detected (and counted by the algorithms) in every precision, but
-only float16 skips the step.
+Skipping a non-finite step is not a matter of precision: :mod:`oe3jax.learning.gradient` skips and
+counts it in every precision.
 """
 from __future__ import annotations
 
@@ -61,8 +61,7 @@ def select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 class LossScaler:
     """Static settings of the loss scaling; the changing part is a :class:`LossScaleState`.
 
-    ``dynamic`` is True for float16 only. With ``dynamic=False`` every method is the identity
-    and :meth:`skip_nonfinite` is False.
+    ``dynamic`` is True for float16 only. With ``dynamic=False`` every method is the identity.
     """
 
     dynamic: bool
@@ -71,11 +70,6 @@ class LossScaler:
     factor: float = 2.0
     min_scale: float = 1.0
     max_scale: float = 2.0**24
-
-    @property
-    def skip_nonfinite(self) -> bool:
-        """Whether a step with non-finite gradients is skipped (float16 only)."""
-        return self.dynamic
 
     def init(self) -> LossScaleState:
         scale = self.initial_scale if self.dynamic else 1.0
@@ -106,12 +100,6 @@ class LossScaler:
         )
         good = jnp.where(finite & ~grow, state.good_steps + 1, 0).astype(jnp.int32)
         return LossScaleState(scale=scale.astype(jnp.float32), good_steps=good)
-
-    def guard(self, finite: jax.Array, updated: Any, previous: Any) -> Any:
-        """``updated`` unless the step must be skipped (dynamic and not finite), then ``previous``."""
-        if not self.skip_nonfinite:
-            return updated
-        return select_tree(finite, updated, previous)
 
 
 def make_loss_scaler(precision: str, **overrides: Any) -> LossScaler:

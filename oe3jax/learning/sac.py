@@ -22,18 +22,21 @@ learner, never the buffer, passes through it). The replay buffer (:mod:`oe3jax.l
 of the train state and is checkpointed with it; :func:`buffer_nbytes` gives its size for the
 start-up report.
 
-Networks come from :mod:`oe3jax.learning.networks` (``cfg["network"]``: plain MLP or socket-shared, with
-``squash: tanh``); the twin critics are its ``QEnsemble``.
+Networks come from :mod:`oe3jax.learning.networks` (``cfg["network"]``: plain MLP or socket-shared,
+with ``squash: tanh``); the twin critics are its ``QEnsemble`` (:class:`SACNetworks`).
 
 Precision: parameters and optimizer states are float32; the networks compute in
 ``cfg["precision"]``; targets, log-probabilities and losses are float32. In float16 the losses are
-scaled by a dynamic loss scale kept in the train state (:mod:`oe3jax.learning.precision`) and the gradients
-unscaled. In every precision a gradient step with a non-finite loss or gradient changes nothing
-and is counted (``nonfinite_skips``).
+scaled by a dynamic loss scale kept in the train state (:mod:`oe3jax.learning.precision`) and the
+gradients unscaled. In every precision a gradient step (critics, actor and temperature together)
+with a non-finite loss or gradient changes nothing and is counted (``nonfinite_skips``); the
+gradient pieces are those of every learner (:mod:`oe3jax.learning.gradient`), as are the
+environment stepping with its episode accounting (:mod:`oe3jax.learning.stepping`) and the
+observation normaliser (:mod:`oe3jax.learning.normalize`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -42,12 +45,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from oe3jax.learning import EPISODE_TOTALS, METRIC_KEYS, gradient, networks, normalize, stepping
 from oe3jax.learning import buffer as rb
-from oe3jax.learning import networks
-from oe3jax.learning import METRIC_KEYS
-from oe3jax.learning.common import ObsNormState, obs_norm_init, obs_norm_update, obs_normalize
+from oe3jax.learning.normalize import ObsNormState
+from oe3jax.learning.precision import LossScaleState, all_finite, compute_dtype, make_loss_scaler
 from oe3jax.schema import ConfigError, Field
-from oe3jax.learning.precision import LossScaleState, all_finite, compute_dtype, make_loss_scaler, select_tree
 
 NAME = "sac"
 
@@ -74,10 +76,7 @@ CONFIG_SPEC: dict[str, Field] = {
                            help="global gradient-norm clip of actor and critics (null: none)"),
     "reward_scale": Field(1.0, float, low=0.0, low_open=True,
                           help="rewards are multiplied by this for learning (not in reward_avg)"),
-    "normalize_obs": Field(False, bool, help="running mean/std observation normalisation"),
-    "obs_std_floor": Field(0.1, float, low=0.0, low_open=True,
-                           help="least std an observation is divided by (with normalize_obs)"),
-    "obs_clip": Field(10.0, float, low=0.0, low_open=True, help="normalised observations clipped to +-this"),
+    **normalize.config_spec(enabled=False),
 }
 
 NUM_CRITICS = 2
@@ -89,10 +88,10 @@ def env_steps_per_update(cfg: dict[str, Any]) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------- networks
-class Networks:
-    """The actor and the twin-critic ensemble of a configuration, and the observation scaling."""
+class SACNetworks:
+    """The actor and the twin-critic ensemble of a configuration, and the observation normalisation."""
 
-    def __init__(self, env: Any, env_params: Any, cfg: dict[str, Any]):
+    def __init__(self, env: Any, env_params: Any, cfg: Mapping[str, Any]):
         net_cfg = cfg["network"]
         if net_cfg["squash"] != "tanh":
             raise ConfigError(
@@ -102,23 +101,7 @@ class Networks:
         self.actor = networks.make_actor(net_cfg, env, env_params, dtype)
         self.critic = networks.make_q_critic(net_cfg, env, env_params, dtype, NUM_CRITICS)
         self.obs_dim, self.action_dim = networks.space_dims(env, env_params)
-        c = cfg[NAME]
-        self._normalize = bool(c["normalize_obs"])
-        self._floor, self._clip = float(c["obs_std_floor"]), float(c["obs_clip"])
-
-    def norm(self, stats: ObsNormState, obs: jax.Array) -> jax.Array:
-        """Observations as the networks see them (float32)."""
-        if not self._normalize:
-            return obs.astype(jnp.float32)
-        return obs_normalize(stats, obs, self._floor, self._clip)
-
-
-def squashed_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """A reparameterised sample ``a = tanh(u)``, ``u ~ N(mean, exp(log_std))``, and ``log pi(a)``.
-
-    ``log pi(a) = log N(u) - sum_i log(1 - tanh(u_i)^2)`` (change of variables), float32.
-    """
-    return networks.sample_tanh_gaussian(key, mean, log_std)
+        self.norm: normalize.Normalizer = normalize.normalizer(cfg[NAME])  # observations as the networks see them
 
 
 # -------------------------------------------------------------------------------- train state
@@ -193,13 +176,6 @@ def buffer_nbytes(cfg: dict[str, Any], obs_dim: int, act_dim: int) -> tuple[int,
     )
 
 
-def _as_key(key: jax.Array) -> jax.Array:
-    """A typed PRNG key from a typed key, raw key data or an integer seed."""
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(key) if key.ndim else jax.random.key(key)
-
-
 def _check(c: dict[str, Any]) -> None:
     for name in ("batch_size", "num_envs"):
         if c[name] > c["buffer_size"]:
@@ -210,7 +186,7 @@ def init(key: jax.Array, env: Any, env_params: Any, cfg: dict[str, Any]) -> Trai
     """The whole train state of one seed (arrays only)."""
     c = cfg[NAME]
     _check(c)
-    nets = Networks(env, env_params, cfg)
+    nets = SACNetworks(env, env_params, cfg)
     obs_dim, act_dim = nets.obs_dim, nets.action_dim
     actor_tx, critic_tx, alpha_tx = _optimizers(c)
     scaler = make_loss_scaler(cfg["precision"])
@@ -234,20 +210,19 @@ def init(key: jax.Array, env: Any, env_params: Any, cfg: dict[str, Any]) -> Trai
             grad_steps=jnp.int32(0),
             skipped_steps=jnp.int32(0),
         )
-        reset_keys = jax.random.split(k_env, c["num_envs"])
-        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
+        obs, env_state = stepping.reset_envs(env, env_params, k_env, c["num_envs"])
         return TrainState(
             learner=learner,
             buffer=rb.init(c["buffer_size"], obs_dim, act_dim, c["buffer_dtype"]),
             env_state=env_state,
-            obs=obs.astype(jnp.float32),
+            obs=obs,
             ep_return=jnp.zeros(c["num_envs"], jnp.float32),
-            obs_norm=obs_norm_init(obs_dim),
+            obs_norm=normalize.obs_norm_init(obs_dim),
             key=jax.random.key_data(key),
             env_steps=jnp.int32(0),
         )
 
-    return build(_as_key(jnp.asarray(key)))
+    return build(stepping.as_key(key))
 
 
 # ------------------------------------------------------------------------------ update chunk
@@ -273,8 +248,12 @@ def critic_target(
     return reward_scale * reward + gamma * live * (next_q_min - alpha * next_logp)
 
 
-def make_gradient_step(nets: Networks, cfg: dict[str, Any]) -> Callable:
-    """``step(learner, buffer, obs_norm, key) -> (learner, metrics)``: one SAC gradient step."""
+def make_learner_step(nets: SACNetworks, cfg: Mapping[str, Any]) -> Callable:
+    """``step(learner, buffer, obs_norm, key) -> (learner, metrics)``: one SAC gradient step.
+
+    Critics, then actor (on the updated critics), then temperature, then targets; the whole step
+    is kept only if every loss and gradient is finite (:func:`gradient.keep_if_finite`).
+    """
     c = cfg[NAME]
     actor_tx, critic_tx, alpha_tx = _optimizers(c)
     scaler = make_loss_scaler(cfg["precision"])
@@ -292,72 +271,57 @@ def make_gradient_step(nets: Networks, cfg: dict[str, Any]) -> Callable:
 
         # 1. critics, regressed on the soft Bellman target of the target critics.
         next_mean, next_log_std = nets.actor.apply(ln.actor_params, next_obs)
-        next_action, next_logp = squashed_gaussian(k_next, next_mean, next_log_std)
+        next_action, next_logp = networks.sample_tanh_gaussian(k_next, next_mean, next_log_std)
         next_q = jnp.min(nets.critic.apply(ln.target_critic_params, next_obs, next_action), axis=0)
         target = jax.lax.stop_gradient(
             critic_target(batch.reward, batch.terminated, next_q, next_logp, alpha, gamma, reward_scale)
         )
 
-        def critic_loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        def critic_loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
             q = nets.critic.apply(params, obs, batch.action)  # (NUM_CRITICS, batch)
-            loss = 0.5 * jnp.sum(jnp.mean((q - target[None]) ** 2, axis=1))
-            return scaler.scale_loss(ln.loss_scale, loss), (loss, jnp.mean(q))
+            return 0.5 * jnp.sum(jnp.mean((q - target[None]) ** 2, axis=1)), jnp.mean(q)
 
-        critic_grads, (critic_loss, q_mean) = jax.grad(critic_loss_fn, has_aux=True)(ln.critic_params)
-        critic_grads = scaler.unscale(ln.loss_scale, critic_grads)
-        critic_updates, critic_opt = critic_tx.update(critic_grads, ln.critic_opt, ln.critic_params)
-        critic_params = optax.apply_updates(ln.critic_params, critic_updates)
+        critic_grads, critic_loss, q_mean = gradient.scaled_grad(critic_loss_fn, scaler, ln.loss_scale, ln.critic_params)
+        critic_params, critic_opt = gradient.optimizer_step(critic_tx, critic_grads, ln.critic_params, ln.critic_opt)
 
         # 2. actor, on the updated critics.
-        def actor_loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        def actor_loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
             mean, log_std = nets.actor.apply(params, obs)
-            action, logp = squashed_gaussian(k_pi, mean, log_std)
+            action, logp = networks.sample_tanh_gaussian(k_pi, mean, log_std)
             q = jnp.min(nets.critic.apply(critic_params, obs, action), axis=0)
-            loss = jnp.mean(alpha * logp - q)
-            return scaler.scale_loss(ln.loss_scale, loss), (loss, logp)
+            return jnp.mean(alpha * logp - q), logp
 
-        actor_grads, (actor_loss, logp) = jax.grad(actor_loss_fn, has_aux=True)(ln.actor_params)
-        actor_grads = scaler.unscale(ln.loss_scale, actor_grads)
-        actor_updates, actor_opt = actor_tx.update(actor_grads, ln.actor_opt, ln.actor_params)
-        actor_params = optax.apply_updates(ln.actor_params, actor_updates)
+        actor_grads, actor_loss, logp = gradient.scaled_grad(actor_loss_fn, scaler, ln.loss_scale, ln.actor_params)
+        actor_params, actor_opt = gradient.optimizer_step(actor_tx, actor_grads, ln.actor_params, ln.actor_opt)
 
         # 3. temperature: d/d(log_alpha) of -log_alpha * (log pi + target_entropy), log pi fixed.
         log_alpha, alpha_opt = ln.log_alpha, ln.alpha_opt
         if autotune:
             alpha_grad = -jax.lax.stop_gradient(jnp.mean(logp) + entropy_target)
-            alpha_update, alpha_opt = alpha_tx.update(alpha_grad, ln.alpha_opt, ln.log_alpha)
-            log_alpha = optax.apply_updates(ln.log_alpha, alpha_update)
+            log_alpha, alpha_opt = gradient.optimizer_step(alpha_tx, alpha_grad, ln.log_alpha, ln.alpha_opt)
 
-        # 4. targets; a step with any non-finite gradient or loss changes nothing (all precisions).
+        # 4. targets; a step with any non-finite gradient or loss changes nothing.
         finite = all_finite((critic_grads, actor_grads, critic_loss, actor_loss))
-        stepped = (
-            actor_params, critic_params, polyak(ln.target_critic_params, critic_params, tau),
-            log_alpha, actor_opt, critic_opt, alpha_opt,
-        )
-        kept = (
-            ln.actor_params, ln.critic_params, ln.target_critic_params,
-            ln.log_alpha, ln.actor_opt, ln.critic_opt, ln.alpha_opt,
-        )
-        (actor_params, critic_params, target_params, log_alpha, actor_opt, critic_opt, alpha_opt) = select_tree(
-            finite, stepped, kept
-        )
-        new = Learner(
+        stepped = ln.replace(
             actor_params=actor_params,
             critic_params=critic_params,
-            target_critic_params=target_params,
+            target_critic_params=polyak(ln.target_critic_params, critic_params, tau),
             log_alpha=log_alpha,
             actor_opt=actor_opt,
             critic_opt=critic_opt,
             alpha_opt=alpha_opt,
-            loss_scale=scaler.adjust(ln.loss_scale, finite),
+        )
+        new, loss_scale, skipped = gradient.keep_if_finite(finite, stepped, ln, scaler, ln.loss_scale)
+        new = new.replace(
+            loss_scale=loss_scale,
             grad_steps=ln.grad_steps + 1,
-            skipped_steps=ln.skipped_steps + (~finite).astype(jnp.int32),
+            skipped_steps=ln.skipped_steps + skipped.astype(jnp.int32),
         )
         metrics = {
             "actor_loss": actor_loss,
             "critic_loss": critic_loss,
             "entropy": -jnp.mean(logp),
-            "alpha": jnp.exp(log_alpha),
+            "alpha": jnp.exp(new.log_alpha),
             "q_mean": q_mean,
         }
         return new, metrics
@@ -365,22 +329,21 @@ def make_gradient_step(nets: Networks, cfg: dict[str, Any]) -> Callable:
     return step
 
 
-def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_updates: int) -> Callable:
+def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_updates: int) -> Callable:
     """``chunk(state) -> (state, metrics)``: ``num_updates`` updates in one ``lax.scan``."""
     c = cfg[NAME]
     _check(c)
-    nets = Networks(env, env_params, cfg)
-    gradient_step = make_gradient_step(nets, cfg)
+    nets = SACNetworks(env, env_params, cfg)
+    learner_step = make_learner_step(nets, cfg)
     low, high = _action_bounds(env, env_params, nets.action_dim)
     num_envs, batch_size = int(c["num_envs"]), int(c["batch_size"])
     learning_starts = max(int(c["learning_starts"]), batch_size)
     actor_lr = _learning_rates(c)[0]
     loss_names = ("actor_loss", "critic_loss", "entropy", "q_mean")
-    episode_names = {"co2_kg": "ep_co2_kg", "grid_kwh": "ep_grid_kwh", "unmet_kwh": "ep_unmet_kwh"}
 
     def learn(ln: Learner, buffer: rb.BufferState, obs_norm: ObsNormState, key: jax.Array) -> tuple[Learner, dict]:
         def body(ln: Learner, k: jax.Array) -> tuple[Learner, dict]:
-            return gradient_step(ln, buffer, obs_norm, k)
+            return learner_step(ln, buffer, obs_norm, k)
 
         ln, metrics = jax.lax.scan(body, ln, jax.random.split(key, c["gradient_steps"]))
         return ln, jax.tree.map(jnp.mean, metrics)
@@ -389,36 +352,28 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         return ln, {**{k: jnp.float32(0.0) for k in loss_names}, "alpha": jnp.exp(ln.log_alpha)}
 
     def update(state: TrainState, _: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-        key = jax.random.wrap_key_data(state.key)
+        key = stepping.as_key(state.key)
         key, k_act, k_rand, k_env, k_learn = jax.random.split(key, 5)
 
         # 1. act: the policy's sample, or uniform random actions while collecting.
         mean, log_std = nets.actor.apply(state.learner.actor_params, nets.norm(state.obs_norm, state.obs))
-        policy_action, _ = squashed_gaussian(k_act, mean, log_std)
+        policy_action, _ = networks.sample_tanh_gaussian(k_act, mean, log_std)
         random_action = jax.random.uniform(k_rand, policy_action.shape, jnp.float32, -1.0, 1.0)
         action = jnp.where(state.env_steps < learning_starts, random_action, policy_action)
 
-        # 2. step every environment; next_obs is the true last observation on auto-reset steps.
+        # 2. step every environment; the buffer stores the true last observation on auto-reset steps.
         env_action = low + (action + 1.0) * 0.5 * (high - low)
-        obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            jax.random.split(k_env, num_envs), state.env_state, env_action, env_params
+        s = stepping.step_envs(env, env_params, k_env, state.env_state, env_action, state.ep_return)
+        stored = rb.Transition(
+            obs=state.obs, action=action, reward=s.reward, next_obs=s.final_obs,
+            terminated=s.terminated.astype(jnp.bool_),
         )
-        reward = reward.astype(jnp.float32)
-        done = jnp.logical_or(terminated, truncated)
-        transitions = rb.Transition(
-            obs=state.obs,
-            action=action,
-            reward=reward,
-            next_obs=info["final_observation"].astype(jnp.float32),
-            terminated=terminated.astype(jnp.bool_),
-        )
-        ep_return = state.ep_return + reward
         state = state.replace(
-            buffer=rb.add(state.buffer, transitions),
-            env_state=env_state,
-            obs=obs.astype(jnp.float32),
-            ep_return=jnp.where(done, 0.0, ep_return),
-            obs_norm=obs_norm_update(state.obs_norm, state.obs) if c["normalize_obs"] else state.obs_norm,
+            buffer=rb.add(state.buffer, stored),
+            env_state=s.env_state,
+            obs=s.obs,
+            ep_return=s.ep_return,
+            obs_norm=normalize.updated(c, state.obs_norm, state.obs),
             env_steps=state.env_steps + num_envs,
             key=jax.random.key_data(key),
         )
@@ -430,18 +385,7 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
             learning, learn, collect_only, state.learner, state.buffer, state.obs_norm, k_learn
         )
         state = state.replace(learner=learner)
-
-        ended = done.astype(jnp.float32)
-        episode = info.get("totals", {})
-        metrics = {
-            **losses,
-            "learning": learning.astype(jnp.float32),
-            "reward_avg": jnp.mean(reward),
-            "episodes": jnp.sum(ended),
-            "ep_return": jnp.sum(ended * ep_return),
-        }
-        for src, dst in episode_names.items():
-            metrics[dst] = jnp.sum(ended * episode[src].astype(jnp.float32)) if src in episode else jnp.float32(0.0)
+        metrics = {**losses, **s.episode, "learning": learning.astype(jnp.float32), "reward_avg": jnp.mean(s.reward)}
         return state, metrics
 
     def chunk(state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -459,7 +403,7 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict[str, Any], num_update
         }
         for name in loss_names:  # means over the updates that learned
             metrics[name] = jnp.sum(per_update[name] * learned) / n_learned
-        for name in ("episodes", "ep_return", *episode_names.values()):
+        for name in ("episodes", "ep_return", *EPISODE_TOTALS.values()):
             metrics[name] = jnp.sum(per_update[name])
         missing = set(METRIC_KEYS) - set(metrics)
         assert not missing, missing
@@ -476,7 +420,7 @@ def policy_params(state: TrainState) -> dict[str, Any]:
 
 def make_policy(env: Any, env_params: Any, cfg: dict[str, Any]) -> Callable:
     """``act(policy_params, obs) -> action``: the deterministic action ``tanh(mean)`` in env units."""
-    nets = Networks(env, env_params, cfg)
+    nets = SACNetworks(env, env_params, cfg)
     low, high = _action_bounds(env, env_params, nets.action_dim)
 
     def act(params: dict[str, Any], obs: jax.Array) -> jax.Array:
