@@ -45,7 +45,7 @@ CSV_COLUMNS = (
     "buffer_fill",    # SAC replay-buffer fill fraction
     "approx_kl",      # PPO approximate KL between the rollout and the updated policy
     "clip_frac",      # PPO fraction of clipped ratios
-    "nonfinite_skips",  # gradient steps skipped as non-finite in the chunk
+    "nonfinite_skips",  # gradient steps skipped as non-finite in the chunk (every precision)
     "loss_scale",     # dynamic loss scale (float16)
 )
 EXTRA_METRICS = ("alpha", "q_mean", "buffer_fill", "approx_kl", "clip_frac", "nonfinite_skips", "loss_scale")
