@@ -83,7 +83,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--first-eval-seed", type=int, default=FIRST_EVAL_SEED, metavar="S",
                     help=f"with RUN_DIR: the arrival seeds are S, S+1, ..., S+N-1 (default {FIRST_EVAL_SEED})")
     ap.add_argument("--years", nargs="+", default=None, metavar="NAME",
-                    help="with RUN_DIR: weather years to evaluate on (default: the scenario's own profile)")
+                    help="with RUN_DIR: weather years to evaluate on (default: the scenario's own profile, "
+                         "or each of its weather years)")
     ap.add_argument("--algo", nargs="+", default=None, metavar="NAME",
                     help="with RUN_DIR: the algorithms of a run to evaluate (default: every one it holds)")
     ap.add_argument("--no-optimal", action="store_true",
@@ -306,8 +307,11 @@ def _statistics(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         agents, info = _load_agents(args)
         _check_agents(agents, info, scenario)
-        cfg = agents[next(iter(agents))][0].config
-        envs = {year: condition_env(cfg, year, hours, scenario) for year in years}
+        first = agents[next(iter(agents))][0]
+        if args.years is None:  # several weather years of its own: each is a condition (not drawn per key)
+            own = tuple(getattr(first.env.scenario, "weather_years", ()) or ())
+            years = list(own) if len(own) > 1 else [None]
+        envs = {year: condition_env(first.config, year, hours, scenario) for year in years}
     except CheckpointError as exc:  # a damaged checkpoint
         print(f"error: {exc}", file=sys.stderr)
         return 1

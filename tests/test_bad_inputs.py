@@ -6,12 +6,14 @@ arguments); the evaluate.py cases that need a trained run share one smoke run pe
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dummy_algo
@@ -370,8 +372,23 @@ def test_evaluate_bad_arguments(tmp_path, capsys):
         (["--policy", "rule", "--out", tmp_path, "--hours", 10**12], "error: --hours: expected an integer in [1, 87600], got 1000000000000"),
         (["--policy", "best", "--out", tmp_path], "error: --policy: unknown policy 'best'; accepted: uncontrolled, rule, optimal"),
     ]
+    run = tmp_path  # an existing directory: the options are checked before anything is loaded
+    cases += [
+        ([run, "--eval-seeds", 0], "error: --eval-seeds: expected an integer >= 1, got 0"),
+        ([run, "--first-eval-seed", -1], "error: --first-eval-seed: expected an integer in [0, 4294967286] so that "
+                                         "the last of 10 seeds is a uint32 seed, got -1"),
+        ([run, "--seed", 3], "error: --seed: applies to --policy; with run directories the arrival seeds are "
+                             "--first-eval-seed S onwards (--eval-seeds N of them)"),
+        ([run, "--policy", "rule"], "error: --policy: evaluates baselines alone; with run directories every "
+                                    "baseline is evaluated beside the runs (leave --policy out)"),
+        ([run, "--hours", 9000], "error: --hours: expected an integer in [1, 8760] with run directories "
+                                 "(conditions are episodes from 1 January), got 9000"),
+        ([*rule, "--years", "syn1"], "error: --years: applies to run directories; give RUN_DIR... or leave --years out"),
+    ]
     for argv, message in cases:
         assert _evaluate(capsys, argv) == (2, message)
+    rc, line = _evaluate(capsys, [run, "--years", "1999"])
+    assert rc == 2 and line.startswith("error: --years: unknown weather year '1999'; accepted: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing written
 
 
@@ -399,6 +416,33 @@ def test_evaluate_policy_of_another_scenario(trained_run, tmp_path):
         "and cannot act on 'iquitos-128' (535 observations, 129 actions); evaluate it on 'iquitos-38' or a "
         "scenario of the same size"
     ]
+
+
+def test_evaluate_statistics_of_a_run(trained_run, tmp_path, capsys):
+    import jax
+
+    from oe3jax import load_policy
+    from oe3jax.evaluation.kpis import policy_kpis
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    argv = [run, "--eval-seeds", 2, "--hours", 24, "--no-optimal", "--out", tmp_path / "all"]
+    assert _evaluate_module().main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    for where in (run / "evaluation", tmp_path / "all"):
+        report = json.loads((where / "statistics.json").read_text())
+        text = (where / "statistics.md").read_text()
+        assert report["arrival_seeds"] == [1000, 1001] and report["years"] == [None] and report["hours"] == 24
+        assert report["command"] == "python scripts/evaluate.py " + " ".join(str(a) for a in argv)
+        assert report["agents"] == ["ppo"] and list(report["baselines"]) == ["uncontrolled", "rule"]
+        assert np.shape(report["values"]["ppo"]["co2_kg"]) == (1, 2)
+        assert report["kpis"]["co2_kg"]["policies"]["ppo"]["n_conditions"] == 2
+        assert f"Made by `{report['command']}`" in text and "2 arrival seeds (1000-1001)" in text
+        assert "training seeds 0" in text and "Strongest baseline: **" in text
+    # the agent's value of a condition, through the single-episode path
+    alone = policy_kpis(load_policy(run), key=jax.random.key(1001), hours=24)
+    assert report["values"]["ppo"]["co2_kg"][0][1] == pytest.approx(alone["co2_kg"], rel=1e-9)
+    assert report["values"]["rule"]["vehicles_arrived"][0][1] == alone["vehicles_arrived"]
 
 
 def test_evaluate_damaged_checkpoint_exits_1(trained_run, tmp_path, capsys):

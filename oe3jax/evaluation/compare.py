@@ -349,7 +349,7 @@ def _share_text(share: Mapping[str, Any] | None) -> str:
     if not share.get("defined"):
         return "undefined"
     lo, hi = share["ci"]
-    text = f"{100 * share['mean']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
+    text = f"{100 * share['mean']:,.1f} % [{100 * lo:,.1f}, {100 * hi:,.1f}]"
     if share.get("undefined_conditions"):
         text += f" ({share['undefined_conditions']} conditions undefined)"
     return text
