@@ -166,7 +166,7 @@ def _check_statistics_args(args: argparse.Namespace) -> None:
             if year in args.years[:i]:
                 raise ConfigError(f"--years: {year!r} is given twice")
     for run_dir in args.run_dir:
-        check_writable_dir(Path(run_dir) / "evaluation", "RUN_DIR")
+        check_writable_dir(_run_root(Path(run_dir)) / "evaluation", "RUN_DIR")
     if args.out is not None:
         check_writable_dir(args.out, "--out")
 
@@ -269,7 +269,8 @@ def _load_agents(args: argparse.Namespace) -> tuple[dict[str, list[Any]], dict[s
             agents[name] = policies
             info[name] = {
                 "run_dir": str(run_dir), "run_root": str(_run_root(Path(run_dir))), "algo": first.algo,
-                "checkpoint_step": first.step, "training_seeds": [p.seed for p in policies],
+                "checkpoint_step": first.step, "total_steps": first.config.get("total_steps"),
+                "training_seeds": [p.seed for p in policies],
                 "scenario": first.scenario, "config": first.config,
             }
     return agents, info

@@ -364,8 +364,8 @@ def statistics_markdown(report: Mapping[str, Any]) -> str:
         label, how = _LABELS.get(kpi, (kpi, ",.3f"))
         best, optimum = entry.get("strongest_baseline"), entry.get("optimum")
         lines.append(f"### {label}, lower is better\n")
-        lines.append(f"Strongest baseline: **{best or '-'}**; optimum: **{optimum or 'none run'}**"
-                     + ("" if optimum else " (no baseline here minimises this KPI: shares undefined)") + ".\n")
+        lines.append(f"Strongest baseline: **{best or '-'}**; optimum: **{optimum or 'none'}**"
+                     + ("" if optimum else " (no baseline run minimises this KPI: shares undefined)") + ".\n")
         rule_column = best != "rule" and "rule" in report["baselines"]
         lines.append(f"| policy | mean [95 % CI] | IQM | n (runs x conditions) | difference to {best or '-'} "
                      f"| share of the optimum's gain | gap closed, {best or '-'} to optimum |"
