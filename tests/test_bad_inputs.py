@@ -412,8 +412,8 @@ def test_evaluate_policy_of_another_scenario(trained_run, tmp_path):
     assert proc.returncode == 2
     line = [l for l in proc.stderr.splitlines() if l.startswith("error:") or "Traceback" in l]
     assert line == [
-        f"error: --scenario: the policy in {trained_run} was trained on 'iquitos-38' (175 observations, 39 actions) "
-        "and cannot act on 'iquitos-128' (535 observations, 129 actions); evaluate it on 'iquitos-38' or a "
+        f"error: --scenario: the policy in {trained_run} was trained on 'iquitos-38' (177 observations, 39 actions) "
+        "and cannot act on 'iquitos-128' (537 observations, 129 actions); evaluate it on 'iquitos-38' or a "
         "scenario of the same size"
     ]
 
@@ -434,14 +434,15 @@ def test_evaluate_statistics_of_a_run(trained_run, tmp_path, capsys):
         text = (where / "statistics.md").read_text()
         assert report["arrival_seeds"] == [1000, 1001] and report["years"] == [None] and report["hours"] == 24
         assert report["command"] == "python scripts/evaluate.py " + " ".join(str(a) for a in argv)
-        assert report["agents"] == ["ppo"] and list(report["baselines"]) == ["uncontrolled", "rule"]
+        assert report["agents"] == ["ppo"] and list(report["baselines"]) == ["uncontrolled", "rule", "greedy"]
         assert np.shape(report["values"]["ppo"]["co2_kg"]) == (1, 2)
         assert report["kpis"]["co2_kg"]["policies"]["ppo"]["n_conditions"] == 2
         assert f"Made by `{report['command']}`" in text and "2 arrival seeds (1000-1001)" in text
         assert "training seeds 0" in text and "Strongest baseline: **" in text
-    # the agent's value of a condition, through the single-episode path
+    # the agent's value of a condition, through the single-episode path (a vmapped network may sum
+    # its float32 products in another order: equal to float32 precision)
     alone = policy_kpis(load_policy(run), key=jax.random.key(1001), hours=24)
-    assert report["values"]["ppo"]["co2_kg"][0][1] == pytest.approx(alone["co2_kg"], rel=1e-9)
+    assert report["values"]["ppo"]["co2_kg"][0][1] == pytest.approx(alone["co2_kg"], rel=1e-6)
     assert report["values"]["rule"]["vehicles_arrived"][0][1] == alone["vehicles_arrived"]
 
 

@@ -138,7 +138,9 @@ def test_every_policy_sees_the_same_vehicles(evaluated):
     arrived = results.values["fixed"]["vehicles_arrived"]
     assert arrived.shape == (2, 2)
     assert arrived[0, 0] != arrived[0, 1]  # the two arrival seeds draw different vehicles
-    for name in ("uncontrolled", "rule", "optimal"):
+    assert list(results.values) == ["fixed", "uncontrolled", "rule", "greedy", "optimum_grid", "optimum_cost",
+                                    "optimum_monthly_peaks"]
+    for name in list(results.values)[1:]:
         assert np.array_equal(results.values[name]["vehicles_arrived"][0], arrived[0])
         assert np.array_equal(results.values[name]["vehicles_arrived"][0], arrived[1])
     assert results.conditions == [{"year": None, "arrival_seed": s} for s in ARRIVAL_SEEDS]
@@ -161,20 +163,41 @@ def test_report_shares_recomputed_from_the_values(evaluated):
     _, _, results, report = evaluated
     values = report["values"]
     entry = report["kpis"]["co2_kg"]
-    assert entry["optimum"] == "optimal" and entry["strongest_baseline"] == "rule"
     unc = np.array(values["uncontrolled"]["co2_kg"][0])
-    opt = np.array(values["optimal"]["co2_kg"][0])
+    opt = np.array(values["optimum_grid"]["co2_kg"][0])
     rule = np.array(values["rule"]["co2_kg"][0])
+    means = {n: np.mean(values[n]["co2_kg"]) for n in ("uncontrolled", "rule", "greedy")}  # no foresight
+    best = min(means, key=means.get)
+    assert entry["optimum"] == "optimum_grid" and entry["strongest_baseline"] == best
+    strongest = np.array(values[best]["co2_kg"][0])
     agent = np.array(values["fixed"]["co2_kg"])
     fixed = entry["policies"]["fixed"]
     assert fixed["share_of_gain"]["mean"] == pytest.approx(np.mean((unc - agent) / (unc - opt)))
     assert fixed["gap_closed_rule"]["mean"] == pytest.approx(np.mean((rule - agent) / (rule - opt)))
-    assert fixed["difference"]["mean"] == pytest.approx(np.mean(agent - rule))
+    assert fixed["difference"]["mean"] == pytest.approx(np.mean(agent - strongest))
+    # the greedy rule reaches the grid optimum on these two days: nothing left to close from it
+    assert best == "greedy" and np.allclose(strongest, opt, rtol=1e-6)
+    assert fixed["gap_closed_strongest"]["defined"] is False
+    # cost: the gap from the strongest baseline to the cost optimum, by hand
+    cost = report["kpis"]["cost"]
+    by_cost = {n: np.mean(values[n]["cost"]) for n in ("uncontrolled", "rule", "greedy")}
+    b = min(by_cost, key=by_cost.get)
+    assert cost["strongest_baseline"] == b and cost["optimum"] == "optimum_cost"
+    b_cost, o_cost = np.array(values[b]["cost"][0]), np.array(values["optimum_cost"]["cost"][0])
+    a_cost = np.array(values["fixed"]["cost"])
+    assert cost["policies"]["fixed"]["gap_closed_strongest"]["mean"] == pytest.approx(
+        np.mean((b_cost - a_cost) / (b_cost - o_cost)))
     # the full-power seed reaches none of the optimum's gain
     assert np.allclose((unc - agent[0]) / (unc - opt), 0.0)
-    assert entry["policies"]["optimal"]["share_of_gain"]["mean"] == pytest.approx(1.0)
+    assert entry["policies"]["optimum_grid"]["share_of_gain"]["mean"] == pytest.approx(1.0)
     assert entry["policies"]["rule"]["gap_closed_rule"]["mean"] == pytest.approx(0.0)
-    # the LP minimises import only: the peaks have no optimum here, their shares are undefined
+    # each KPI's optimum is the optimum of that objective; no baseline minimises the annual peak
+    assert report["kpis"]["cost"]["optimum"] == "optimum_cost"
+    peaks = report["kpis"]["monthly_peaks_sum_kw"]
+    assert peaks["optimum"] == "optimum_monthly_peaks"
+    assert peaks["policies"]["optimum_monthly_peaks"]["share_of_gain"]["mean"] == pytest.approx(1.0)
+    assert all(np.mean(values[n]["monthly_peaks_sum_kw"]) >= np.mean(values["optimum_monthly_peaks"]["monthly_peaks_sum_kw"]) - 1e-6
+               for n in values)
     assert report["kpis"]["peak_import_kw"]["optimum"] is None
     assert report["kpis"]["peak_import_kw"]["policies"]["fixed"]["share_of_gain"]["defined"] is False
     assert set(report["kpis"]) >= set(SHARE_KPIS)
@@ -184,6 +207,7 @@ def test_report_shares_recomputed_from_the_values(evaluated):
 def test_markdown_names_the_strongest_baseline(evaluated):
     *_, report = evaluated
     text = statistics_markdown(report)
-    assert "Strongest baseline: **rule**; optimum: **optimal**." in text
+    best = report["kpis"]["co2_kg"]["strongest_baseline"]
+    assert f"Strongest baseline: **{best}**; optimum: **optimum_grid**." in text
     assert "| fixed | " in text and "| 2 x 2 |" in text and "| 1 x 2 |" in text
     assert "inf" not in text and "nan" not in text

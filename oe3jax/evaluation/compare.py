@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oe3jax.control import baselines
+from oe3jax.control.registry import CONTROLLERS, make_controller
 from oe3jax.evaluation import statistics
 from oe3jax.evaluation.kpis import batch_kpis, episode_kpis, kpis
 from oe3jax.simulation.env import EVENING_PEAK_LABEL, make_env
@@ -115,21 +116,6 @@ def evaluate_with_baselines(
 
 
 # ----------------------------------------------------------------------------- statistics over conditions
-def _no_kpis(scenario: Any) -> tuple[str, ...]:
-    return ()
-
-
-def _import_lp_optimises(scenario: Any) -> tuple[str, ...]:
-    """The import-minimising LP is also the cost optimum when the tariff is flat."""
-    flat = np.ptp(np.asarray(scenario.tariff_per_kwh, np.float64)) == 0.0
-    return ("grid_import_kwh", "co2_kg", "cost") if flat else ("grid_import_kwh", "co2_kg")
-
-
-def _make_optimal(env: Any, params: Any, key: jax.Array, hours: int) -> Any:
-    act, _, _ = baselines.optimal_policy(env, params, key, hours)
-    return act
-
-
 @dataclasses.dataclass(frozen=True)
 class Baseline:
     """A non-learned controller evaluated beside the agents, on the same conditions.
@@ -138,8 +124,8 @@ class Baseline:
     ignore ``key`` and ``hours``; a perfect-foresight plan needs them). ``per_condition``: built and
     run condition by condition (a plan of that episode) instead of in one vmapped batch.
     ``oracle``: it sees the future, so it bounds what is achievable and is never the baseline an
-    agent is judged against. ``optimises(scenario)``: the KPIs it minimises exactly, whose
-    optimum it is for the shares. ``costly``: skipped when the optimum is not wanted.
+    agent is judged against. ``optimises``: the KPIs it minimises exactly, whose optimum it is
+    for the shares. ``costly``: a solver per condition, skipped when no optimum is wanted.
     """
 
     name: str
@@ -147,19 +133,32 @@ class Baseline:
     make: Callable[[Any, Any, jax.Array, int], Any]
     per_condition: bool = False
     oracle: bool = False
-    optimises: Callable[[Any], tuple[str, ...]] = _no_kpis
+    optimises: tuple[str, ...] = ()
     costly: bool = False
 
 
-#: The baselines every statistics evaluation runs, in table order. Add a controller with one line.
+def registered(name: str, **fields: Any) -> Baseline:
+    """The controller ``name`` of :data:`oe3jax.control.registry.CONTROLLERS` as a :class:`Baseline`."""
+    def make(env: Any, params: Any, key: jax.Array, hours: int) -> Any:
+        return make_controller(name, env, params, key, hours)
+
+    return Baseline(name, CONTROLLERS[name], make, **fields)
+
+
+def _optimum(name: str, *kpis: str) -> Baseline:
+    return registered(name, per_condition=True, oracle=True, optimises=kpis, costly=True)
+
+
+#: The baselines every statistics evaluation runs, in table order: one line per controller. The
+#: optima are the perfect-foresight schedules of each condition's episode (a solver run each,
+#: about 6-10 s for a year), each the optimum of the KPIs it lists.
 BASELINES: tuple[Baseline, ...] = (
-    Baseline("uncontrolled", "every plugged vehicle charges at full socket power; the battery is idle",
-             lambda env, params, key, hours: baselines.uncontrolled),
-    Baseline("rule", "vehicles at full power; the battery stores the PV surplus and discharges 18:00-22:59",
-             lambda env, params, key, hours: baselines.make_rule_based(env.scenario)),
-    Baseline("optimal", "perfect foresight of the episode; a linear program minimising the grid import "
-             "(hence CO2), every vehicle getting what it gets at full power",
-             _make_optimal, per_condition=True, oracle=True, optimises=_import_lp_optimises, costly=True),
+    registered("uncontrolled"),
+    registered("rule"),
+    registered("greedy"),
+    _optimum("optimum_grid", "grid_import_kwh", "co2_kg"),
+    _optimum("optimum_cost", "cost"),
+    _optimum("optimum_monthly_peaks", "monthly_peaks_sum_kw"),
 )
 
 #: KPIs where lower is better, with shares of the optimum's gain and the strongest baseline named.
@@ -276,7 +275,7 @@ def evaluate_conditions(
     return ConditionResults(
         scenario=env.scenario.name, hours=hours, conditions=conditions, values=values, kinds=kinds,
         seconds=seconds, baselines={b.name: b for b in chosen},
-        optimises={b.name: tuple(b.optimises(env.scenario)) for b in chosen},
+        optimises={b.name: tuple(b.optimises) for b in chosen},
     )
 
 
