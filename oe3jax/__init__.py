@@ -14,9 +14,18 @@ Gymnasium but neither JAX nor the environment (the entry point is a string).
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# XLA's CPU runtime (jaxlib 0.10) can deadlock running the vmapped update chunk of the
+# socket-shared networks under its concurrency-optimised scheduler (3, 5 or 6 seeds of the default
+# PPO run waited forever with every thread idle; 4 ran). The flag only reaches XLA when it is set
+# before JAX creates its CPU client, so it is set here, on import, unless the user set it already.
+_XLA_CPU_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_CPU_FLAG}".strip()
 
 _EXPORTS = {
     "make_env": "oe3jax.simulation.env",

@@ -1,6 +1,7 @@
 """PPO and A2C learn the probe environments; precision, determinism and config checks."""
 from __future__ import annotations
 
+import os
 import functools
 
 import chex
@@ -181,3 +182,29 @@ def test_config_relations_fail_with_one_line_errors():
     with pytest.raises(ConfigError, match="ppo.clip_epsilon: unknown key"):
         make_cfg("ppo", clip_epsilon=0.1)
     assert ppo.env_steps_per_update(make_cfg("ppo")) == (8, 8)
+
+
+def test_three_vmapped_seeds_of_the_default_ppo_chunk_finish():
+    """The default PPO chunk vmapped over 3 seeds ran forever in XLA's CPU runtime (every thread
+    idle) unless its concurrency-optimised scheduler is off, which ``import oe3jax`` arranges."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, oe3jax, jax
+        assert "xla_cpu_enable_concurrency_optimized_scheduler=false" in os.environ["XLA_FLAGS"]
+        from oe3jax import learning
+        from oe3jax.training.config import default_components, make_run_env, resolve_config
+        comps = default_components()
+        cfg = resolve_config("ppo", comps, flags={"seeds": 3, "total_steps": 1024})
+        env, params = make_run_env(cfg, comps)
+        algo = learning.get("ppo")
+        state = jax.jit(learning.init_seeds(algo, env, params, cfg))(learning.seed_keys(cfg))
+        out = jax.jit(jax.vmap(algo.make_update_chunk(env, params, cfg, 1)))(state)
+        jax.block_until_ready(out)
+        print("finished")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "finished", proc.stderr[-2000:]
