@@ -202,6 +202,9 @@ def test_bad_inputs_get_one_line_errors(pair):
         JaxVectorEnv(_scenario(), 0)
     with pytest.raises(ValueError, match=r"^render_mode"):
         JaxVectorEnv("iquitos-38", 1, render_mode="human")
+    # also a TypeError: Stable-Baselines3 tries render_mode="rgb_array" and falls back on a TypeError
+    with pytest.raises(TypeError, match=r"^render_mode: 'rgb_array'; this environment does not render"):
+        gymnasium.make("oe3jax/EVCharging-iquitos-38-v0", render_mode="rgb_array")
     fresh = JaxVectorEnv(_scenario(), 3, episode_hours=EPISODE)
     with pytest.raises(RuntimeError, match=r"^step: call reset\(\) first"):
         fresh.step(np.zeros((3, 4)))
@@ -242,6 +245,7 @@ def test_sb3_adapter_without_sb3_names_the_extra(monkeypatch):
 def test_sb3_vec_env_matches_the_vector_env_and_trains(pair):
     pytest.importorskip("stable_baselines3")
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
     from oe3jax.simulation.vector import make_sb3_vec_env
@@ -283,6 +287,10 @@ def test_sb3_vec_env_matches_the_vector_env_and_trains(pair):
     assert [i["episode"]["l"] for i in infos] == [EPISODE] * 2
     np.testing.assert_allclose([i["episode"]["r"] for i in infos], sums, rtol=1e-5)
 
+    # an env id works too (the NumPy env; SB3 falls back from render_mode="rgb_array")
+    assert PPO("MlpPolicy", "oe3jax/EVCharging-iquitos-38-v0", device="cpu").env.num_envs == 1
+
     model = PPO("MlpPolicy", venv, n_steps=4, batch_size=6, n_epochs=1, seed=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=24)
     assert model.num_timesteps == 24

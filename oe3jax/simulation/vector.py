@@ -46,7 +46,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from oe3jax.simulation.adapters import GymnasiumEnv
+from oe3jax.simulation.adapters import GymnasiumEnv, check_render_mode
 from oe3jax.simulation.env import make_env
 from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario
 
@@ -181,8 +181,7 @@ class JaxVectorEnv(gym.vector.VectorEnv):
     ) -> None:
         if not _is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode: {render_mode!r}; this environment does not render (accepted: None)")
+        check_render_mode(render_mode)
         self.env, self.params = make_env(scenario, episode_hours=episode_hours, random_start=random_start,
                                          start_hour=start_hour, **overrides)
         single = GymnasiumEnv(self.env.scenario, episode_hours=episode_hours, start_hour=start_hour,
