@@ -427,8 +427,8 @@ def _summary(name: str, evals: list[dict[str, Any]], cap_s: float | None, evalua
 
 def ours_time_to_quality(eval_every_s: float = 20.0, algo: str = "ppo", total_steps: int | None = None) -> dict[str, Any]:
     """The project's default ``algo`` run, its policy evaluated at the first checkpoint after each
-    ``eval_every_s`` seconds of training (the clock stops while evaluating; compilation and
-    checkpoint saves count)."""
+    ``eval_every_s`` seconds of training and at the end (the clock stops while evaluating;
+    compilation and checkpoint saves count)."""
     import jax
 
     from oe3jax.training import cli
@@ -440,23 +440,27 @@ def ours_time_to_quality(eval_every_s: float = 20.0, algo: str = "ppo", total_st
     with tempfile.TemporaryDirectory(prefix="oe3jax-peers-") as tmp:
         run_dir = Path(tmp) / "run"
         paused, last = 0.0, -math.inf
+        latest: dict[str, Any] = {}
         t0 = time.perf_counter()
+
+        def evaluate(name: str, step: int, train_s: float) -> None:
+            t_eval = time.perf_counter()
+            policy = load_policy(run_dir, algo=name, step=step)
+            if "fn" not in apply_jit:  # one compiled apply; the parameters are its argument
+                apply_jit["fn"] = jax.jit(policy.apply)
+            fn, params = apply_jit["fn"], policy.params
+            k = evaluator.kpis(lambda obs: fn(params, obs))
+            evals.append({"train_s": round(train_s, 1), "env_steps": step * policy.config[name]["num_envs"],
+                          "eval_s": round(time.perf_counter() - t_eval, 1), **evaluator.judge(k)})
 
         def hook(name: str, step: int) -> None:
             nonlocal paused, last
             now = time.perf_counter()
             train_s = now - t0 - paused
-            if train_s - last < eval_every_s:
-                return
-            last = train_s
-            policy = load_policy(run_dir, algo=name, step=step)
-            if "fn" not in apply_jit:  # one compiled apply; the parameters are its argument
-                apply_jit["fn"] = jax.jit(policy.apply)
-            fn, params = apply_jit["fn"], policy.params
-            t_eval = time.perf_counter()
-            k = evaluator.kpis(lambda obs: fn(params, obs))
-            evals.append({"train_s": round(train_s, 1), "env_steps": step * policy.config[name]["num_envs"],
-                          "eval_s": round(time.perf_counter() - t_eval, 1), **evaluator.judge(k)})
+            latest.update(name=name, step=step, train_s=train_s)
+            if train_s - last >= eval_every_s:
+                last = train_s
+                evaluate(name, step, train_s)
             paused += time.perf_counter() - now
 
         argv = ["--algo", algo, "--run-dir", str(run_dir), "--set", "eval.enabled=false"]
@@ -464,6 +468,8 @@ def ours_time_to_quality(eval_every_s: float = 20.0, algo: str = "ppo", total_st
             argv += ["--total-steps", str(total_steps)]
         with contextlib.redirect_stdout(io.StringIO()):
             cli.run(argv, on_checkpoint=hook)
+        if latest and (not evals or evals[-1]["train_s"] != round(latest["train_s"], 1)):
+            evaluate(latest["name"], latest["step"], latest["train_s"])  # the final policy, always
     return _summary(f"oe3jax {algo.upper()} (default run)", evals, None, evaluator,
                     command="python -m oe3jax.training " + " ".join(argv[:2] + argv[4:]),
                     eval_every_s=eval_every_s)
