@@ -203,7 +203,8 @@ def test_bad_inputs_get_one_line_errors(pair):
     with pytest.raises(ValueError, match=r"^render_mode"):
         JaxVectorEnv("iquitos-38", 1, render_mode="human")
     # also a TypeError: Stable-Baselines3 tries render_mode="rgb_array" and falls back on a TypeError
-    with pytest.raises(TypeError, match=r"^render_mode: 'rgb_array'; this environment does not render"):
+    with pytest.warns(UserWarning, match="render_mode"), \
+            pytest.raises(TypeError, match=r"^render_mode: 'rgb_array'; this environment does not render"):
         gymnasium.make("oe3jax/EVCharging-iquitos-38-v0", render_mode="rgb_array")
     fresh = JaxVectorEnv(_scenario(), 3, episode_hours=EPISODE)
     with pytest.raises(RuntimeError, match=r"^step: call reset\(\) first"):
