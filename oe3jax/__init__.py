@@ -6,10 +6,13 @@ Public entry points (imported on first use, so that ``import oe3jax`` stays ligh
 - ``load_policy(path, seed=0) -> Policy``                                 (oe3jax.training.policy)
 - ``Scenario``, ``get_scenario(name)``                                    (oe3jax.simulation.scenario)
 - ``make_gymnasium_env``, ``make_legacy_env``                             (oe3jax.simulation.adapters)
+- ``make_vector_env``, ``make_sb3_vec_env``                               (oe3jax.simulation.vector)
 
 Importing the package registers its Gymnasium ids (``GYMNASIUM_IDS``), e.g.
-``gymnasium.make("oe3jax/EVCharging-iquitos-128-v0", episode_hours=48)``; registration imports
-Gymnasium but neither JAX nor the environment (the entry point is a string).
+``gymnasium.make("oe3jax/EVCharging-iquitos-128-v0", episode_hours=48)`` (the NumPy env) and
+``gymnasium.make_vec("oe3jax/EVCharging-iquitos-128-v0", num_envs=64)`` (the jitted, vmapped JAX
+env); registration imports Gymnasium but neither JAX nor the environment (the entry points are
+strings).
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ _EXPORTS = {
     "get_scenario": "oe3jax.simulation.scenario",
     "make_gymnasium_env": "oe3jax.simulation.adapters",
     "make_legacy_env": "oe3jax.simulation.adapters",
+    "make_vector_env": "oe3jax.simulation.vector",
+    "make_sb3_vec_env": "oe3jax.simulation.vector",
 }
 
 # one id per scenario preset; keywords of gymnasium.make go to GymnasiumEnv
@@ -52,6 +57,7 @@ def _register_gymnasium_ids() -> None:
     for env_id, preset in GYMNASIUM_IDS.items():
         if env_id not in gymnasium.registry:
             gymnasium.register(id=env_id, entry_point="oe3jax.simulation.adapters:GymnasiumEnv",
+                               vector_entry_point="oe3jax.simulation.vector:JaxVectorEnv",
                                kwargs={"scenario": preset})
 
 

@@ -4,17 +4,27 @@
     python scripts/benchmark.py                          # everything (about 5-10 minutes on 2 cores)
     python scripts/benchmark.py --sections env           # environment stepping only
     python scripts/benchmark.py --quick --out /tmp/b     # tiny sizes: checks that it all runs
+    python scripts/benchmark.py --peers                  # peers side by side (extra 'peers'; long)
+    python scripts/benchmark.py --peers env,train        # some of its sections: env, train, quality
 
 Sections: ``env`` (vmapped random stepping vs the NumPy reference loop), ``train`` (the machine's
 matmul FLOP/s, then each algorithm's update chunk at its default config), ``checkpoint`` (size on
 disk and time lost to saving, sync vs async). A failing optional section (train, checkpoint) is
 recorded with its error in the JSON and the others go on; the exit status is non-zero only when
-the env section fails. See ``oe3jax/bench.py`` for how each number is measured.
+the env section fails. See ``oe3jax/benchmarks/throughput.py`` for how each number is measured.
+
+``--peers [env,train,quality]`` (optional extra ``peers``; without it, a one-line install hint)
+measures other simulators and RL libraries beside ours instead (``oe3jax/benchmarks/peers.py``),
+one process per measurement, and writes them under ``"peers"`` in benchmark.json (read, modified,
+written: the other sections stay) and as a "Peers" section of benchmark.md; each measurement is
+saved as it finishes, and ``--resume`` keeps those already there. CityLearn 3.0.2 cannot share an
+environment with this project (it pins gymnasium<=0.28.1 and numpy<2): give ``--citylearn-python``.
 """
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import importlib.util
 import json
 import math
 import shlex
@@ -30,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from oe3jax.benchmarks import peers  # noqa: E402
 from oe3jax.benchmarks import throughput as bench  # noqa: E402
 
 SECTIONS = ("env", "train", "checkpoint")
@@ -337,6 +348,248 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
                               f"transitions repeated): {_mib(full['checkpoint_bytes_on_disk'])} on disk, synchronous "
                               f"save {full['sync_save_s']:.2f} s."]
             lines += ["", f"Load {ck['load_avg_start']} -> {ck['load_avg_end']}.", ""]
+    if doc.get("peers"):
+        lines.append(peers_markdown(doc["peers"]))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Peers (--peers): other simulators and RL libraries measured side by side
+# --------------------------------------------------------------------------------------------
+
+PEER_SECTIONS = ("env", "train", "quality")
+PEER_PLAN = {
+    "full": {"env_s": 5.0, "peer_env_s": 10.0, "train_s": 60.0, "quality_cap_s": 600.0, "eval_every_s": 20.0,
+             "scan_envs": (1, 1024, 4096), "vector_envs": (1, 8, 64, 1024),
+             "ours_steps": {"ppo": 204_800, "a2c": 409_600, "sac": 10_000}, "ours_quality_steps": None,
+             "job_timeout_s": 1500},
+    "quick": {"env_s": 0.5, "peer_env_s": 1.0, "train_s": 5.0, "quality_cap_s": 20.0, "eval_every_s": 5.0,
+              "scan_envs": (1,), "vector_envs": (2,),
+              "ours_steps": {"ppo": 2048, "a2c": 2048, "sac": 1100}, "ours_quality_steps": 8192,
+              "job_timeout_s": 600},
+}
+
+
+def peer_jobs(sections: list[str], plan: Mapping[str, Any], args: argparse.Namespace) -> list[tuple[str, str, dict]]:
+    """``(section, job name, keyword arguments)`` of every measurement asked for, in order."""
+    jobs: list[tuple[str, str, dict]] = []
+    if "env" in sections:
+        jobs += [("env", f"jax-scan-{n}", {"num_envs": n}) for n in plan["scan_envs"]]
+        jobs += [("env", f"vector-{n}", {"num_envs": n, "seconds": plan["env_s"]}) for n in plan["vector_envs"]]
+        jobs += [("env", f"sb3-vec-env-{peers.SB3_VEC_ENVS}", {"num_envs": peers.SB3_VEC_ENVS, "seconds": plan["env_s"]}),
+                 ("env", "numpy-wrapper", {"seconds": plan["env_s"]}),
+                 ("env", "ev2gym", {"seconds": plan["peer_env_s"], "python": args.ev2gym_python}),
+                 ("env", "citylearn", {"seconds": plan["peer_env_s"], "python": args.citylearn_python,
+                                       "schema": args.citylearn_schema})]
+    if "train" in sections:
+        for algo in ALGOS:
+            jobs += [("train", f"sb3-{algo}-{kind}", {"algo": algo, "env_kind": kind, "seconds": plan["train_s"]})
+                     for kind in ("wrapper", "vector")]
+            jobs.append(("train", f"ours-{algo}", {"algo": algo, "total_steps": plan["ours_steps"][algo]}))
+    if "quality" in sections:
+        jobs += [("quality", "ours-ppo", {"eval_every_s": plan["eval_every_s"], "total_steps": plan["ours_quality_steps"]}),
+                 ("quality", "sb3-ppo-vector", {"cap_s": plan["quality_cap_s"], "eval_every_s": plan["eval_every_s"]})]
+    return jobs
+
+
+def run_peer_job(section: str, name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """One measurement, in this process."""
+    kw = dict(kwargs)
+    if section == "env":
+        if name.startswith("jax-scan"):
+            return peers.env_jax_scan(kw["num_envs"])
+        if name.startswith("vector"):
+            return peers.env_vector(kw["num_envs"], kw["seconds"])
+        if name.startswith("sb3-vec-env"):
+            return peers.env_vector(kw["num_envs"], kw["seconds"], sb3=True)
+        if name == "numpy-wrapper":
+            return peers.env_numpy_wrapper(kw["seconds"])
+        if name == "ev2gym":
+            return peers.env_ev2gym(kw["seconds"], kw["python"])
+        if name == "citylearn":
+            return peers.env_citylearn(kw["schema"], kw["seconds"], kw["python"])
+    if section == "train":
+        if name.startswith("sb3-"):
+            return peers.sb3_train_rate(kw["algo"], kw["env_kind"], kw["seconds"])
+        return peers.ours_train_rate(kw["algo"], kw["total_steps"])
+    if section == "quality":
+        if name == "ours-ppo":
+            return peers.ours_time_to_quality(kw["eval_every_s"], total_steps=kw["total_steps"])
+        return peers.sb3_time_to_quality("ppo", "vector", kw["cap_s"], kw["eval_every_s"])
+    raise ValueError(f"peer job: unknown {section}/{name}")
+
+
+def _peer_job_in_child(section: str, name: str, kwargs: Mapping[str, Any], timeout: float,
+                       log: Callable[[str], None]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="oe3jax-peers-") as tmp:
+        result = Path(tmp) / "result.json"
+        spec = Path(tmp) / "job.json"
+        spec.write_text(json.dumps({"section": section, "name": name, "kwargs": kwargs}), encoding="utf-8")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--peers-job", str(spec), "--result", str(result)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"skipped": True, "error": f"did not finish within {timeout:.0f} s"}
+        if result.is_file():
+            return json.loads(result.read_text(encoding="utf-8"))
+        tail = (proc.stderr or proc.stdout).strip().splitlines()
+        return {"skipped": True, "error": tail[-1] if tail else f"exit status {proc.returncode}"}
+
+
+def run_peers(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    sections = [s.strip() for s in (args.peers or "").split(",") if s.strip()]
+    if args.peers == "all":
+        sections = list(PEER_SECTIONS)
+    unknown = [s for s in sections if s not in PEER_SECTIONS]
+    if unknown or not sections:
+        print(f"--peers: unknown section {unknown[0] if unknown else '(empty)'!r}; accepted: "
+              f"{', '.join(PEER_SECTIONS)} (comma-separated), or none for all", file=sys.stderr)
+        return 2
+    try:
+        peers.require_peers()
+    except ImportError as exc:
+        print(f"--peers: {exc}", file=sys.stderr)
+        return 2
+    plan = PEER_PLAN["quick" if args.quick else "full"]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv_text = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    block: dict[str, Any] = dict(_read_doc(out_dir).get("peers") or {})
+    block.setdefault("sections", {})
+    block["commands"] = {**block.get("commands", {}), **{s: f"python scripts/benchmark.py {argv_text}" for s in sections}}
+    block.update({"machine": bench.machine_info(), "peer_versions": peers.versions(),
+                  "torch_threads": peers.TORCH_THREADS, "quick": bool(args.quick), "plan": plan,
+                  "scenarios": peers.PEER_SCENARIOS})
+    for section, name, kwargs in peer_jobs(sections, plan, args):
+        rows = block["sections"].setdefault(section, {})
+        if args.resume and name in rows and not rows[name].get("skipped"):
+            log(f"[peers {section}] {name}: kept from the earlier run")
+            continue
+        if name == "citylearn" and not args.citylearn_python and importlib.util.find_spec("citylearn") is None:
+            rows[name] = {"skipped": True, "error": "CityLearn is not installed here; it pins gymnasium<=0.28.1 and "
+                          "numpy<2, so it cannot share this environment: install citylearn==3.0.2 in its own venv "
+                          "and pass --citylearn-python PATH"}
+        elif name == "ev2gym" and not args.ev2gym_python and importlib.util.find_spec("ev2gym") is None:
+            rows[name] = {"skipped": True, "error": "EV2Gym is not installed (pip install 'oe3jax[peers]')"}
+        else:
+            log(f"[peers {section}] {name} ...")
+            load = bench.load_average()
+            rows[name] = {**_peer_job_in_child(section, name, kwargs, plan["job_timeout_s"], log),
+                          "load_avg_start": load, "load_avg_end": bench.load_average()}
+        log(f"[peers {section}] {name}: {_peer_line(rows[name])}")
+        _write_peers(out_dir, block)
+    _write_peers(out_dir, block)
+    log(f"wrote the peers section of {out_dir / 'benchmark.json'} and {out_dir / 'benchmark.md'}")
+    return 0
+
+
+def _peer_line(row: Mapping[str, Any]) -> str:
+    if row.get("skipped"):
+        return f"skipped ({row['error']})"
+    if "env_steps_per_s" in row:
+        return f"{row['env_steps_per_s']:,.0f} env steps/s, {row['socket_steps_per_s']:,.0f} socket-steps/s"
+    return (f"uncontrolled CO2 reached at {row['uncontrolled_reached_s']} s, rule at {row['rule_reached_s']} s "
+            f"({len(row['evaluations'])} evaluations)")
+
+
+def _read_doc(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / "benchmark.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _write_peers(out_dir: Path, block: Mapping[str, Any]) -> None:
+    """Read-modify-write: the other sections of benchmark.json stay as they are."""
+    doc = _read_doc(out_dir)
+    doc["peers"] = block
+    (out_dir / "benchmark.json").write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+    text = to_markdown(doc) if "machine" in doc and "sections" in doc else "# oe3jax benchmark\n\n" + peers_markdown(block)
+    (out_dir / "benchmark.md").write_text(text, encoding="utf-8")
+
+
+def _by_command(block: Mapping[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for section, command in block.get("commands", {}).items():
+        out.setdefault(command, []).append(section)
+    return out
+
+
+def _t(seconds: float | None, cap: float | None) -> str:
+    if seconds is not None:
+        return f"{seconds:,.0f} s"
+    return f"not reached in {cap:,.0f} s" if cap else "not reached in the run"
+
+
+def peers_markdown(block: Mapping[str, Any]) -> str:
+    m = block.get("machine", {})
+    pv = block.get("peer_versions", {})
+    sec = block.get("sections", {})
+    lines = ["## Peers", "",
+             "Commands: " + "; ".join(f"`{c}` ({', '.join(s)})" for c, s in _by_command(block).items()) + ".  ",
+             f"Machine: {m.get('cpu_model')}, {m.get('cpu_usable')} usable cores, shared with other work (load "
+             "averages per row in the JSON); the ratios measured side by side in one run count, not the absolute "
+             f"speeds. torch threads: {block.get('torch_threads')}.  ",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in {**m.get('versions', {}), **pv}.items() if v) + "."
+             + (" QUICK sizes: not representative." if block.get("quick") else ""), ""]
+    lines += ["What each environment simulates:", ""]
+    for peer, info in block.get("scenarios", {}).items():
+        lines.append(f"- **{peer}**: {info['what']} (step {info['step_h'] * 60:.0f} min, {info['sockets']} sockets).")
+    lines.append("")
+
+    def rate_table(rows: Mapping[str, Any], title: str, extra: str = "") -> None:
+        lines.extend([f"### {title}", "", extra, "",
+                      "| measured | envs | env steps/s | socket-steps/s | simulated hours/s | note |",
+                      "|---|---:|---:|---:|---:|---|"])
+        for key, r in rows.items():
+            if r.get("skipped"):
+                lines.append(f"| {key} | | | | | skipped: {r['error']} |")
+                continue
+            note = ", ".join(f"{k} {r[k]}" for k in ("compile_s", "torch_threads", "cycles", "command") if k in r)
+            lines.append(f"| {r['name']} | {r['num_envs']:,} | {r['env_steps_per_s']:,.0f} | "
+                         f"{r['socket_steps_per_s']:,.0f} | {r['simulated_hours_per_s']:,.0f} | {note} |")
+        lines.append("")
+
+    if "env" in sec:
+        rate_table(sec["env"], "Environment throughput",
+                   "Random actions. Socket-steps/s = env steps/s x sockets; simulated hours/s = env steps/s x step "
+                   "length: parks of different sizes and step lengths compare per socket-step, not per env step.")
+    if "train" in sec:
+        rate_table(sec["train"], "Training throughput",
+                   "Stable-Baselines3 with default hyperparameters (`MlpPolicy`), timed over whole collect + update "
+                   "cycles; the project's trainer on each algorithm's default run (its own end-to-end rate after "
+                   "compilation, checkpoints included).")
+        ours = {r.get("algo"): r for r in sec["train"].values() if r.get("kind") == "ours"}
+        ratios = []
+        for r in sec["train"].values():
+            if r.get("kind", "").startswith("sb3") and r.get("algo") in ours and not ours[r["algo"]].get("skipped"):
+                ratios.append(f"{r['name']}: ours is {ours[r['algo']]['env_steps_per_s'] / r['env_steps_per_s']:,.1f}x")
+        if ratios:
+            lines += ["Ratio of the project's trainer to each SB3 run (same algorithm): " + "; ".join(ratios) + ".", ""]
+    if "quality" in sec:
+        rows = {k: v for k, v in sec["quality"].items()}
+        first = next((r for r in rows.values() if not r.get("skipped")), None)
+        lines += ["### Time to quality", ""]
+        if first:
+            lines += [f"Each run's deterministic policy is evaluated over the year ({first['hours']:,} h from 1 January, "
+                      f"the arrivals of `jax.random.key(0)`) every {first.get('eval_every_s', 0):.0f} s of training "
+                      "(the clock stops while evaluating; compilation and checkpoints count). Reached: the policy's "
+                      f"CO2 at or below the uncontrolled park's ({first['uncontrolled_co2_t']:,.1f} t) or the evening "
+                      f"rule's ({first['rule_co2_t']:,.1f} t), with at least 98 % of the uncontrolled EV energy "
+                      f"({first['uncontrolled_ev_mwh']:,.1f} MWh).", "",
+                      "| run | uncontrolled CO2 reached | rule reached | trained | last CO2 (t) | last EV energy |",
+                      "|---|---:|---:|---:|---:|---:|"]
+        for key, r in rows.items():
+            if r.get("skipped"):
+                lines.append(f"| {key} | skipped: {r['error']} | | | | |")
+                continue
+            last = r["evaluations"][-1] if r["evaluations"] else {}
+            lines.append(f"| {r['name']} | {_t(r['uncontrolled_reached_s'], r['cap_s'])} | "
+                         f"{_t(r['rule_reached_s'], r['cap_s'])} | {r['train_s'] or 0:,.0f} s | "
+                         f"{last.get('co2_t', float('nan')):,.1f} | {100 * last.get('ev_frac_of_uncontrolled', float('nan')):.1f} % |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -350,7 +603,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--out", default="results", help="directory for benchmark.json and benchmark.md")
+    p.add_argument("--peers", nargs="?", const="all", metavar="SECTIONS",
+                   help="measure peers side by side instead (needs the extra 'peers'): env, train, quality, "
+                   "comma-separated (default: all); written under \"peers\" in benchmark.json, the rest kept")
+    p.add_argument("--resume", action="store_true", help="--peers: keep the measurements already in benchmark.json")
+    p.add_argument("--citylearn-python", metavar="PATH",
+                   help="--peers: a Python with citylearn==3.0.2 installed (it cannot share this environment)")
+    p.add_argument("--citylearn-schema", default="citylearn_challenge_2022_phase_all_plus_evs", metavar="NAME_OR_PATH",
+                   help="--peers: CityLearn dataset name or schema.json path (default: %(default)s)")
+    p.add_argument("--ev2gym-python", metavar="PATH", help="--peers: a Python with ev2gym (default: this one)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one algorithm in a child process
+    p.add_argument("--peers-job", help=argparse.SUPPRESS)  # internal: one peers measurement in a child process
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--peak", type=float, help=argparse.SUPPRESS)
     return p
@@ -358,6 +621,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.peers_job:
+        job = json.loads(Path(args.peers_job).read_text(encoding="utf-8"))
+        row = run_peer_job(job["section"], job["name"], job["kwargs"])
+        Path(args.result).write_text(json.dumps(row, default=str), encoding="utf-8")
+        return 0
+    if args.peers is not None:
+        return run_peers(args, lambda text: print(text, flush=True))
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if args.worker:
         return run_worker(args.worker, sections, bool(args.quick), args.peak, Path(args.result))
@@ -381,6 +651,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     t_start = time.perf_counter()
     status = 0
+
+    previous = _read_doc(out_dir).get("peers")
+    if previous:  # the peers section is written by --peers; kept as it is
+        doc["peers"] = previous
 
     def write() -> None:
         """Write what is measured so far (the files are complete after every section)."""

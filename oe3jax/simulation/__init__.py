@@ -5,6 +5,8 @@
 - :mod:`~oe3jax.simulation.env`: ``make_env`` and the gymnax environment (jit / vmap);
 - :mod:`~oe3jax.simulation.reference`: the same physics in plain NumPy;
 - :mod:`~oe3jax.simulation.adapters`: a Gymnasium ``Env`` and the legacy five-value gymnax step;
+- :mod:`~oe3jax.simulation.vector`: the jitted, vmapped JAX env as a Gymnasium vector env;
+- :mod:`~oe3jax.simulation.sb3`: the same as a Stable-Baselines3 ``VecEnv`` (optional extra ``peers``);
 - :mod:`~oe3jax.simulation.checks`: the action and observation checks at the environment's edge;
 - :mod:`~oe3jax.simulation.episode`: one whole episode in one jitted scan (``run_episode``).
 

@@ -31,6 +31,20 @@ RESERVED_INFO_KEYS = frozenset({
     "terminal_observation", "TimeLimit.truncated",
 })
 
+class RenderModeError(ValueError, TypeError):
+    """A render mode this environment does not have (it renders nothing).
+
+    Also a TypeError: callers that try ``render_mode="rgb_array"`` and fall back to no render mode
+    on a TypeError (Stable-Baselines3's ``make_vec_env`` and its algorithms given an env id) go on
+    without one.
+    """
+
+
+def check_render_mode(render_mode: str | None) -> None:
+    if render_mode is not None:
+        raise RenderModeError(f"render_mode: {render_mode!r}; this environment does not render (accepted: None)")
+
+
 # --------------------------------------------------------------------------- Gymnasium
 class GymnasiumEnv(gym.Env):
     """The park as a ``gymnasium.Env``: float32 observations, actions in Box [-1, 1]^(1 + n_sockets).
@@ -59,8 +73,7 @@ class GymnasiumEnv(gym.Env):
         **overrides: Any,
     ) -> None:
         super().__init__()
-        if render_mode is not None:
-            raise ValueError(f"render_mode: {render_mode!r}; this environment does not render (accepted: None)")
+        check_render_mode(render_mode)
         scn = get_scenario(scenario, **overrides)
         self.sim = ReferenceEnv(scn, episode_hours=episode_hours, start_hour=start_hour,
                                 random_start=random_start)
@@ -191,4 +204,5 @@ def make_legacy_env(scenario: Scenario | str = "iquitos-128", **kwargs: Any) -> 
     return LegacyGymnaxEnv(env), params
 
 
-__all__ = ["GymnasiumEnv", "LegacyGymnaxEnv", "RESERVED_INFO_KEYS", "make_gymnasium_env", "make_legacy_env"]
+__all__ = ["GymnasiumEnv", "LegacyGymnaxEnv", "RESERVED_INFO_KEYS", "RenderModeError", "check_render_mode",
+           "make_gymnasium_env", "make_legacy_env"]
