@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oe3jax.control import baselines
 from oe3jax.control.registry import CONTROLLERS, make_controller
 from oe3jax.evaluation import statistics
 from oe3jax.evaluation.kpis import batch_kpis, episode_kpis, kpis
@@ -85,9 +84,10 @@ def evaluate_with_baselines(
     Every column runs in the environment the first policy was trained for (its scenario, overrides
     and reward weights), over the year from 1 January whatever the training episodes were; pass
     ``scenario`` (a name or Scenario) to judge the policies on another scenario of the same size.
-    Returns ``{name: kpis, ..., "uncontrolled": kpis, "rule": kpis, "optimal": kpis, "table": md}``
-    (``optimal`` is the perfect-foresight linear program, about 10 s for a year; skip it with
-    ``optimal=False``). Every column uses ``jax.random.key(seed)``: the same vehicles arrive.
+    Returns ``{name: kpis, ..., "uncontrolled", "rule", "greedy", "table": md}`` and, with
+    ``optimal``, the perfect-foresight optima of what the reward bills: ``optimum_grid`` (import,
+    hence CO2; an LP of about 10 s a year) and, when the reward has a demand charge,
+    ``optimum_monthly_peaks``. Every column uses ``jax.random.key(seed)``: the same vehicles arrive.
     """
     if not isinstance(policies, Mapping):
         policies = {"policy": policies}
@@ -98,19 +98,18 @@ def evaluate_with_baselines(
     else:
         env, params = make_env(scenario if scenario is not None else first.scenario)
     key = jax.random.key(seed)
+    steps = int(params.max_steps_in_episode) if hours is None else hours
     results: dict[str, Any] = {
         name: episode_kpis(env, params, lambda obs, state, p, pol=pol: pol(obs), key, hours)
         for name, pol in policies.items()
     }
+    names = ["uncontrolled", "rule", "greedy"]
     if optimal:
-        # the LP records the vehicles with an uncontrolled run: its trace is that column too
-        act, _, unc_trace = baselines.optimal_policy(env, params, key, hours)
-        results["uncontrolled"] = {**kpis(unc_trace, env.scenario), "scenario": env.scenario.name}
-    else:
-        results["uncontrolled"] = episode_kpis(env, params, baselines.uncontrolled, key, hours)
-    results["rule"] = episode_kpis(env, params, baselines.make_rule_based(env.scenario), key, hours)
-    if optimal:
-        results["optimal"] = episode_kpis(env, params, act, key, hours)
+        names.append("optimum_grid")
+        if env.scenario.reward_weights.get("demand", 0.0) > 0:
+            names.append("optimum_monthly_peaks")
+    for name in names:
+        results[name] = episode_kpis(env, params, make_controller(name, env, params, key, steps), key, hours)
     results["table"] = compare({k: v for k, v in results.items() if isinstance(v, Mapping)})
     return results
 

@@ -72,7 +72,7 @@ TOP_SPEC: dict[str, Any] = {
         "hours": Field(None, int, low=1, high=8760, optional=True,
                        help="evaluation length in hours from 1 January; null: the whole year"),
         "seed": Field(0, int, low=0, high=SEED_MAX, help="seed of the evaluation's arrivals (the same for every column)"),
-        "optimal": Field(True, bool, help="also solve the perfect-foresight linear program (~10 s a year)"),
+        "optimal": Field(True, bool, help="also the perfect-foresight optima of what the reward bills (~10 s a year each)"),
     },
 }
 
