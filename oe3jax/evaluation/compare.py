@@ -20,7 +20,7 @@ import numpy as np
 
 from oe3jax.control.registry import CONTROLLERS, make_controller
 from oe3jax.evaluation import statistics
-from oe3jax.evaluation.kpis import batch_kpis, episode_kpis, kpis
+from oe3jax.evaluation.kpis import batch_kpis, episode_kpis
 from oe3jax.simulation.env import EVENING_PEAK_LABEL, make_env
 
 
