@@ -153,7 +153,7 @@ def test_spaces_seeding_and_gymnasium_wrappers(pair):
     assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     assert vec.observation_space == batch_space(vec.single_observation_space, 3)
     assert vec.action_space == batch_space(vec.single_action_space, 3)
-    assert vec.single_action_space.shape == (4,) and vec.single_observation_space.shape == (23 + 12,)
+    assert vec.single_action_space.shape == (4,) and vec.single_observation_space.shape == (25 + 12,)
     obs5, _ = vec.reset(seed=5)
     obs_list, _ = vec.reset(seed=[5, 6, 7])
     np.testing.assert_array_equal(obs5, obs_list)
@@ -184,7 +184,7 @@ def test_make_vec_uses_the_jax_env_and_keys_follow_the_seed():
     envs = gymnasium.make_vec("oe3jax/EVCharging-iquitos-38-v0", num_envs=2, episode_hours=24)
     assert isinstance(envs, JaxVectorEnv) and envs.num_envs == 2
     assert envs.spec.id == "oe3jax/EVCharging-iquitos-38-v0"
-    assert envs.single_action_space.shape == (39,) and envs.observation_space.shape == (2, 175)
+    assert envs.single_action_space.shape == (39,) and envs.observation_space.shape == (2, 25 + 38 * 4)
     obs, _ = envs.reset(seed=11, options={"start_hour": 100})
     env, params = make_env("iquitos-38", episode_hours=24, start_hour=100)
     for i in range(2):  # env i starts from split(key(11 + i))[1], like the single JAX env

@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -205,6 +206,10 @@ def _quiet() -> None:
                 previous(unraisable)
 
         sys.unraisablehook = hook
+        # a save cut off by a write error leaves Orbax's pending write coroutines unawaited; Python
+        # reports them when they are collected (often at exit), which says nothing the error did not
+        warnings.filterwarnings("ignore", message=r"coroutine 'async_serialize_from_host\b.*' was never awaited",
+                                category=RuntimeWarning)
 
 
 # --------------------------------------------------------------------------------------------
