@@ -451,6 +451,20 @@ def solve(site: Site, horizon: Horizon, objective: str = "grid", *, relax: bool 
     ``tie_ramp`` (per step, >= 0) makes the tie-breaking prefer early battery use (see
     :data:`TIE_RAMP_CAP`); the MPC uses 1.
     """
+    _check_solve_args(objective, relax, time_limit_s, tie_ramp, mip_rel_gap)
+    _check_horizon(horizon)
+    milp = objective == "reward" and not relax
+    ctx = _variables(site, horizon, relax)
+    _physics_rows(ctx, relax)
+    _session_rows(ctx, objective)
+    n_int = _dispatch_binaries(ctx) if milp else 0
+    constant = _objective_costs(ctx, objective, tie_ramp)
+    run = _run_highs(ctx.model, objective, milp, time_limit_s, mip_rel_gap, horizon.steps)
+    return _optimum(ctx, objective, relax, run, constant, n_int)
+
+
+def _check_solve_args(objective: str, relax: bool, time_limit_s: float | None, tie_ramp: float,
+                      mip_rel_gap: float) -> None:
     check_objective(objective)
     if relax and objective != "reward":
         raise ValueError(f"relax: only the reward objective has dispatch rules to relax, not {objective!r}")
@@ -460,116 +474,133 @@ def solve(site: Site, horizon: Horizon, objective: str = "grid", *, relax: bool 
         raise ValueError(f"tie_ramp: expected a number >= 0, got {tie_ramp!r}")
     if not 0.0 <= mip_rel_gap < 1.0:
         raise ValueError(f"mip_rel_gap: expected a number in [0, 1), got {mip_rel_gap!r}")
-    hz = horizon
-    pv = np.asarray(hz.pv_kw, np.float64)
-    mall = np.asarray(hz.mall_kw, np.float64)
-    t = np.asarray(hz.t)
-    steps = hz.steps
+
+
+def _check_horizon(hz: Horizon) -> None:
+    pv, mall, steps = np.asarray(hz.pv_kw, np.float64), np.asarray(hz.mall_kw, np.float64), hz.steps
     if steps < 1 or pv.shape != (steps,) or mall.shape != (steps,):
         raise ValueError(f"horizon: expected pv_kw and mall_kw of {steps} (>= 1) values like t, "
                          f"got shapes {pv.shape} and {mall.shape}")
     if np.any(pv < 0) or np.any(mall < 0) or not (np.all(np.isfinite(pv)) and np.all(np.isfinite(mall))):
         raise ValueError("horizon: pv_kw and mall_kw must be finite and >= 0")
     s = hz.sessions
-    ratings = site.ratings_kw
-    p_kw, eta_c, eta_d = site.power_kw, site.eta_charge, site.eta_discharge
-    milp = objective == "reward" and not relax
-    m = _Model()
-    k = np.arange(steps)
-
-    # ---------------------------------------------------------------- variables
-    lengths = s.stop - s.start
-    if np.any(lengths < 1) or np.any(s.start < 0) or np.any(s.stop > steps):
+    if np.any(s.stop - s.start < 1) or np.any(s.start < 0) or np.any(s.stop > steps):
         raise ValueError(f"sessions: expected 0 <= start < stop <= {steps}")
+
+
+def _member_rows(members: np.ndarray, n: int, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for a subset of owners (steps or sessions): for every variable whose owner is one of
+    ``members`` (``owner`` maps variables to owners ``0..n-1``), its row ``0..members.size-1``;
+    returns (rows, mask of those variables)."""
+    pos = np.full(n, -1)
+    pos[members] = np.arange(members.size)
+    sel = pos[owner] >= 0
+    return pos[owner[sel]], sel
+
+
+def _pv_order(ctx: TermContext) -> tuple[np.ndarray, np.ndarray]:
+    """Steps where the EV load cannot change the order of PV and load: PV short of the mall
+    (``u = pv``, nothing to store) and PV ample for the mall and every vehicle (``u = load``)."""
+    pv, mall = ctx.horizon.pv_kw, ctx.horizon.mall_kw
+    return pv <= mall, pv >= mall + ctx.ev_max_kwh
+
+
+def _variables(site: Site, hz: Horizon, relax: bool) -> TermContext:
+    """The model's variables (see the module docstring), in a :class:`TermContext`."""
+    hz = dataclasses.replace(hz, pv_kw=np.asarray(hz.pv_kw, np.float64), mall_kw=np.asarray(hz.mall_kw, np.float64),
+                             t=np.asarray(hz.t))
+    s, steps, ratings, p_kw = hz.sessions, hz.steps, site.ratings_kw, site.power_kw
+    m = _Model()
+    lengths = s.stop - s.start
     x_session = np.repeat(np.arange(s.n), lengths)
     x_step = (np.concatenate([np.arange(a, b) for a, b in zip(s.start, s.stop)]) if s.n
               else np.zeros(0, np.int64))
-    x_socket = s.socket[x_session]
-    x = m.var(x_step.size, 0.0, ratings[x_socket])
+    x = m.var(x_step.size, 0.0, ratings[s.socket[x_session]])
     ev_max = np.zeros(steps)
-    np.add.at(ev_max, x_step, ratings[x_socket])
-    # PV-first where the EV load cannot change the order of PV and load
-    pv_short = pv <= mall  # u = pv, nothing to store
-    pv_ample = pv >= mall + ev_max  # u = load
-    fix_short = pv_short & (not relax)
-    u = m.var(steps, np.where(fix_short, pv, 0.0), pv)
-    cp = m.var(steps, 0.0, np.where(fix_short, 0.0, p_kw))
-    cg = m.var(steps, 0.0, p_kw)
-    d = m.var(steps, 0.0, p_kw)
-    g = m.var(steps, 0.0, np.inf)
-    e = m.var(steps, site.e_min_kwh, site.e_max_kwh)
-    v = {"x": x, "u": u, "cp": cp, "cg": cg, "d": d, "g": g, "E": e}
+    np.add.at(ev_max, x_step, ratings[s.socket[x_session]])
+    fix_short = (hz.pv_kw <= hz.mall_kw) & (not relax)
+    v = {"x": x}
+    v["u"] = m.var(steps, np.where(fix_short, hz.pv_kw, 0.0), hz.pv_kw)
+    v["cp"] = m.var(steps, 0.0, np.where(fix_short, 0.0, p_kw))
+    v["cg"] = m.var(steps, 0.0, p_kw)
+    v["d"] = m.var(steps, 0.0, p_kw)
+    v["g"] = m.var(steps, 0.0, np.inf)
+    v["E"] = m.var(steps, site.e_min_kwh, site.e_max_kwh)
+    return TermContext(m, site, hz, v, x_step, x_session, ev_max)
 
-    # ---------------------------------------------------------------- the physics
-    m.rows("eq", steps, [(k, u, 1.0), (k, g, 1.0), (k, d, 1.0), (k, cg, -1.0), (x_step, x, -1.0)], mall)
-    m.rows("le", steps, [(k, u, 1.0), (k, cp, 1.0)], pv)
-    m.rows("le", steps, [(k, u, 1.0), (x_step, x, -1.0)], mall)  # PV to load at most the load
-    m.rows("le", steps, [(k, cp, 1.0), (k, cg, 1.0)], p_kw)
+
+def _physics_rows(ctx: TermContext, relax: bool) -> None:
+    """Energy balance, PV split, battery power and energy, and PV-first where it is linear."""
+    m, hz, v, site = ctx.model, ctx.horizon, ctx.v, ctx.site
+    steps, x_step = hz.steps, ctx.x_step
+    k = np.arange(steps)
+    u, cp, cg, d, g, e, x = v["u"], v["cp"], v["cg"], v["d"], v["g"], v["E"], v["x"]
+    m.rows("eq", steps, [(k, u, 1.0), (k, g, 1.0), (k, d, 1.0), (k, cg, -1.0), (x_step, x, -1.0)], hz.mall_kw)
+    m.rows("le", steps, [(k, u, 1.0), (k, cp, 1.0)], hz.pv_kw)
+    m.rows("le", steps, [(k, u, 1.0), (x_step, x, -1.0)], hz.mall_kw)  # PV to load at most the load
+    m.rows("le", steps, [(k, cp, 1.0), (k, cg, 1.0)], site.power_kw)
     rhs = np.zeros(steps)
     rhs[0] = hz.energy0_kwh
-    m.rows("eq", steps, [(k, e, 1.0), (k[1:], e[:-1], -1.0), (k, cp, -eta_c), (k, cg, -eta_c), (k, d, 1.0 / eta_d)],
-           rhs)
+    m.rows("eq", steps, [(k, e, 1.0), (k[1:], e[:-1], -1.0), (k, cp, -site.eta_charge), (k, cg, -site.eta_charge),
+                         (k, d, 1.0 / site.eta_discharge)], rhs)
     if not relax:
+        pv_short, pv_ample = _pv_order(ctx)
         ample = np.nonzero(pv_ample & ~pv_short)[0]
         if ample.size:
-            pos = np.full(steps, -1)
-            pos[ample] = np.arange(ample.size)
-            sel = pos[x_step] >= 0
-            m.rows("eq", ample.size, [(np.arange(ample.size), u[ample], 1.0), (pos[x_step[sel]], x[sel], -1.0)],
-                   mall[ample])
+            rows, sel = _member_rows(ample, steps, x_step)
+            m.rows("eq", ample.size, [(np.arange(ample.size), u[ample], 1.0), (rows, x[sel], -1.0)], hz.mall_kw[ample])
 
-    # vehicles: what each session may receive
-    most = np.minimum(s.need_kwh, ratings[s.socket] * lengths)
+
+def _session_rows(ctx: TermContext, objective: str) -> None:
+    """What each vehicle session may receive: its uncontrolled energy exactly under the objectives
+    that fix EV energy, anything up to the most it can take under the reward."""
+    m, s, x, x_session = ctx.model, ctx.horizon.sessions, ctx.v["x"], ctx.x_session
+    most = np.minimum(s.need_kwh, ctx.site.ratings_kw[s.socket] * (s.stop - s.start))
     if objective in FIXED_EV_OBJECTIVES:
         least = np.minimum(np.asarray(s.energy_kwh, np.float64), most)
     else:
         least = np.zeros(s.n)
     fixed = least >= most
-    rows_fixed = np.nonzero(fixed)[0]
-    pos = np.full(s.n, -1)
-    pos[rows_fixed] = np.arange(rows_fixed.size)
-    sel = pos[x_session] >= 0
-    m.rows("eq", rows_fixed.size, [(pos[x_session[sel]], x[sel], 1.0)], most[rows_fixed])
-    free = np.nonzero(~fixed)[0]
-    pos = np.full(s.n, -1)
-    pos[free] = np.arange(free.size)
-    sel = pos[x_session] >= 0
-    m.rows("le", free.size, [(pos[x_session[sel]], x[sel], 1.0)], most[free])
-    lower = free[least[free] > 0]
-    pos = np.full(s.n, -1)
-    pos[lower] = np.arange(lower.size)
-    sel = pos[x_session] >= 0
-    m.rows("le", lower.size, [(pos[x_session[sel]], x[sel], -1.0)], -least[lower])
+    for kind, members, sign, rhs in (("eq", np.nonzero(fixed)[0], 1.0, most),
+                                     ("le", np.nonzero(~fixed)[0], 1.0, most),
+                                     ("le", np.nonzero(~fixed & (least > 0))[0], -1.0, -least)):
+        rows, sel = _member_rows(members, s.n, x_session)
+        m.rows(kind, members.size, [(rows, x[sel], sign)], rhs[members])
 
-    # ---------------------------------------------------------------- dispatch rules (MILP)
-    n_int = 0
-    if milp:
-        y = m.var(steps, 0.0, 1.0, integer=True)
-        m.rows("le", steps, [(k, cp, 1.0), (k, cg, 1.0), (k, y, -p_kw)], 0.0)
-        m.rows("le", steps, [(k, d, 1.0), (k, y, p_kw)], p_kw)
-        amb = np.nonzero(~pv_short & ~pv_ample)[0]
-        n_int = steps + amb.size
-        if amb.size:
-            z = m.var(amb.size, 0.0, 1.0, integer=True)
-            r = np.arange(amb.size)
-            m1 = pv[amb] - mall[amb]
-            m2 = mall[amb] + ev_max[amb] - pv[amb]
-            # u >= pv - m1 z
-            m.rows("le", amb.size, [(r, u[amb], -1.0), (r, z, -m1)], -pv[amb])
-            # u >= mall + EV - m2 (1 - z)
-            pos = np.full(steps, -1)
-            pos[amb] = r
-            sel = pos[x_step] >= 0
-            m.rows("le", amb.size, [(r, u[amb], -1.0), (pos[x_step[sel]], x[sel], 1.0), (r, z, m2)], m2 - mall[amb])
 
-    # ---------------------------------------------------------------- objective
-    ctx = TermContext(m, site, hz, v, x_step, x_session, ev_max)
+def _dispatch_binaries(ctx: TermContext) -> int:
+    """The environment's dispatch rules with binaries (the reward MILP); returns their number."""
+    m, hz, v, p_kw = ctx.model, ctx.horizon, ctx.v, ctx.site.power_kw
+    steps, pv, mall = hz.steps, hz.pv_kw, hz.mall_kw
+    k = np.arange(steps)
+    y = m.var(steps, 0.0, 1.0, integer=True)  # charge xor discharge
+    m.rows("le", steps, [(k, v["cp"], 1.0), (k, v["cg"], 1.0), (k, y, -p_kw)], 0.0)
+    m.rows("le", steps, [(k, v["d"], 1.0), (k, y, p_kw)], p_kw)
+    pv_short, pv_ample = _pv_order(ctx)
+    amb = np.nonzero(~pv_short & ~pv_ample)[0]
+    if amb.size:  # PV first where the EV load decides the order of PV and load
+        z = m.var(amb.size, 0.0, 1.0, integer=True)
+        r = np.arange(amb.size)
+        m1 = pv[amb] - mall[amb]
+        m2 = mall[amb] + ctx.ev_max_kwh[amb] - pv[amb]
+        # u >= pv - m1 z
+        m.rows("le", amb.size, [(r, v["u"][amb], -1.0), (r, z, -m1)], -pv[amb])
+        # u >= mall + EV - m2 (1 - z)
+        rows, sel = _member_rows(amb, steps, ctx.x_step)
+        m.rows("le", amb.size, [(r, v["u"][amb], -1.0), (rows, v["x"][sel], 1.0), (r, z, m2)], m2 - mall[amb])
+    return steps + amb.size
+
+
+def _objective_costs(ctx: TermContext, objective: str, tie_ramp: float) -> float:
+    """The objective's costs, and the throughput tie-break; returns the reward's constant part."""
+    m, site, v = ctx.model, ctx.site, ctx.v
+    g = v["g"]
     constant = 0.0
     if objective == "grid":
         m.cost(g, 1.0)
         tie = THROUGHPUT_WEIGHT
     elif objective == "cost":
-        m.cost(g, site.tariff[t % 24])
+        m.cost(g, site.tariff[ctx.horizon.t % 24])
         tie = THROUGHPUT_WEIGHT * float(np.mean(site.tariff))
     elif objective == "monthly_peaks":
         m.cost(ctx.month_peaks(), 1.0)
@@ -591,11 +622,23 @@ def solve(site: Site, horizon: Horizon, objective: str = "grid", *, relax: bool 
                                  f"{', '.join(REWARD_TERM_MODELS)} (add one to REWARD_TERM_MODELS)")
             constant += REWARD_TERM_MODELS[name](ctx, w)
     if tie:  # with tie_ramp, rising over the plan: of equal schedules, the one using the battery earliest
-        ramp = tie * (1.0 + np.minimum(tie_ramp * k, TIE_RAMP_CAP))
-        for var in (cp, cg, d):
-            m.cost(var, ramp)
+        ramp = tie * (1.0 + np.minimum(tie_ramp * np.arange(ctx.steps), TIE_RAMP_CAP))
+        for name in ("cp", "cg", "d"):
+            m.cost(v[name], ramp)
+    return constant
 
-    # ---------------------------------------------------------------- solve
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    mats: dict[str, Any]
+    x: np.ndarray
+    message: str
+    dual: float | None
+    seconds: float
+
+
+def _run_highs(m: _Model, objective: str, milp: bool, time_limit_s: float | None, mip_rel_gap: float,
+               steps: int) -> _Run:
     mats = m.matrices()
     a_eq, b_eq = mats["eq"]
     a_ub, b_ub = mats["le"]
@@ -620,37 +663,37 @@ def solve(site: Site, horizon: Horizon, objective: str = "grid", *, relax: bool 
         )
         solved = res.status == 0
         dual = None
-    solve_seconds = time.perf_counter() - tic
+    seconds = time.perf_counter() - tic
     if not solved:
         raise RuntimeError(f"{objective} optimum not solved ({steps} steps): {res.message}")
-    sol = res.x
-    clip = lambda idx: np.clip(sol[idx], 0.0, None)  # noqa: E731
-    xs, us, cps, cgs, ds, gs = clip(x), clip(u), clip(cp), clip(cg), clip(d), clip(g)
-    es = sol[e]
+    return _Run(mats, res.x, str(res.message), dual, seconds)
 
-    socket_kwh = np.zeros((steps, site.n_sockets))
-    np.add.at(socket_kwh, (x_step, x_socket), xs)
-    ev = socket_kwh.sum(axis=1)
-    actions = np.zeros((steps, 1 + site.n_sockets))
-    actions[:, 0] = battery_action(site, cps + cgs, ds)
-    actions[:, 1:] = np.clip(socket_kwh / ratings[None, :], 0.0, 1.0)
 
+def _optimum(ctx: TermContext, objective: str, relax: bool, run: _Run, constant: float, n_int: int) -> Optimum:
+    """The solution as hourly flows, environment actions and the objective's value."""
+    site, hz, v, sol = ctx.site, ctx.horizon, ctx.v, run.x
+    flow = {name: np.clip(sol[v[name]], 0.0, None) for name in ("x", "u", "cp", "cg", "d", "g")}
+    socket_kwh = np.zeros((hz.steps, site.n_sockets))
+    np.add.at(socket_kwh, (ctx.x_step, hz.sessions.socket[ctx.x_session]), flow["x"])
+    actions = np.zeros((hz.steps, 1 + site.n_sockets))
+    actions[:, 0] = battery_action(site, flow["cp"] + flow["cg"], flow["d"])
+    actions[:, 1:] = np.clip(socket_kwh / site.ratings_kw[None, :], 0.0, 1.0)
     if objective == "reward":
-        c_reward = -mats["c"]
-        value = float(c_reward @ sol + constant)
-        bound = value if dual is None or not np.isfinite(dual) else float(-dual + constant)
-        if relax:
-            bound = value
+        value = float(-run.mats["c"] @ sol + constant)
+        bound = value if relax or run.dual is None or not np.isfinite(run.dual) else float(-run.dual + constant)
     else:
-        value = objective_value(objective, site, t, gs, month_peak0_kw=hz.month_peak0_kw,
+        value = objective_value(objective, site, hz.t, flow["g"], month_peak0_kw=hz.month_peak0_kw,
                                 evening_peak0_kw=hz.evening_peak0_kw)
         bound = value
+    pv, us, cps, cgs = hz.pv_kw, flow["u"], flow["cp"], flow["cg"]
     return Optimum(
-        objective=objective, value=value, bound=bound, t=t, grid_import_kwh=gs, pv_kwh=pv, pv_to_load_kwh=us,
-        pv_to_bess_kwh=cps, grid_to_bess_kwh=cgs, pv_curtailed_kwh=np.maximum(pv - us - cps, 0.0), mall_kwh=mall,
-        ev_kwh=ev, bess_charge_kwh=cps + cgs, bess_discharge_kwh=ds, energy_kwh=es, socket_kwh=socket_kwh,
-        actions=actions, solve_seconds=solve_seconds, status=str(res.message), n_variables=m.n,
-        n_constraints=int(a_eq.shape[0] + a_ub.shape[0]), n_integers=n_int, relaxed=relax,
+        objective=objective, value=value, bound=bound, t=hz.t, grid_import_kwh=flow["g"], pv_kwh=pv,
+        pv_to_load_kwh=us, pv_to_bess_kwh=cps, grid_to_bess_kwh=cgs,
+        pv_curtailed_kwh=np.maximum(pv - us - cps, 0.0), mall_kwh=hz.mall_kw, ev_kwh=socket_kwh.sum(axis=1),
+        bess_charge_kwh=cps + cgs, bess_discharge_kwh=flow["d"], energy_kwh=sol[v["E"]], socket_kwh=socket_kwh,
+        actions=actions, solve_seconds=run.seconds, status=run.message, n_variables=ctx.model.n,
+        n_constraints=int(run.mats["eq"][0].shape[0] + run.mats["le"][0].shape[0]), n_integers=n_int,
+        relaxed=relax,
     )
 
 
