@@ -258,5 +258,5 @@ def test_socket_action_init_shifts_only_the_socket_means():
         mean0, _ = base.apply(params, obs)
         mean1, _ = shifted.apply(params, obs)
         np.testing.assert_allclose(mean1 - mean0, np.tile([0.0, 0.75, 0.75, 0.75], (6, 1)), atol=1e-6)
-    with pytest.raises(ConfigError, match="network.socket_action_init: needs an environment with a socket layout"):
+    with pytest.raises(ConfigError, match=r"network.socket_action_init: [0-9.]+ needs an environment with a socket layout"):
         networks.make_actor(_net(kind="mlp", socket_action_init=1.0), TargetActionEnv(), None)

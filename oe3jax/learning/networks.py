@@ -350,18 +350,14 @@ def space_dims(env: Any, env_params: Any) -> tuple[int, int]:
     return obs_shape[0], act_shape[0]
 
 
-def _layout(net_cfg: dict[str, Any], env: Any, env_params: Any) -> tuple[int, int]:
-    """``(n_global, n_socket_features)`` of an env with ``obs_layout``, checked against its spaces."""
+def _layout(env: Any, env_params: Any, needed_by: str, accepted: str) -> tuple[int, int]:
+    """``(n_global, n_socket_features)`` of an env with ``obs_layout``, checked against its spaces;
+    without one, a one-line error naming the setting ``needed_by`` and what it accepts here."""
     layout = getattr(env, "obs_layout", None)
-    if layout is None and "_key" in net_cfg:
-        raise ConfigError(
-            f"network.{net_cfg['_key']}: needs an environment with a socket layout (the EV park); "
-            f"{env.name} has none; accepted here: 0.0"
-        )
     if layout is None:
         raise ConfigError(
-            f"network.kind: {net_cfg['kind']!r} needs an environment with a socket layout (the EV park); "
-            f"{env.name} has none; accepted here: 'mlp'"
+            f"network.{needed_by} needs an environment with a socket layout (the EV park); "
+            f"{env.name} has none; accepted here: {accepted}"
         )
     obs_dim, action_dim = space_dims(env, env_params)
     n_g, n_s, n_f = int(layout.n_global), int(layout.n_sockets), int(layout.n_socket_features)
@@ -380,13 +376,13 @@ def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = 
         _, action_dim = space_dims(env, env_params)
         offset = None
         if socket_init != 0.0:
-            _layout({**net_cfg, "kind": "mlp", "_key": "socket_action_init"}, env, env_params)
+            _layout(env, env_params, f"socket_action_init: {socket_init!r}", "0.0")
             offset = (0.0,) + (socket_init,) * (action_dim - 1)
         return MLPActor(
             action_dim, tuple(net_cfg["hidden_sizes"]), net_cfg["activation"], net_cfg["log_std"],
             net_cfg["log_std_init"], dtype, offset,
         )
-    n_g, n_f = _layout(net_cfg, env, env_params)
+    n_g, n_f = _layout(env, env_params, f"kind: {net_cfg['kind']!r}", "'mlp'")
     return SocketSharedActor(
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
@@ -399,7 +395,7 @@ def make_critic(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any =
     if net_cfg["kind"] == "mlp":
         space_dims(env, env_params)
         return MLPCritic(tuple(net_cfg["hidden_sizes"]), net_cfg["activation"], dtype)
-    n_g, n_f = _layout(net_cfg, env, env_params)
+    n_g, n_f = _layout(env, env_params, f"kind: {net_cfg['kind']!r}", "'mlp'")
     return SocketSharedCritic(
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], dtype,
@@ -414,7 +410,7 @@ def make_q_critic(
         space_dims(env, env_params)
         single: nn.Module = MLPQ(tuple(net_cfg["hidden_sizes"]), net_cfg["activation"], dtype)
     else:
-        n_g, n_f = _layout(net_cfg, env, env_params)
+        n_g, n_f = _layout(env, env_params, f"kind: {net_cfg['kind']!r}", "'mlp'")
         single = SocketSharedQ(
             n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
             net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], dtype,
