@@ -22,6 +22,7 @@ from oe3jax.control.registry import CONTROLLERS, make_controller
 from oe3jax.evaluation import statistics
 from oe3jax.evaluation.kpis import batch_kpis, episode_kpis
 from oe3jax.simulation.env import EVENING_PEAK_LABEL, make_env
+from oe3jax.simulation.profiles import HOURS_PER_YEAR
 
 
 # ----------------------------------------------------------------------------- tables
@@ -98,9 +99,10 @@ def evaluate_with_baselines(
     else:
         env, params = make_env(scenario if scenario is not None else first.scenario)
     key = jax.random.key(seed)
-    steps = int(params.max_steps_in_episode) if hours is None else hours
+    # the year unless told otherwise, not the length of the policy's training episodes
+    steps = HOURS_PER_YEAR if hours is None else int(hours)
     results: dict[str, Any] = {
-        name: episode_kpis(env, params, lambda obs, state, p, pol=pol: pol(obs), key, hours)
+        name: episode_kpis(env, params, lambda obs, state, p, pol=pol: pol(obs), key, steps)
         for name, pol in policies.items()
     }
     names = ["uncontrolled", "rule", "greedy"]
@@ -109,7 +111,7 @@ def evaluate_with_baselines(
         if env.scenario.reward_weights.get("demand", 0.0) > 0:
             names.append("optimum_monthly_peaks")
     for name in names:
-        results[name] = episode_kpis(env, params, make_controller(name, env, params, key, steps), key, hours)
+        results[name] = episode_kpis(env, params, make_controller(name, env, params, key, steps), key, steps)
     results["table"] = compare({k: v for k, v in results.items() if isinstance(v, Mapping)})
     return results
 

@@ -80,6 +80,26 @@ def _lock(run_dir: Path, fresh: bool, out: Any) -> RunLock:
     return RunLock(run_dir).acquire()
 
 
+def write_run_report(run_dir: Path, comps: Components, out: Any, argv: Sequence[str] | None = None) -> None:
+    """The run's report (plots and Markdown) in ``<run_dir>/report``; a failure to write it costs the
+    training nothing: one warning line, and ``scripts/report.py RUN_DIR`` can write it later."""
+    from oe3jax.training.policy import load_policies
+
+    try:
+        from oe3jax.evaluation.report import write_report
+
+        argv = sys.argv[1:] if argv is None else argv
+        report = write_report([run_dir], run_dir / "report", command="python scripts/train.py " + " ".join(argv),
+                              load_policies=lambda path, algo: load_policies(path, algo=algo, components=comps))
+    except Exception as exc:  # noqa: BLE001 - whatever fails here, the trained agents are saved
+        text = (str(exc).splitlines() or [""])[0]
+        print(f"warning: the report could not be written ({type(exc).__name__}: {text}); the training is saved; "
+              f"retry with python scripts/report.py {run_dir}", file=sys.stderr, flush=True)
+        return
+    print(f"report written to {report.path}" + (f" (partial: {len(report.missing)} item(s) missing, listed "
+                                                "at its top)" if report.partial else ""), file=out, flush=True)
+
+
 def run(
     argv: Sequence[str] | None = None,
     comps: Components | None = None,
@@ -123,6 +143,8 @@ def run(
                 print(f"[{plan.name}] already trained and evaluated; skipped", file=out)
                 continue
             results.append(train_agent(plan, run_dir, comps, on_checkpoint=hook, out=out))
+        if algo == "all":
+            write_run_report(run_dir, comps, out, argv)
         return results
     finally:
         lock.release()

@@ -111,3 +111,17 @@ def load_policy(
     return policy_from_state(
         state, algo_module, env, env_params, cfg, seed_index=seed, step=step, meta=meta
     )
+
+
+def load_policies(
+    path: str | Path,
+    *,
+    algo: str | None = None,
+    step: int | None = None,
+    components: Any = None,
+) -> list[Policy]:
+    """Every training seed's policy of one checkpoint (the latest complete one unless ``step``), in
+    seed order; arguments as :func:`load_policy`'s."""
+    first = load_policy(path, algo=algo, step=step, components=components)
+    return [first] + [load_policy(path, seed=k, algo=algo, step=first.step, components=components)
+                      for k in range(1, int(first.config["seeds"]))]

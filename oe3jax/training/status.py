@@ -13,7 +13,6 @@ that is not a run raises :class:`StatusError` with one line.
 """
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import json
 import math
@@ -22,60 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oe3jax.evaluation.runfiles import RunDirError, read_progress_rows, run_agents
 from oe3jax.training.progress import CSV_COLUMNS, fmt_duration, status_path
 
 _LATEST = ("reward_avg", "actor_loss", "critic_loss", "entropy", "lr", "alpha", "buffer_fill", "nonfinite_skips")
 
 
-class StatusError(ValueError):
-    """The directory is not a run directory (or cannot be read)."""
-
-
-def _agents(run_dir: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    path = run_dir / "config.yaml"
-    if not run_dir.is_dir():
-        raise StatusError(f"{run_dir}: no such directory")
-    if not path.is_file():
-        raise StatusError(f"{run_dir} is not a run directory (no config.yaml); "
-                          "give the directory train.py wrote (its --run-dir)")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise StatusError(f"{path}: cannot be read ({type(exc).__name__})") from None
-    if not isinstance(cfg, Mapping) or "algo" not in cfg:
-        raise StatusError(f"{path} is not a run's configuration (no algo)")
-    if cfg["algo"] == "all":
-        agents = cfg.get("agents") or {}
-        return list(agents), {k: dict(v) for k, v in agents.items()}
-    return [str(cfg["algo"])], {str(cfg["algo"]): dict(cfg)}
-
-
-def _csv(path: Path, notes: list[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        notes.append(f"{path.name}: cannot be read ({type(exc).__name__})")
-        return []
-    lines = text.splitlines()
-    if not lines:
-        notes.append(f"{path.name}: empty")
-        return []
-    if not text.endswith("\n"):
-        notes.append(f"{path.name}: its last line is cut off (a write in progress or a kill); ignored")
-        lines = lines[:-1]
-    rows = list(csv.reader(lines))
-    header, body = rows[0], rows[1:]
-    if tuple(header[: len(CSV_COLUMNS)]) != CSV_COLUMNS[: len(header)]:
-        notes.append(f"{path.name}: unexpected header")
-    good = [dict(zip(header, r)) for r in body if len(r) == len(header)]
-    if len(good) != len(body):
-        notes.append(f"{path.name}: {len(body) - len(good)} malformed row(s) ignored")
-    return good
+#: The directory is not a run directory (or its configuration cannot be read).
+StatusError = RunDirError
 
 
 def _num(value: Any) -> float | None:
@@ -131,7 +84,7 @@ def agent_status(run_dir: Path, name: str, cfg: Mapping[str, Any], now: float | 
     """Everything known of one agent of the run (see the module docstring)."""
     now = time.time() if now is None else now
     notes: list[str] = []
-    rows = _csv(run_dir / "progress" / f"{name}_progress.csv", notes)
+    rows = read_progress_rows(run_dir / "progress" / f"{name}_progress.csv", notes, CSV_COLUMNS)
     seeds = int(cfg.get("seeds", 1))
     last = rows[-seeds:] if rows else []
     hb: dict[str, Any] = {}
@@ -191,7 +144,7 @@ def run_status(run_dir: str | Path, now: float | None = None) -> dict[str, Any]:
     """The status of every agent of a run and of the whole pipeline."""
     run_dir = Path(run_dir)
     now = time.time() if now is None else now
-    order, cfgs = _agents(run_dir)
+    order, cfgs = run_agents(run_dir)
     agents = [agent_status(run_dir, name, cfgs[name], now) for name in order]
     left, known = 0.0, True
     for a in agents:

@@ -1,0 +1,996 @@
+"""The report of one or more runs: a Markdown page with PNG plots that a reader takes in at a glance.
+
+>>> report = write_report(["results/runs/all-iquitos-128"], "results/runs/all-iquitos-128/report",
+...                       load_policies=load_every_seed)
+>>> report.path, report.partial, report.missing
+
+What it shows, and where each number comes from:
+
+- **Learning curves** (``learning_curves.png``): the mean reward per hour of every chunk of training
+  from ``progress/<algo>_progress.csv``, the mean over the training seeds and the band from the
+  lowest to the highest seed, one panel per agent.
+- **KPI table**: agents and baselines with their 95 % intervals and the share of the optimum's gain,
+  from ``evaluation/statistics.json`` (``scripts/evaluate.py RUN_DIR --eval-seeds N``) when it
+  exists, otherwise from the end-of-training evaluation ``evaluation/<algo>.json`` (one condition:
+  the interval spans the training seeds only).
+- **Dispatch** (``dispatch.png``): PV, mall load, EV charging, battery power, grid import and the
+  battery's state of charge over a typical sunny and a typical cloudy day, for the best agent beside
+  the evening rule and the perfect-foresight optimum of the run's objective. The days: rank the
+  evaluated days by their PV energy; the sunny day is the median day of the top decile, the cloudy
+  day the median day of the bottom decile. The best agent has the lowest mean of the run's
+  objective KPI (the sum of monthly peak imports under a demand-charge reward, CO2 otherwise).
+- **Monthly** (``monthly.png``) grid import with its CO2 and monthly peak import, and the
+  **load-duration curve** (``load_duration.png``) of the hourly grid import, for every agent and
+  baseline on the episode of the end-of-training evaluation (same arrivals, same hours).
+
+The episodes behind the last three are run here (:func:`oe3jax.simulation.episode.run_episode`)
+with the policies that ``load_policies(run_dir, algo)`` returns (one per training seed; the caller
+brings them, as this layer does not read checkpoints); their data are written to ``report.json``.
+
+A run killed mid-way, without an evaluation, or with damaged files gives a report marked partial
+that says what is missing; only a directory that is not a run raises (:class:`ReportError`, one line).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oe3jax.evaluation import statistics
+from oe3jax.evaluation.runfiles import RunDirError, read_progress_rows, run_agents
+
+#: The progress CSV columns the learning curves need.
+CURVE_COLUMNS = ("step", "reward_avg", "seed")
+#: The report's file names inside its output directory.
+FILES = {"markdown": "report.md", "data": "report.json", "curves": "learning_curves.png",
+         "dispatch": "dispatch.png", "monthly": "monthly.png", "duration": "load_duration.png"}
+DPI = 100
+
+#: (KPI, label, unit scale, format) of the KPI table's value columns.
+_KPI_COLUMNS: tuple[tuple[str, str, float, str], ...] = (
+    ("co2_kg", "CO2 (t)", 1e-3, ",.1f"),
+    ("monthly_peaks_sum_kw", "sum of monthly peaks (kW)", 1.0, ",.0f"),
+    ("peak_import_kw", "peak import (kW)", 1.0, ",.0f"),
+    ("ev_unmet_kwh", "EV unmet (MWh)", 1e-3, ",.2f"),
+)
+#: KPIs whose share of the optimum's gain the table gives.
+_SHARE_KPIS = ("co2_kg", "monthly_peaks_sum_kw")
+_LABELS = {
+    "uncontrolled": "uncontrolled", "rule": "evening rule", "greedy": "greedy rule",
+    "optimum_grid": "optimum (grid import)", "optimum_monthly_peaks": "optimum (monthly peaks)",
+    "optimum_cost": "optimum (cost)",
+}
+_BASELINE_STYLE = {
+    "uncontrolled": {"color": "#8c8c8c", "linestyle": "-"},
+    "rule": {"color": "#1f77b4", "linestyle": "-"},
+    "greedy": {"color": "#17becf", "linestyle": "--"},
+    "optimum_grid": {"color": "#000000", "linestyle": ":"},
+    "optimum_monthly_peaks": {"color": "#000000", "linestyle": ":"},
+}
+_AGENT_COLORS = ("#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#e377c2", "#8c564b")
+
+
+class ReportError(ValueError):
+    """What was given is not something a report can be made of (one line)."""
+
+
+# ============================================================================= reading the runs
+@dataclasses.dataclass
+class AgentRun:
+    """One agent of a run directory, as its files have it."""
+
+    name: str                       # shown in the report (the algorithm; with the run's name if several)
+    algo: str
+    run_dir: Path
+    cfg: dict[str, Any]
+    rows: list[dict[str, str]]
+    evaluation: dict[str, Any] | None   # evaluation/<algo>.json, complete
+    stats: dict[str, Any] | None        # evaluation/statistics.json of the run, if it holds this agent
+    stats_name: str | None              # the agent's name in it
+    notes: list[str]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(self.cfg.get("seed", 0)) + i for i in range(int(self.cfg.get("seeds", 1)))]
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.cfg.get("total_steps") or 0)
+
+    @property
+    def steps_done(self) -> int:
+        return max((int(_num(r.get("step")) or 0) for r in self.rows), default=0)
+
+    @property
+    def trained(self) -> bool:
+        return self.total_steps > 0 and self.steps_done >= self.total_steps
+
+    def seed_kpis(self) -> list[dict[str, Any]] | None:
+        """The end-of-training KPIs of every seed, in seed order (None without an evaluation)."""
+        if self.evaluation is None:
+            return None
+        return [self.evaluation[f"seed {s}"] for s in self.seeds]
+
+
+def _num(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        notes.append(f"{path.parent.name}/{path.name}: cannot be read ({type(exc).__name__}); left out")
+        return None
+    if not isinstance(doc, dict):
+        notes.append(f"{path.parent.name}/{path.name}: not a JSON object; left out")
+        return None
+    return doc
+
+
+def _evaluation(run_dir: Path, algo: str, seeds: Sequence[int], notes: list[str]) -> dict[str, Any] | None:
+    path = run_dir / "evaluation" / f"{algo}.json"
+    doc = _read_json(path, notes)
+    if doc is None:
+        return None
+    missing = [f"seed {s}" for s in seeds if not isinstance(doc.get(f"seed {s}"), Mapping)]
+    if missing:
+        notes.append(f"evaluation/{algo}.json: no entry for {', '.join(missing)}; left out")
+        return None
+    return doc
+
+
+def _statistics(run_dir: Path, notes: list[str]) -> dict[str, Any] | None:
+    doc = _read_json(run_dir / "evaluation" / "statistics.json", notes)
+    if doc is None:
+        return None
+    if not all(isinstance(doc.get(k), Mapping) for k in ("kpis", "agents_info", "baselines")):
+        notes.append("evaluation/statistics.json: not a statistics report (no kpis, agents_info or baselines); left out")
+        return None
+    return doc
+
+
+def read_runs(run_dirs: Sequence[str | Path]) -> list[AgentRun]:
+    """Every agent of every run directory, in the order given (the pipeline's order within a run)."""
+    if not run_dirs:
+        raise ReportError("RUN_DIR: give at least one run directory")
+    agents: list[AgentRun] = []
+    several = len(run_dirs) > 1
+    for run_dir in map(Path, run_dirs):
+        try:
+            order, cfgs = run_agents(run_dir)
+        except RunDirError as exc:
+            raise ReportError(str(exc)) from None
+        run_notes: list[str] = []
+        stats = _statistics(run_dir, run_notes)
+        for algo in order:
+            cfg = cfgs.get(algo, {})
+            notes = list(run_notes)
+            rows = read_progress_rows(run_dir / "progress" / f"{algo}_progress.csv", notes)
+            if rows and not set(CURVE_COLUMNS) <= set(rows[0]):
+                notes.append(f"{algo}_progress.csv: no {', '.join(c for c in CURVE_COLUMNS if c not in rows[0])} "
+                             "column; left out")
+                rows = []
+            agent = AgentRun(algo if not several else f"{algo} ({run_dir.name})", algo, run_dir, cfg, rows,
+                             None, None, None, notes)
+            agent.evaluation = _evaluation(run_dir, algo, agent.seeds, notes)
+            if stats is not None:
+                names = [n for n, info in stats["agents_info"].items()
+                         if isinstance(info, Mapping) and info.get("algo") == algo]
+                if names and all(isinstance(stats["kpis"].get(k), Mapping) for k in _SHARE_KPIS):
+                    agent.stats, agent.stats_name = stats, names[0]
+            run_notes_seen = set(run_notes)
+            agent.notes = [n for n in notes if n not in run_notes_seen] + run_notes
+            agents.append(agent)
+    seen: set[str] = set()
+    for a in agents:  # the same algorithm twice in one list of runs of the same name
+        while a.name in seen:
+            a.name += "'"
+        seen.add(a.name)
+    return agents
+
+
+def objective_of(cfg: Mapping[str, Any], scenario: Any = None) -> str:
+    """The KPI a run is judged on: the sum of monthly peaks under a demand charge, CO2 otherwise."""
+    if scenario is not None and hasattr(scenario, "reward_weights"):
+        return "monthly_peaks_sum_kw" if scenario.reward_weights.get("demand", 0.0) > 0 else "co2_kg"
+    from oe3jax.simulation.scenario import REWARD_PRESETS
+
+    merged = {**dict(cfg.get("env") or {}), **dict(cfg.get("scenario_overrides") or {})}
+    weights = REWARD_PRESETS.get(str(merged.get("reward", "co2_focus")), {})
+    return "monthly_peaks_sum_kw" if weights.get("demand", 0.0) > 0 else "co2_kg"
+
+
+def _optimum_of(kpi: str) -> str | None:
+    from oe3jax.evaluation.compare import BASELINES
+
+    return next((b.name for b in BASELINES if kpi in b.optimises), None)
+
+
+# ============================================================================= learning curves
+def learning_curve(rows: Sequence[Mapping[str, str]], column: str = "reward_avg") -> dict[str, np.ndarray]:
+    """``{"step", "mean", "low", "high", "n"}`` of ``column`` per step over the seeds of each chunk."""
+    by_step: dict[int, list[float]] = {}
+    for r in rows:
+        step, value = _num(r.get("step")), _num(r.get(column))
+        if step is None or value is None:
+            continue
+        by_step.setdefault(int(step), []).append(value)
+    steps = sorted(by_step)
+    vals = [np.asarray(by_step[s]) for s in steps]
+    return {"step": np.asarray(steps, np.int64), "mean": np.asarray([v.mean() for v in vals]),
+            "low": np.asarray([v.min() for v in vals]), "high": np.asarray([v.max() for v in vals]),
+            "n": np.asarray([v.size for v in vals], np.int64)}
+
+
+def _steps_text(x: float, _pos: Any = None, digits: int = 6) -> str:
+    """``40k``, ``1.5M``: env steps for axes and titles (``digits`` significant digits)."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.{digits}g}M"
+    if abs(x) >= 1e3:
+        return f"{x / 1e3:.{digits}g}k"
+    return f"{x:.{digits}g}"
+
+
+def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """The centred moving mean over ``window`` points (fewer at the ends)."""
+    v = np.asarray(values, np.float64)
+    half = window // 2
+    csum = np.r_[0.0, np.cumsum(v)]
+    lo = np.clip(np.arange(v.size) - half, 0, v.size)
+    hi = np.clip(np.arange(v.size) + window - half, 0, v.size)
+    return (csum[hi] - csum[lo]) / (hi - lo)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return fig
+
+
+def _save(fig: Any, path: Path) -> None:
+    """The figure as a PNG of at most 256 colours (a third of the bytes, the same picture), atomically."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    buf.seek(0)
+    with Image.open(buf) as image:
+        small = image.convert("RGB").quantize(256)
+    tmp = path.with_name(path.name + ".tmp")
+    small.save(tmp, format="PNG", optimize=True)
+    tmp.replace(path)
+
+
+def smoothing_window(steps: np.ndarray, cfg: Mapping[str, Any]) -> tuple[int, str]:
+    """``(chunks, why)`` of the moving mean of a learning curve with chunks ending at ``steps``.
+
+    One training episode of every environment when that spans 3 or more chunks and at most half
+    of them (the episodes of the EV park run from 1 January in lockstep, so a chunk's reward follows
+    the season: a moving mean over one episode averages the season out); otherwise a tenth of the
+    chunks when there are 30 or more; otherwise none (1).
+    """
+    n = int(np.asarray(steps).size)
+    if n < 2:
+        return 1, ""
+    chunk = float(np.median(np.diff(np.asarray(steps, np.float64))))
+    hours = (cfg.get("env") or {}).get("episode_hours")
+    envs = (cfg.get(str(cfg.get("algo"))) or {}).get("num_envs")
+    if isinstance(hours, int) and isinstance(envs, int) and chunk > 0:
+        window = int(math.ceil(hours * envs / chunk))
+        if 3 <= window <= n // 2:
+            return window, f"one episode ({window} chunks)"
+    if n >= 30:
+        return n // 10, f"{n // 10} chunks"
+    return 1, ""
+
+
+def plot_learning_curves(agents: Sequence[AgentRun], path: Path) -> None:
+    """One panel per agent: the mean reward per hour against env steps, band from lowest to highest seed."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    n = len(agents)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = _figure(3.8 * cols + 0.6, 3.2 * rows + 0.7)
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).reshape(-1)
+    several = False
+    for i, (ax, agent) in enumerate(zip(axes, agents)):
+        c = learning_curve(agent.rows)
+        color = _AGENT_COLORS[i % len(_AGENT_COLORS)]
+        seeds = len(agent.seeds)
+        several |= seeds > 1
+        window, why = smoothing_window(c["step"], agent.cfg)
+        if c["step"].size:
+            if seeds > 1:
+                ax.fill_between(c["step"], c["low"], c["high"], color=color, alpha=0.18, lw=0)
+            ax.plot(c["step"], c["mean"], color=color, lw=1.0, alpha=0.45)
+            ax.plot(c["step"], moving_mean(c["mean"], window), color=color, lw=2.2)
+        else:
+            ax.text(0.5, 0.5, "no progress rows", transform=ax.transAxes, ha="center", va="center", fontsize=10)
+        total = agent.total_steps
+        if total:
+            ax.set_xlim(0, total * 1.02)
+            if 0 < agent.steps_done < total:
+                ax.axvline(agent.steps_done, color="#555555", lw=0.8, ls="--")
+        state = ("" if agent.trained else " (not started)" if not c["step"].size
+                 else f" (at {_steps_text(agent.steps_done, digits=3)})")
+        smooth = (f"moving mean over {why}" if window > 1 else
+                  f"{c['step'].size} chunks, too few to smooth" if c["step"].size else "")
+        ax.set_title(f"{agent.name}: {_steps_text(total)} steps x {seeds} seed{'s' * (seeds > 1)}{state}"
+                     + (f"\n{smooth}" if smooth else ""), fontsize=10)
+        ax.xaxis.set_major_formatter(FuncFormatter(_steps_text))
+        ax.set_xlabel("env steps per seed")
+        if i % cols == 0:
+            ax.set_ylabel("mean reward per hour")
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    grey = "#555555"
+    handles = [Line2D([], [], color=grey, lw=1.0, alpha=0.45), Line2D([], [], color=grey, lw=2.2)]
+    labels = ["each chunk (mean over the seeds)", "moving mean (see each title)"]
+    if several:
+        handles.append(Patch(color=grey, alpha=0.18, lw=0))
+        labels.append("lowest to highest seed")
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    _save(fig, path)
+
+
+# ============================================================================= the episodes behind the plots
+@dataclasses.dataclass
+class Episode:
+    """One policy's evaluation episode, reduced to what the plots need (hourly arrays)."""
+
+    name: str
+    label: str
+    kind: str                    # "agent" or "baseline"
+    t: np.ndarray                # hour of the year of each step
+    flows: dict[str, np.ndarray]  # kWh per hour
+    soc_frac: np.ndarray         # state of charge at the start of each hour and after the last (steps + 1)
+    weather_year: str
+
+
+def _episode(name: str, label: str, kind: str, env: Any, params: Any, act: Any, key: Any, hours: int) -> Episode:
+    from oe3jax.simulation.episode import run_episode
+
+    trace = run_episode(env, params, act, key, hours)
+    cap = float(env.scenario.capacity_kwh)
+    energy = np.r_[np.asarray(trace["energy_kwh"], np.float64), float(trace["final"]["energy_kwh"])]
+    flows = {k: np.asarray(trace["flows"][k], np.float64)
+             for k in ("pv_kwh", "mall_kwh", "ev_kwh", "bess_charge", "bess_discharge", "grid_import",
+                       "pv_curtailed", "unmet_kwh")}
+    year = env.scenario.weather_years[int(np.asarray(trace["year"])[0])]
+    return Episode(name, label, kind, np.asarray(trace["t"]), flows, energy / cap, str(year))
+
+
+def typical_days(pv_kwh: np.ndarray, t0: int = 0) -> dict[str, Any]:
+    """The sunny and the cloudy day of an episode's hourly PV (see the module doc for the rule).
+
+    Only whole days count (from the episode's first hour, which starts a day here). Returns
+    ``{"sunny": day, "cloudy": day, "decile_days": k, "daily_pv_kwh": [...], "days": n}`` with days
+    as indices into the episode's days (day 0 starts at hour ``t0``).
+    """
+    days = len(pv_kwh) // 24
+    if days < 1:
+        raise ValueError("typical_days: expected at least one whole day of PV")
+    daily = np.asarray(pv_kwh[: days * 24], np.float64).reshape(days, 24).sum(axis=1)
+    k = max(1, days // 10)
+    order = np.argsort(daily, kind="stable")        # least PV first
+    bottom, top = order[:k], order[days - k:]
+    return {"sunny": int(top[k // 2]), "cloudy": int(bottom[k // 2]), "decile_days": k,
+            "daily_pv_kwh": daily.tolist(), "days": days}
+
+
+def day_name(hour_of_year: int) -> str:
+    """``"14 Mar"`` for an hour of the simulation's 365-day year."""
+    from oe3jax.simulation.calendar import DAYS_PER_MONTH, MONTH_NAMES
+
+    day = (int(hour_of_year) % 8760) // 24
+    for month, length in enumerate(DAYS_PER_MONTH):
+        if day < length:
+            return f"{day + 1} {MONTH_NAMES[month]}"
+        day -= length
+    raise AssertionError("unreachable")
+
+
+def _hour_steps(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x, y of an hourly series drawn as steps over [0, 24]."""
+    return np.arange(len(values) + 1), np.r_[values, values[-1]]
+
+
+_FLOW_STYLE = (
+    # (series, label, color, line width, style)
+    ("pv", "PV generation", "#f2b400", 2.0, "-"),
+    ("mall", "mall load", "#7f7f7f", 1.6, "-"),
+    ("ev", "EV charging", "#9467bd", 1.6, "-"),
+    ("battery", "battery (+ discharge, \u2212 charge)", "#2ca02c", 1.6, "-"),
+    ("grid", "grid import", "#111111", 2.2, "-"),
+)
+
+
+def _day_series(ep: Episode, day: int) -> dict[str, np.ndarray]:
+    s = slice(day * 24, day * 24 + 24)
+    f = ep.flows
+    return {"pv": f["pv_kwh"][s], "mall": f["mall_kwh"][s], "ev": f["ev_kwh"][s],
+            "battery": f["bess_discharge"][s] - f["bess_charge"][s], "grid": f["grid_import"][s],
+            "soc": 100.0 * ep.soc_frac[day * 24: day * 24 + 25]}
+
+
+def plot_dispatch(episodes: Sequence[Episode], days: Mapping[str, Any], path: Path, title: str) -> None:
+    """Rows: each policy's power flows (kW), then the states of charge; columns: sunny, cloudy day."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MultipleLocator
+
+    n = len(episodes)
+    fig = _figure(11.0, 2.35 * n + 2.9)
+    axes = fig.subplots(n + 1, 2, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [1.0] * n + [0.8]})
+    for r in range(n + 1):  # every flow panel on one scale; the two state-of-charge panels on theirs
+        for c in range(2):
+            if (r, c) not in ((0, 0), (n, 0)):
+                axes[r, c].sharey(axes[0, 0] if r < n else axes[n, 0])
+            if c == 1:
+                axes[r, c].tick_params(labelleft=False)
+    t0 = int(episodes[0].t[0])
+    for c, which in enumerate(("sunny", "cloudy")):
+        day = days[which]
+        pv_mwh = days["daily_pv_kwh"][day] / 1000.0
+        axes[0, c].set_title(f"{which} day: {day_name(t0 + 24 * day)}, PV {pv_mwh:,.1f} MWh", fontsize=11)
+        for r, ep in enumerate(episodes):
+            ax = axes[r, c]
+            series = _day_series(ep, day)
+            for key, label, color, lw, ls in _FLOW_STYLE:
+                x, y = _hour_steps(series[key])
+                ax.step(x, y, where="post", color=color, lw=lw, ls=ls, label=label)
+            ax.axhline(0.0, color="#333333", lw=0.6)
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(f"{ep.label}\npower (kW)", fontsize=10)
+        ax = axes[n, c]
+        for ep in episodes:
+            series = _day_series(ep, day)
+            style = _BASELINE_STYLE.get(ep.name, {"color": _AGENT_COLORS[0], "linestyle": "-"})
+            ax.plot(np.arange(len(series["soc"])), series["soc"], lw=1.8, label=ep.label, **style)
+        ax.set_ylim(0, 135)
+        ax.set_yticks([0, 20, 40, 60, 80, 100])
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("hour of day")
+        ax.xaxis.set_major_locator(MultipleLocator(3))
+        ax.set_xlim(0, 24)
+        if c == 0:
+            ax.set_ylabel("battery state\nof charge (%)", fontsize=10)
+    # the power series below the figure; the states of charge in the empty band above 100 %
+    flows = [Line2D([], [], color=color, lw=lw, ls=ls) for _, _, color, lw, ls in _FLOW_STYLE]
+    fig.legend(flows, [f[1] for f in _FLOW_STYLE], loc="outside lower center", ncols=len(flows), fontsize=9,
+               frameon=False)
+    axes[n, 0].legend(loc="upper center", ncols=len(episodes), fontsize=8, frameon=False,
+                      handlelength=2.2, columnspacing=1.2, borderaxespad=0.2)
+    fig.suptitle(title, fontsize=11)
+    _save(fig, path)
+
+
+def monthly_values(ep: Episode, co2_kg_per_kwh: float) -> dict[str, Any]:
+    """Grid import (kWh), CO2 (kg) and peak import (kW) of each calendar month the episode covers."""
+    from oe3jax.simulation.calendar import MONTH_NAMES, month_of_hour
+
+    month = month_of_hour()[ep.t % 8760]
+    present = sorted(set(month.tolist()))
+    grid = ep.flows["grid_import"]
+    imp = [float(grid[month == m].sum()) for m in present]
+    return {"months": [MONTH_NAMES[m] for m in present], "grid_import_kwh": imp,
+            "co2_kg": [v * co2_kg_per_kwh for v in imp],
+            "peak_import_kw": [float(grid[month == m].max()) for m in present]}
+
+
+def _style(ep: Episode, agent_index: int) -> dict[str, Any]:
+    if ep.kind == "agent":
+        return {"color": _AGENT_COLORS[agent_index % len(_AGENT_COLORS)], "linestyle": "-", "lw": 2.0}
+    return {**_BASELINE_STYLE.get(ep.name, {"color": "#444444", "linestyle": "-."}), "lw": 1.6}
+
+
+def _styles(episodes: Sequence[Episode]) -> list[dict[str, Any]]:
+    out, k = [], 0
+    for ep in episodes:
+        out.append(_style(ep, k))
+        k += ep.kind == "agent"
+    return out
+
+
+def plot_monthly(episodes: Sequence[Episode], monthly: Mapping[str, Mapping[str, Any]], co2_kg_per_kwh: float,
+                 path: Path, title: str) -> None:
+    """Monthly grid import (MWh; CO2 in t on the right axis, the same line) and monthly peak import (kW)."""
+    fig = _figure(10.0, 7.0)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    for ep, style in zip(episodes, _styles(episodes)):
+        m = monthly[ep.name]
+        x = np.arange(len(m["months"]))
+        ax1.plot(x, np.asarray(m["grid_import_kwh"]) / 1000.0, marker="o", ms=4, label=ep.label, **style)
+        ax2.plot(x, m["peak_import_kw"], marker="o", ms=4, label=ep.label, **style)
+    months = monthly[episodes[0].name]["months"]
+    ax2.set_xticks(np.arange(len(months)), months)
+    ax1.set_ylabel("grid import (MWh)")
+    factor = co2_kg_per_kwh  # MWh -> t: the same factor
+    right = ax1.secondary_yaxis("right", functions=(lambda v: v * factor, lambda v: v / factor))
+    right.set_ylabel(f"CO2 (t; {co2_kg_per_kwh:g} kg/kWh)")
+    ax2.set_ylabel("monthly peak import (kW)")
+    ax2.set_xlabel("month")
+    ax1.set_title("grid import and CO2 per month", fontsize=10)
+    ax2.set_title("highest hourly grid import per month (what a demand charge bills)", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    _save(fig, path)
+
+
+def plot_load_duration(episodes: Sequence[Episode], path: Path, title: str, top_hours: int) -> None:
+    """The hourly grid import sorted from highest to lowest: the whole episode, and its top hours."""
+    fig = _figure(11.0, 4.6)
+    ax1, ax2 = fig.subplots(1, 2)
+    for ep, style in zip(episodes, _styles(episodes)):
+        curve = np.sort(ep.flows["grid_import"])[::-1]
+        hours = np.arange(1, curve.size + 1)
+        ax1.plot(hours, curve, label=ep.label, **style)
+        ax2.plot(hours[:top_hours], curve[:top_hours], label=ep.label, **style)
+    ax1.set_title("all hours", fontsize=10)
+    ax2.set_title(f"the {top_hours} highest hours", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("hours at or above this import")
+        ax.set_ylabel("grid import (kW)")
+        ax.grid(alpha=0.3)
+    ax1.set_xlim(0, None)
+    ax2.set_xlim(0, top_hours)
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    _save(fig, path)
+
+
+# ============================================================================= the KPI table
+def _stat_from(doc_stat: Mapping[str, Any]) -> dict[str, Any]:
+    ci = doc_stat.get("ci")
+    n = int(doc_stat.get("n_runs", 1)) * int(doc_stat.get("n_conditions", 1))
+    return {"mean": float(doc_stat["mean"]), "ci": [float(ci[0]), float(ci[1])] if ci and n > 1 else None, "n": n}
+
+
+def _share_from(doc_share: Any) -> dict[str, Any] | None:
+    if not isinstance(doc_share, Mapping) or not doc_share.get("defined"):
+        return None
+    return _stat_from(doc_share)
+
+
+def _interval(values: np.ndarray) -> dict[str, Any]:
+    x = np.asarray(values, np.float64)
+    if x.size > 1:
+        out = statistics.interval(x)
+        return {"mean": out["mean"], "ci": out["ci"], "n": int(x.size)}
+    return {"mean": float(x.reshape(-1)[0]), "ci": None, "n": 1}
+
+
+def _table_from_statistics(agents: Sequence[AgentRun]) -> dict[str, Any]:
+    doc = agents[0].stats
+    assert doc is not None
+    rows = []
+    entries = [(a.name, "agent", a.stats_name) for a in agents] + \
+              [(b, "baseline", b) for b in doc["baselines"]]
+    for name, kind, key in entries:
+        cells, shares = {}, {}
+        for kpi, *_ in _KPI_COLUMNS:
+            pol = (doc["kpis"].get(kpi) or {}).get("policies", {}).get(key)
+            if isinstance(pol, Mapping):
+                cells[kpi] = _stat_from(pol)
+                if kpi in _SHARE_KPIS:
+                    shares[kpi] = _share_from(pol.get("share_of_gain"))
+        rows.append({"name": name, "kind": kind, "cells": cells, "shares": shares})
+    conds = doc.get("conditions") or []
+    seeds = sorted({c.get("arrival_seed") for c in conds if isinstance(c, Mapping)} - {None})
+    years = sorted({str(c.get("year")) for c in conds if isinstance(c, Mapping) and c.get("year")})
+    source = (f"`evaluation/statistics.json` ({doc.get('command', 'scripts/evaluate.py')}): "
+              f"{len(conds)} condition(s), arrival seeds {_ranges(seeds)}"
+              + (f", weather years {', '.join(years)}" if years else ", the scenario's own weather year")
+              + f", {int(doc.get('hours', 0)):,} hours from 1 January; mean [95 % bootstrap interval over "
+              "training seeds and conditions]")
+    return {"source": "statistics", "source_text": source, "rows": rows}
+
+
+def _ranges(values: Sequence[Any]) -> str:
+    if not values:
+        return "-"
+    if len(values) > 2 and all(isinstance(v, int) for v in values) and values[-1] - values[0] == len(values) - 1:
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(str(v) for v in values)
+
+
+def _table_from_evaluation(agents: Sequence[AgentRun]) -> dict[str, Any]:
+    first = agents[0].evaluation
+    assert first is not None
+    seed_names = {f"seed {s}" for a in agents for s in a.seeds}
+    base_names = [k for k, v in first.items() if isinstance(v, Mapping) and k not in seed_names]
+    optima = {kpi: _optimum_of(kpi) for kpi in _SHARE_KPIS}
+    rows = []
+
+    def row(name: str, kind: str, per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        cells, shares = {}, {}
+        for kpi, *_ in _KPI_COLUMNS:
+            vals = [_num(k.get(kpi)) for k in per_seed]
+            if any(v is None for v in vals):
+                continue
+            cells[kpi] = _interval(np.asarray(vals))
+            opt = optima.get(kpi)
+            if kpi in _SHARE_KPIS:
+                start = _num((first.get("uncontrolled") or {}).get(kpi))
+                best = _num((first.get(opt) or {}).get(kpi)) if opt else None
+                shares[kpi] = None
+                if start is not None and best is not None:
+                    ratio, defined = statistics.share_matrix(np.asarray(vals)[:, None], [start], [best])
+                    if defined.any():
+                        shares[kpi] = _interval(ratio)
+        return {"name": name, "kind": kind, "cells": cells, "shares": shares}
+
+    for a in agents:
+        rows.append(row(a.name, "agent", a.seed_kpis() or []))
+    for b in base_names:
+        rows.append(row(b, "baseline", [first[b]]))
+    k0 = first[f"seed {agents[0].seeds[0]}"]
+    hours = int(k0.get("hours", 0))
+    seeds = sorted({len(a.seeds) for a in agents})
+    source = (f"the end-of-training evaluation (`evaluation/<algo>.json`): one condition, arrival seed "
+              f"{agents[0].cfg.get('eval', {}).get('seed', 0)}, weather year {k0.get('weather_year', '?')}, "
+              f"{hours:,} hours from 1 January; "
+              + ("mean [95 % bootstrap interval over the training seeds]" if max(seeds) > 1 else
+                 "one training seed, so no interval")
+              + ". Run `python scripts/evaluate.py RUN_DIR --eval-seeds 10` for intervals over arrival seeds too")
+    return {"source": "evaluation", "source_text": source, "rows": rows}
+
+
+def _episode_key(a: AgentRun) -> tuple[Any, ...]:
+    """What makes two end-of-training evaluations comparable: the same episode and baselines."""
+    k = (a.seed_kpis() or [{}])[0]
+    unc = (a.evaluation or {}).get("uncontrolled") or {}
+    return (k.get("hours"), k.get("weather_year"), _num(unc.get("co2_kg")), _num(unc.get("monthly_peaks_sum_kw")))
+
+
+def kpi_tables(agents: Sequence[AgentRun]) -> list[dict[str, Any]]:
+    """The KPI tables of one run's agents: one from its statistics.json if it holds them all, else
+    one per group of agents evaluated on the same episode (their baselines agree)."""
+    if agents and all(a.stats is not None and a.stats is agents[0].stats for a in agents):
+        return [{**_table_from_statistics(agents), "agents": [a.name for a in agents]}]
+    groups: dict[tuple[Any, ...], list[AgentRun]] = {}
+    for a in agents:
+        if a.evaluation is not None:
+            groups.setdefault(_episode_key(a), []).append(a)
+    return [{**_table_from_evaluation(group), "agents": [a.name for a in group],
+             "hours": int((group[0].seed_kpis() or [{}])[0].get("hours") or 0)} for group in groups.values()]
+
+
+def _fmt_stat(stat: Mapping[str, Any] | None, scale: float, how: str) -> str:
+    if stat is None:
+        return "-"
+    text = format(stat["mean"] * scale, how)
+    if stat.get("ci"):
+        lo, hi = stat["ci"]
+        text += f" [{format(lo * scale, how)}, {format(hi * scale, how)}]"
+    return text
+
+
+def _fmt_share(stat: Mapping[str, Any] | None) -> str:
+    if stat is None:
+        return "-"
+    text = f"{100 * stat['mean']:.1f} %"
+    if stat.get("ci"):
+        lo, hi = stat["ci"]
+        text += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return text
+
+
+def table_markdown(table: Mapping[str, Any], objective: str) -> str:
+    order = sorted(_KPI_COLUMNS, key=lambda c: c[0] != objective)  # the objective first
+    head = ["policy"]
+    for kpi, label, *_ in order:
+        head.append(label + (" (objective)" if kpi == objective else ""))
+        if kpi in _SHARE_KPIS:
+            head.append("share of the optimum's gain")
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for row in table["rows"]:
+        name = f"**{row['name']}**" if row["kind"] == "agent" else _LABELS.get(row["name"], row["name"])
+        cells = [name]
+        for kpi, _, scale, how in order:
+            cells.append(_fmt_stat(row["cells"].get(kpi), scale, how))
+            if kpi in _SHARE_KPIS:
+                cells.append(_fmt_share(row["shares"].get(kpi)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ============================================================================= the report
+@dataclasses.dataclass
+class Report:
+    path: Path                # report.md
+    partial: bool
+    missing: list[str]        # what a complete report would have and this one lacks
+    files: list[Path]         # every file written
+    data: dict[str, Any]      # what report.json holds
+
+
+LoadPolicies = Callable[[Path, str], Sequence[Any]]
+
+
+def _status_line(a: AgentRun) -> str:
+    if not a.rows:
+        return "not started" if not any("empty" in n or "cut" in n for n in a.notes) else "no readable rows"
+    if a.trained:
+        return "trained"
+    pct = 100.0 * a.steps_done / a.total_steps if a.total_steps else 0.0
+    return f"unfinished ({pct:.0f} %)"
+
+
+def _last_reward(a: AgentRun) -> float | None:
+    c = learning_curve(a.rows)
+    return float(c["mean"][-1]) if c["step"].size else None
+
+
+def _best(tables: Sequence[Mapping[str, Any]], agents: Sequence[AgentRun], objective: str) -> AgentRun | None:
+    """The agent with the lowest mean objective, compared within one table (one episode): the
+    table of the longest episode with the most agents."""
+    for table in sorted(tables, key=lambda t: (-int(t.get("hours") or 0), -len(t["agents"]))):
+        means = {r["name"]: r["cells"][objective]["mean"] for r in table["rows"]
+                 if r["kind"] == "agent" and objective in r["cells"]}
+        if means:
+            best = min(means, key=lambda n: (means[n], list(means).index(n)))
+            return next(a for a in agents if a.name == best)
+    return None
+
+
+def _representative_seed(a: AgentRun, objective: str) -> int:
+    """The index of the seed with the median end-of-training objective (of two middle ones, the lower)."""
+    kpis = a.seed_kpis()
+    if not kpis or len(kpis) == 1:
+        return 0
+    vals = [float(k[objective]) for k in kpis]
+    order = sorted(range(len(vals)), key=lambda i: (vals[i], i))
+    return order[(len(vals) - 1) // 2]
+
+
+def _episodes(agents: Sequence[AgentRun], best: AgentRun, objective: str, load_policies: LoadPolicies,
+              notes: list[str]) -> tuple[list[Episode], dict[str, Any]] | None:
+    """Every agent of the best agent's environment and every baseline, on its evaluation episode."""
+    import jax
+
+    from oe3jax.control.registry import make_controller
+
+    policies: dict[str, Any] = {}
+    for a in [best] + [x for x in agents if x is not best and x.evaluation is not None]:
+        try:
+            loaded = list(load_policies(a.run_dir, a.algo))
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint: the plots go, the report stays
+            notes.append(f"{a.name}: its policies could not be loaded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            continue
+        if not loaded:
+            continue
+        policies[a.name] = (a, loaded[min(_representative_seed(a, objective), len(loaded) - 1)])
+    if best.name not in policies:
+        return None
+    _, pol = policies[best.name]
+    env = getattr(pol, "env", None)
+    scenario = getattr(env, "scenario", None)
+    if scenario is None or not hasattr(scenario, "capacity_kwh") or not hasattr(pol.env_params, "start_hour"):
+        notes.append("the dispatch, monthly and load-duration plots need the EV-park environment; "
+                     f"{best.name} was trained on another")
+        return None
+    import jax.numpy as jnp
+
+    params = pol.env_params.replace(random_start=jnp.asarray(False), start_hour=jnp.asarray(0, jnp.int32))
+    first = (best.seed_kpis() or [{}])[0]
+    hours = int(first.get("hours") or best.cfg.get("eval", {}).get("hours") or 8760)
+    eval_seed = int(best.cfg.get("eval", {}).get("seed", 0))
+    key = jax.random.key(eval_seed)
+    out: list[Episode] = []
+    for name, (a, p) in policies.items():
+        if getattr(p, "env", None) is None or p.env.scenario != scenario:
+            notes.append(f"{name}: trained on another environment than {best.name}; left out of the episode plots")
+            continue
+        out.append(_episode(name, f"{name} (seed {p.seed})", "agent", env, params,
+                            lambda obs, state, ep, f=p: f(obs), key, hours))
+    optimum = "optimum_monthly_peaks" if objective == "monthly_peaks_sum_kw" else "optimum_grid"
+    for name in ("uncontrolled", "rule", "greedy", optimum):
+        act = make_controller(name, env, params, key, hours)
+        out.append(_episode(name, _LABELS[name], "baseline", env, params, act, key, hours))
+    info = {"hours": hours, "arrival_seed": eval_seed, "optimum": optimum, "scenario": scenario.name,
+            "co2_kg_per_kwh": float(scenario.co2_kg_per_kwh), "best": best.name,
+            "best_seed": policies[best.name][1].seed}
+    return out, info
+
+
+def _section_header(agents: Sequence[AgentRun], command: str | None) -> list[str]:
+    runs = list(dict.fromkeys(a.run_dir for a in agents))
+    title = runs[0].name if len(runs) == 1 else f"{len(runs)} runs"
+    lines = [f"# Report: {title}", ""]
+    scen = sorted({str(a.cfg.get("scenario", "?")) for a in agents})
+    rewards = sorted({str({**dict(a.cfg.get("env") or {}), **dict(a.cfg.get("scenario_overrides") or {})}
+                          .get("reward", "co2_focus")) for a in agents})
+    lines.append(f"- run director{'ies' if len(runs) > 1 else 'y'}: " + ", ".join(f"`{r}`" for r in runs))
+    lines.append(f"- scenario {', '.join(scen)}, reward {', '.join(rewards)}; agents "
+                 + ", ".join(f"{a.name} ({a.total_steps:,} env steps x {len(a.seeds)} seed"
+                             f"{'s' * (len(a.seeds) > 1)}: {', '.join(map(str, a.seeds))})" for a in agents))
+    lines.append(f"- written {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+                 + (f" by `{command}`" if command else ""))
+    return lines
+
+
+def write_report(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    load_policies: LoadPolicies | None = None,
+    command: str | None = None,
+) -> Report:
+    """Write ``report.md``, ``report.json`` and the PNG plots of ``run_dirs`` into ``out_dir``.
+
+    ``load_policies(run_dir, algo)`` gives the trained policies of one agent, one per training seed
+    (``None``: no episodes are run, so no dispatch, monthly or load-duration plots). Raises
+    :class:`ReportError` (one line) when a directory is not a run or ``out_dir`` cannot be written.
+    """
+    agents = read_runs(run_dirs)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out: {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--out: {out} cannot be created ({exc.strerror or type(exc).__name__})") from None
+    missing: list[str] = []
+    notes: list[str] = []
+    files: list[Path] = []
+    data: dict[str, Any] = {"run_dirs": [str(Path(r)) for r in run_dirs], "agents": {}}
+    md = _section_header(agents, command)
+
+    # ---- training
+    for a in agents:
+        for n in a.notes:
+            notes.append(f"{a.name}: {n}")
+        if not a.rows:
+            missing.append(f"{a.name}: no progress rows (`progress/{a.algo}_progress.csv` missing or empty)")
+        elif not a.trained:
+            missing.append(f"{a.name}: training not finished, {a.steps_done:,} of {a.total_steps:,} env steps per "
+                           "seed (if it was interrupted, rerun the same train.py command to resume)")
+        if a.evaluation is None:
+            missing.append(f"{a.name}: no end-of-training evaluation (`evaluation/{a.algo}.json`)")
+        if any("cut off" in n or "malformed" in n or "cannot be read" in n for n in a.notes):
+            missing.append(f"{a.name}: damaged files (see the notes)")
+        data["agents"][a.name] = {"algo": a.algo, "run_dir": str(a.run_dir), "seeds": a.seeds,
+                                  "total_steps": a.total_steps, "steps_done": a.steps_done,
+                                  "progress_rows": len(a.rows), "last_reward_avg": _last_reward(a),
+                                  "evaluated": a.evaluation is not None}
+    md += ["", "## Training", "",
+           "| agent | state | env steps per seed | seeds | progress rows | last mean reward per hour | evaluation |",
+           "|---|---|---:|---:|---:|---:|---|"]
+    for a in agents:
+        last = _last_reward(a)
+        md.append(f"| {a.name} | {_status_line(a)} | {a.steps_done:,} / {a.total_steps:,} | {len(a.seeds)} "
+                  f"| {len(a.rows)} | {'-' if last is None else f'{last:.5f}'} "
+                  f"| {'yes' if a.evaluation is not None else 'missing'} |")
+    if any(a.rows for a in agents):
+        plot_learning_curves(agents, out / FILES["curves"])
+        files.append(out / FILES["curves"])
+        md += ["", f"![learning curves]({FILES['curves']})", "",
+               "*Learning curves*: the mean reward per hour of each chunk of training (the `reward_avg` column of "
+               "`progress/<algo>_progress.csv`), against the env steps each seed has taken; the line is the mean "
+               "over the training seeds (thin) and the band spans the lowest to the highest seed. Each chunk's "
+               "episodes cover other days of the year, so part of the wiggle is the weather, not learning: the "
+               "thick line is the moving mean over one training episode of every environment (a year from "
+               "1 January averages the seasons out), or over a tenth of the chunks when episodes are short. A "
+               "dashed vertical line marks where an unfinished run is."]
+
+    # ---- KPIs
+    tables: list[tuple[Path, dict[str, Any]]] = []
+    for run_dir in dict.fromkeys(a.run_dir for a in agents):
+        tables += [(run_dir, t) for t in kpi_tables([a for a in agents if a.run_dir == run_dir])]
+    objective = objective_of(agents[0].cfg)
+    objective_label = "the sum of monthly peak imports" if objective == "monthly_peaks_sum_kw" else "CO2"
+    if tables:
+        md += ["", "## KPIs", ""]
+        for run_dir, table in tables:
+            if len(tables) > 1:
+                md += [f"### {run_dir.name}: {', '.join(table['agents'])}", ""]
+            md += [f"Source: {table['source_text']}.", "", table_markdown(table, objective), ""]
+        if len({t.get("source_text") for _, t in tables}) > 1 and len({r for r, _ in tables}) == 1:
+            md += ["The agents were evaluated on different episodes (other hours or arrivals), so each has "
+                   "its own baselines; compare agents only within a table.", ""]
+        md += ["Lower is better in every column. Share of the optimum's gain = (uncontrolled - x) / "
+               "(uncontrolled - optimum), with the perfect-foresight optimum of that KPI (grid import for CO2, "
+               "monthly peaks for their sum); '-' where that optimum was not run. EV unmet: energy the vehicles "
+               "asked for and did not get (an agent that saves CO2 by not charging shows here)."]
+        data["kpi_tables"] = [{"run_dir": str(r), **t} for r, t in tables]
+    else:
+        missing.append("the KPI table: no agent has an evaluation")
+
+    # ---- episodes: dispatch, monthly, load duration
+    best = _best([t for _, t in tables], agents, objective)
+    episodes = None
+    if best is None:
+        missing.append("the dispatch, monthly and load-duration plots: no agent has an end-of-training evaluation")
+    elif load_policies is None:
+        missing.append("the dispatch, monthly and load-duration plots: no policies were given to run the episodes")
+    else:
+        md += ["", f"The best agent is **{best.name}**: the lowest mean of the run's objective, {objective_label} "
+               f"(reward {str({**dict(best.cfg.get('env') or {}), **dict(best.cfg.get('scenario_overrides') or {})}.get('reward', 'co2_focus'))}), "
+               "in the table above."]
+        episodes = _episodes(agents, best, objective, load_policies, notes)
+        if episodes is None:
+            missing.append("the dispatch, monthly and load-duration plots: the best agent's policies could not be run")
+    if episodes is not None:
+        eps, info = episodes
+        by_name = {e.name: e for e in eps}
+        days = typical_days(by_name[best.name].flows["pv_kwh"])
+        t0 = int(by_name[best.name].t[0])
+        year = by_name[best.name].weather_year
+        dispatch_eps = [by_name[best.name], by_name["rule"], by_name[info["optimum"]]]
+        where = (f"{info['scenario']}, weather year {year}, arrival seed {info['arrival_seed']}")
+        plot_dispatch(dispatch_eps, days, out / FILES["dispatch"],
+                      f"Dispatch of {best.name} beside the evening rule and the optimum ({where})")
+        sunny, cloudy = days["sunny"], days["cloudy"]
+        k = days["decile_days"]
+        md += ["", "## Dispatch on a typical sunny and a cloudy day", "",
+               f"![dispatch]({FILES['dispatch']})", "",
+               f"*Dispatch*: hourly power (kW; 1 kWh in an hour = 1 kW) of the best agent, **{best.name}** "
+               f"(seed {info['best_seed']}), the evening rule and {_LABELS[info['optimum']]} (perfect foresight), "
+               f"on the end-of-training evaluation's episode ({where}; every policy sees the same vehicles). "
+               f"Battery power is positive when the battery discharges. The days: the {days['days']} days ranked "
+               f"by PV energy; the sunny day is the median of the {k} sunniest (top decile), "
+               f"**{day_name(t0 + 24 * sunny)}** ({days['daily_pv_kwh'][sunny] / 1000:,.1f} MWh of PV), the cloudy "
+               f"day the median of the {k} least sunny (bottom decile), **{day_name(t0 + 24 * cloudy)}** "
+               f"({days['daily_pv_kwh'][cloudy] / 1000:,.1f} MWh)."]
+        monthly = {e.name: monthly_values(e, info["co2_kg_per_kwh"]) for e in eps}
+        plot_monthly(eps, monthly, info["co2_kg_per_kwh"], out / FILES["monthly"],
+                     f"Monthly grid import, CO2 and peak import by policy ({where})")
+        top = int(min(200, max(24, len(eps[0].t) // 40)))
+        plot_load_duration(eps, out / FILES["duration"], f"Load-duration curve of the grid import ({where})", top)
+        files += [out / FILES["dispatch"], out / FILES["monthly"], out / FILES["duration"]]
+        md += ["", "## Monthly grid import, CO2 and peak", "", f"![monthly]({FILES['monthly']})", "",
+               f"*Monthly*: grid import per calendar month (MWh; the right axis gives its CO2, "
+               f"{info['co2_kg_per_kwh']:g} kg per kWh) and the highest hourly import of each month (kW), for every "
+               f"agent and baseline on the same episode ({where}, {info['hours']:,} hours).",
+               "", "## Load-duration curve", "", f"![load-duration curve]({FILES['duration']})", "",
+               "*Load-duration curve*: every hour's grid import sorted from highest to lowest (a point at x hours is "
+               f"the import exceeded in x hours of the episode); right, the {top} highest hours, where the peaks "
+               "differ."]
+        data["episodes"] = {**info, "weather_year": year,
+                            "days": {"sunny": {"day": sunny, "date": day_name(t0 + 24 * sunny)},
+                                     "cloudy": {"day": cloudy, "date": day_name(t0 + 24 * cloudy)},
+                                     "decile_days": k, "daily_pv_kwh": days["daily_pv_kwh"]},
+                            "monthly": monthly,
+                            "totals": {e.name: {"label": e.label, "grid_import_kwh": float(e.flows["grid_import"].sum()),
+                                                "peak_import_kw": float(e.flows["grid_import"].max())} for e in eps}}
+
+    # ---- partial marker and notes
+    partial = bool(missing)
+    head = ["", "> **Partial report.** Missing:"] + [f"> - {m}" for m in missing] if partial else []
+    md = md[:1] + head + md[1:]
+    if notes:
+        md += ["", "## Notes on the data", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
+    data.update(partial=partial, missing=missing, notes=list(dict.fromkeys(notes)),
+                objective=objective, best=None if best is None else best.name)
+    text = "\n".join(md) + "\n"
+    for name, content in ((FILES["markdown"], text), (FILES["data"], json.dumps(data, indent=1) + "\n")):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(content, encoding="utf-8")
+        tmp.replace(out / name)
+        files.append(out / name)
+    return Report(out / FILES["markdown"], partial, missing, files, data)
