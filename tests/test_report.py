@@ -100,12 +100,20 @@ def test_finished_run_report_numbers_come_from_the_csv_and_the_evaluation(base, 
     assert cells[1].startswith(f"{mean / 1000:,.1f} [") and cells[2].startswith(f"{100 * (u - mean) / (u - o):.1f} % [")
     lo, hi = (float(x.replace(",", "")) for x in cells[1].split("[")[1].rstrip("]").split(", "))
     assert min(_SEEDS_CO2) / 1000 - 0.05 <= lo <= mean / 1000 <= hi <= max(_SEEDS_CO2) / 1000 + 0.05
-    assert cells[3].startswith(f"{31_000 - 10:,.0f} [")  # sum of monthly peaks: mean of 31,000, 30,990, 30,980
-    assert cells[4] == "-"  # no optimum of the monthly peaks was run
-    assert cells[6].startswith(f"{(28_641.0) / 1000:,.2f} [")
+    # the rule-to-optimum gap, and the difference to the strongest real baseline: the greedy rule
+    r = _BASE["rule"]["co2_kg"]
+    assert cells[3].startswith(f"{100 * (r - mean) / (r - o):.1f} % [")
+    assert cells[4].startswith(f"+{(mean - _BASE['greedy']['co2_kg']) / 1000:,.1f} [")
+    assert "difference to the strongest baseline (greedy rule)" in md
+    assert "strongest baseline on CO2, the objective, is the **greedy rule** (2,764.6 t)" in md
+    assert f"- **dummy**: {(mean - _BASE['greedy']['co2_kg']) / 1000:,.1f} t more than it (worse)" in md
+    assert cells[5].startswith(f"{31_000 - 10:,.0f} [")  # sum of monthly peaks: mean of 31,000, 30,990, 30,980
+    assert cells[6] == "-"  # no optimum of the monthly peaks was run
+    assert cells[8].startswith(f"{(28_641.0) / 1000:,.2f} [")
     rule = _row(md, "evening rule")
-    assert rule[1:3] == [f"{2_773.4:,.1f}", f"{100 * (u - 2_773_400.0) / (u - o):.1f} %"]
-    assert _row(md, "optimum (grid import)")[2] == "100.0 %" and _row(md, "uncontrolled")[2] == "0.0 %"
+    assert rule[1:5] == [f"{2_773.4:,.1f}", f"{100 * (u - r) / (u - o):.1f} %", "0.0 %", f"+{(r - 2_764_600.0) / 1000:,.1f}"]
+    assert _row(md, "optimum (grid import)")[2:4] == ["100.0 %", "100.0 %"] and _row(md, "uncontrolled")[2] == "0.0 %"
+    assert _row(md, "greedy rule")[4] == "+0.0"
     assert "one condition, arrival seed 0" in md and "best agent is **dummy**" in md
     # a pendulum has no PV: the report says so and is partial for that reason alone
     assert rep.partial and len(rep.missing) == 1 and "could not be run" in rep.missing[0]
@@ -118,14 +126,19 @@ def test_statistics_json_gives_the_intervals_and_shares(base, tmp_path):
     for name, k in _BASE.items():
         policies[name] = {"mean": k["co2_kg"], "ci": [k["co2_kg"] - 900.0, k["co2_kg"] + 800.0], "n_runs": 1, "n_conditions": 5}
     policies["dummy"]["share_of_gain"] = {"defined": True, "mean": 0.9876, "ci": [0.97, 0.995], "n_runs": 3, "n_conditions": 5}
-    kpis = {"co2_kg": {"policies": policies}, "monthly_peaks_sum_kw": {"policies": {}}}
+    policies["dummy"]["gap_closed_rule"] = {"defined": True, "mean": 0.2433, "ci": [0.1, 0.4], "n_runs": 3, "n_conditions": 5}
+    policies["dummy"]["difference"] = {"mean": 6_634.0, "ci": [5_400.0, 7_900.0], "n_runs": 3, "n_conditions": 5}
+    kpis = {"co2_kg": {"policies": policies, "strongest_baseline": "greedy", "optimum": "optimum_grid"},
+            "monthly_peaks_sum_kw": {"policies": {}}}
     doc = {"command": "python scripts/evaluate.py run --eval-seeds 5", "hours": 8760, "agents": ["dummy"],
            "agents_info": {"dummy": {"algo": "dummy"}}, "baselines": {n: {} for n in _BASE}, "kpis": kpis,
            "conditions": [{"year": None, "arrival_seed": 1000 + i} for i in range(5)]}
     (run / "evaluation" / "statistics.json").write_text(json.dumps(doc))
     md = R.write_report([run], tmp_path / "out").path.read_text()
     cells = _row(md, "**dummy**")
-    assert cells[1:3] == ["2,771.2 [2,770.0, 2,772.5]", "98.8 % [97.0, 99.5]"]
+    assert cells[1:5] == ["2,771.2 [2,770.0, 2,772.5]", "98.8 % [97.0, 99.5]", "24.3 % [10.0, 40.0]",
+                          "+6.6 [+5.4, +7.9]"]
+    assert "- **dummy**: 6.6 t more than it (worse); it closes 24.3 % [10.0, 40.0] of the rule-to-optimum gap." in md
     assert _row(md, "evening rule")[1] == "2,773.4 [2,772.5, 2,774.2]"
     assert "5 condition(s), arrival seeds 1000-1004" in md and "statistics.json" in md
 

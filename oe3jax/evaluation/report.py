@@ -590,15 +590,20 @@ def _table_from_statistics(agents: Sequence[AgentRun]) -> dict[str, Any]:
     rows = []
     entries = [(a.name, "agent", a.stats_name) for a in agents] + \
               [(b, "baseline", b) for b in doc["baselines"]]
+    strongest = {kpi: (doc["kpis"].get(kpi) or {}).get("strongest_baseline") for kpi in _SHARE_KPIS}
+    optimum = {kpi: (doc["kpis"].get(kpi) or {}).get("optimum") for kpi in _SHARE_KPIS}
     for name, kind, key in entries:
-        cells, shares = {}, {}
+        cells, shares, gaps, diffs = {}, {}, {}, {}
         for kpi, *_ in _KPI_COLUMNS:
             pol = (doc["kpis"].get(kpi) or {}).get("policies", {}).get(key)
             if isinstance(pol, Mapping):
                 cells[kpi] = _stat_from(pol)
                 if kpi in _SHARE_KPIS:
                     shares[kpi] = _share_from(pol.get("share_of_gain"))
-        rows.append({"name": name, "kind": kind, "cells": cells, "shares": shares})
+                    gaps[kpi] = _share_from(pol.get("gap_closed_rule"))
+                    diff = pol.get("difference")
+                    diffs[kpi] = _stat_from(diff) if isinstance(diff, Mapping) and "mean" in diff else None
+        rows.append({"name": name, "kind": kind, "cells": cells, "shares": shares, "gaps": gaps, "diffs": diffs})
     conds = doc.get("conditions") or []
     seeds = sorted({c.get("arrival_seed") for c in conds if isinstance(c, Mapping)} - {None})
     years = sorted({str(c.get("year")) for c in conds if isinstance(c, Mapping) and c.get("year")})
@@ -607,7 +612,8 @@ def _table_from_statistics(agents: Sequence[AgentRun]) -> dict[str, Any]:
               + (f", weather years {', '.join(years)}" if years else ", the scenario's own weather year")
               + f", {int(doc.get('hours', 0)):,} hours from 1 January; mean [95 % bootstrap interval over "
               "training seeds and conditions]")
-    return {"source": "statistics", "source_text": source, "rows": rows}
+    return {"source": "statistics", "source_text": source, "rows": rows, "strongest": strongest,
+            "optimum": optimum}
 
 
 def _ranges(values: Sequence[Any]) -> str:
@@ -619,35 +625,47 @@ def _ranges(values: Sequence[Any]) -> str:
 
 
 def _table_from_evaluation(agents: Sequence[AgentRun]) -> dict[str, Any]:
+    from oe3jax.evaluation.compare import BASELINES
+
     first = agents[0].evaluation
     assert first is not None
     seed_names = {f"seed {s}" for a in agents for s in a.seeds}
     base_names = [k for k, v in first.items() if isinstance(v, Mapping) and k not in seed_names]
-    optima = {kpi: _optimum_of(kpi) for kpi in _SHARE_KPIS}
-    rows = []
+    oracles = {b.name for b in BASELINES if b.oracle}
+    optimum = {kpi: o if o in base_names else None for kpi in _SHARE_KPIS for o in [_optimum_of(kpi)]}
+    strongest: dict[str, str | None] = {}
+    for kpi in _SHARE_KPIS:
+        real = {b: _num((first.get(b) or {}).get(kpi)) for b in base_names if b not in oracles}
+        real = {b: v for b, v in real.items() if v is not None}
+        strongest[kpi] = statistics.strongest(real) if real else None
+
+    def ref(name: str | None, kpi: str) -> float | None:
+        return _num((first.get(name) or {}).get(kpi)) if name else None
+
+    def share(vals: np.ndarray, start: float | None, best: float | None) -> dict[str, Any] | None:
+        if start is None or best is None:
+            return None
+        ratio, defined = statistics.share_matrix(vals[:, None], [start], [best])
+        return _interval(ratio) if defined.any() else None
 
     def row(name: str, kind: str, per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        cells, shares = {}, {}
+        cells, shares, gaps, diffs = {}, {}, {}, {}
         for kpi, *_ in _KPI_COLUMNS:
             vals = [_num(k.get(kpi)) for k in per_seed]
-            if any(v is None for v in vals):
+            if not vals or any(v is None for v in vals):
                 continue
-            cells[kpi] = _interval(np.asarray(vals))
-            opt = optima.get(kpi)
+            x = np.asarray(vals, np.float64)
+            cells[kpi] = _interval(x)
             if kpi in _SHARE_KPIS:
-                start = _num((first.get("uncontrolled") or {}).get(kpi))
-                best = _num((first.get(opt) or {}).get(kpi)) if opt else None
-                shares[kpi] = None
-                if start is not None and best is not None:
-                    ratio, defined = statistics.share_matrix(np.asarray(vals)[:, None], [start], [best])
-                    if defined.any():
-                        shares[kpi] = _interval(ratio)
-        return {"name": name, "kind": kind, "cells": cells, "shares": shares}
+                best = ref(optimum[kpi], kpi)
+                shares[kpi] = share(x, ref("uncontrolled", kpi), best)
+                gaps[kpi] = share(x, ref("rule", kpi), best)
+                s = ref(strongest[kpi], kpi)
+                diffs[kpi] = None if s is None else _interval(x - s)
+        return {"name": name, "kind": kind, "cells": cells, "shares": shares, "gaps": gaps, "diffs": diffs}
 
-    for a in agents:
-        rows.append(row(a.name, "agent", a.seed_kpis() or []))
-    for b in base_names:
-        rows.append(row(b, "baseline", [first[b]]))
+    rows = [row(a.name, "agent", a.seed_kpis() or []) for a in agents]
+    rows += [row(b, "baseline", [first[b]]) for b in base_names]
     k0 = first[f"seed {agents[0].seeds[0]}"]
     hours = int(k0.get("hours", 0))
     seeds = sorted({len(a.seeds) for a in agents})
@@ -657,7 +675,8 @@ def _table_from_evaluation(agents: Sequence[AgentRun]) -> dict[str, Any]:
               + ("mean [95 % bootstrap interval over the training seeds]" if max(seeds) > 1 else
                  "one training seed, so no interval")
               + ". Run `python scripts/evaluate.py RUN_DIR --eval-seeds 10` for intervals over arrival seeds too")
-    return {"source": "evaluation", "source_text": source, "rows": rows}
+    return {"source": "evaluation", "source_text": source, "rows": rows, "strongest": strongest,
+            "optimum": optimum}
 
 
 def _episode_key(a: AgentRun) -> tuple[Any, ...]:
@@ -700,13 +719,34 @@ def _fmt_share(stat: Mapping[str, Any] | None) -> str:
     return text
 
 
+def _fmt_diff(stat: Mapping[str, Any] | None, scale: float, how: str) -> str:
+    if stat is None:
+        return "-"
+    signed = "+" + how if not how.startswith("+") else how
+    text = format(stat["mean"] * scale, signed).replace("-", "\u2212")
+    if stat.get("ci"):
+        lo, hi = stat["ci"]
+        text += f" [{format(lo * scale, signed)}, {format(hi * scale, signed)}]".replace("-", "\u2212")
+    return text
+
+
+def _column(kpi: str) -> tuple[str, str, float, str]:
+    return next(c for c in _KPI_COLUMNS if c[0] == kpi)
+
+
 def table_markdown(table: Mapping[str, Any], objective: str) -> str:
+    """The KPI table: the objective first, with its shares of the optimum's gain and of the rule-to-
+    optimum gap and its difference to the strongest baseline; then the other KPIs."""
     order = sorted(_KPI_COLUMNS, key=lambda c: c[0] != objective)  # the objective first
+    strongest = (table.get("strongest") or {}).get(objective)
     head = ["policy"]
     for kpi, label, *_ in order:
         head.append(label + (" (objective)" if kpi == objective else ""))
         if kpi in _SHARE_KPIS:
             head.append("share of the optimum's gain")
+        if kpi == objective:
+            head += ["share of the rule-to-optimum gap",
+                     f"difference to the strongest baseline ({_LABELS.get(strongest, strongest or '-')})"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for row in table["rows"]:
         name = f"**{row['name']}**" if row["kind"] == "agent" else _LABELS.get(row["name"], row["name"])
@@ -715,8 +755,43 @@ def table_markdown(table: Mapping[str, Any], objective: str) -> str:
             cells.append(_fmt_stat(row["cells"].get(kpi), scale, how))
             if kpi in _SHARE_KPIS:
                 cells.append(_fmt_share(row["shares"].get(kpi)))
+            if kpi == objective:
+                cells.append(_fmt_share((row.get("gaps") or {}).get(kpi)))
+                cells.append(_fmt_diff((row.get("diffs") or {}).get(kpi), scale, how))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def verdict(table: Mapping[str, Any], objective: str) -> list[str]:
+    """One line per agent: its objective against the strongest baseline, named (Markdown bullets)."""
+    kpi, label, scale, how = _column(objective)
+    unit = label[label.rindex("(") + 1: -1]
+    what = label[: label.rindex("(")].strip()
+    strongest = (table.get("strongest") or {}).get(objective)
+    rows = {r["name"]: r for r in table["rows"]}
+    if strongest is None or strongest not in rows or kpi not in rows[strongest]["cells"]:
+        return [f"No baseline that does not see the future was evaluated on {what}: the agents are not judged."]
+    ref = rows[strongest]["cells"][kpi]["mean"] * scale
+    out = [f"The strongest baseline on {what}, the objective, is the **{_LABELS.get(strongest, strongest)}** "
+           f"({format(ref, how)} {unit}): the lowest mean among the baselines that do not see the future "
+           f"(the optimum plans with perfect foresight, so it bounds what can be reached instead)."]
+    for r in table["rows"]:
+        if r["kind"] != "agent":
+            continue
+        d = (r.get("diffs") or {}).get(kpi)
+        if d is None:
+            continue
+        amount = format(abs(d["mean"]) * scale, how) + f" {unit}"
+        if d.get("ci") and d["ci"][0] <= 0.0 <= d["ci"][1]:
+            word = (f"no clear difference ({_fmt_diff(d, scale, how)} {unit}: the interval holds 0)")
+        else:
+            word = f"{amount} {'more' if d['mean'] > 0 else 'less'} than it ({'worse' if d['mean'] > 0 else 'better'})"
+            if not d.get("ci"):
+                word += ", one value, no interval"
+        gap = (r.get("gaps") or {}).get(kpi)
+        gap_text = "" if gap is None else f"; it closes {_fmt_share(gap)} of the rule-to-optimum gap"
+        out.append(f"- **{r['name']}**: {word}{gap_text}.")
+    return out
 
 
 # ============================================================================= the report
@@ -910,13 +985,18 @@ def write_report(
             if len(tables) > 1:
                 md += [f"### {run_dir.name}: {', '.join(table['agents'])}", ""]
             md += [f"Source: {table['source_text']}.", "", table_markdown(table, objective), ""]
+            md += verdict(table, objective) + [""]
         if len({t.get("source_text") for _, t in tables}) > 1 and len({r for r, _ in tables}) == 1:
             md += ["The agents were evaluated on different episodes (other hours or arrivals), so each has "
                    "its own baselines; compare agents only within a table.", ""]
-        md += ["Lower is better in every column. Share of the optimum's gain = (uncontrolled - x) / "
-               "(uncontrolled - optimum), with the perfect-foresight optimum of that KPI (grid import for CO2, "
-               "monthly peaks for their sum); '-' where that optimum was not run. EV unmet: energy the vehicles "
-               "asked for and did not get (an agent that saves CO2 by not charging shows here)."]
+        md += ["Lower is better in every column. Share of the optimum's gain = (uncontrolled \u2212 x) / "
+               "(uncontrolled \u2212 optimum) and share of the rule-to-optimum gap = (rule \u2212 x) / "
+               "(rule \u2212 optimum), with the perfect-foresight optimum of that KPI (grid import for CO2, "
+               "monthly peaks for their sum): 100 % is the optimum, a negative share is worse than the reference. "
+               "'-' where that optimum was not run, or where it gains less than 0.01 % over the reference (a "
+               "share of nothing). Difference = x \u2212 the strongest baseline (paired by condition): negative "
+               "is better. EV unmet: energy the vehicles asked for and did not get (an agent that saves CO2 by "
+               "not charging shows here)."]
         data["kpi_tables"] = [{"run_dir": str(r), **t} for r, t in tables]
     else:
         missing.append("the KPI table: no agent has an evaluation")
