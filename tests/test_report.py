@@ -104,7 +104,7 @@ def test_finished_run_report_numbers_come_from_the_csv_and_the_evaluation(base, 
     r = _BASE["rule"]["co2_kg"]
     assert cells[3].startswith(f"{100 * (r - mean) / (r - o):.1f} % [")
     assert cells[4].startswith(f"+{(mean - _BASE['greedy']['co2_kg']) / 1000:,.1f} [")
-    assert "difference to the strongest baseline (greedy rule)" in md
+    assert "difference to the strongest baseline, greedy rule (t)" in md
     assert "strongest baseline on CO2, the objective, is the **greedy rule** (2,764.6 t)" in md
     assert f"- **dummy**: {(mean - _BASE['greedy']['co2_kg']) / 1000:,.1f} t more than it (worse)" in md
     assert cells[5].startswith(f"{31_000 - 10:,.0f} [")  # sum of monthly peaks: mean of 31,000, 30,990, 30,980

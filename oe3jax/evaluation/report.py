@@ -498,10 +498,15 @@ def monthly_values(ep: Episode, co2_kg_per_kwh: float) -> dict[str, Any]:
             "peak_import_kw": [float(grid[month == m].max()) for m in present]}
 
 
+#: Markers of the monthly plot, so that policies whose lines coincide stay apart.
+_MARKERS = {"uncontrolled": "s", "rule": "^", "greedy": "v", "optimum_grid": "D", "optimum_monthly_peaks": "D"}
+
+
 def _style(ep: Episode, agent_index: int) -> dict[str, Any]:
+    """Line style of one policy: agents thick and drawn above the baselines, which often coincide."""
     if ep.kind == "agent":
-        return {"color": _AGENT_COLORS[agent_index % len(_AGENT_COLORS)], "linestyle": "-", "lw": 2.0}
-    return {**_BASELINE_STYLE.get(ep.name, {"color": "#444444", "linestyle": "-."}), "lw": 1.6}
+        return {"color": _AGENT_COLORS[agent_index % len(_AGENT_COLORS)], "linestyle": "-", "lw": 2.0, "zorder": 4}
+    return {**_BASELINE_STYLE.get(ep.name, {"color": "#444444", "linestyle": "-."}), "lw": 1.6, "zorder": 3}
 
 
 def _styles(episodes: Sequence[Episode]) -> list[dict[str, Any]]:
@@ -520,8 +525,9 @@ def plot_monthly(episodes: Sequence[Episode], monthly: Mapping[str, Mapping[str,
     for ep, style in zip(episodes, _styles(episodes)):
         m = monthly[ep.name]
         x = np.arange(len(m["months"]))
-        ax1.plot(x, np.asarray(m["grid_import_kwh"]) / 1000.0, marker="o", ms=4, label=ep.label, **style)
-        ax2.plot(x, m["peak_import_kw"], marker="o", ms=4, label=ep.label, **style)
+        mark = {"marker": _MARKERS.get(ep.name, "o"), "ms": 5 if ep.kind == "agent" else 4}
+        ax1.plot(x, np.asarray(m["grid_import_kwh"]) / 1000.0, label=ep.label, **mark, **style)
+        ax2.plot(x, m["peak_import_kw"], label=ep.label, **mark, **style)
     months = monthly[episodes[0].name]["months"]
     ax2.set_xticks(np.arange(len(months)), months)
     ax1.set_ylabel("grid import (MWh)")
@@ -530,7 +536,8 @@ def plot_monthly(episodes: Sequence[Episode], monthly: Mapping[str, Mapping[str,
     right.set_ylabel(f"CO2 (t; {co2_kg_per_kwh:g} kg/kWh)")
     ax2.set_ylabel("monthly peak import (kW)")
     ax2.set_xlabel("month")
-    ax1.set_title("grid import and CO2 per month", fontsize=10)
+    ax1.set_title("grid import and CO2 per month (months of 28 to 31 days: part of the zigzag is their length)",
+                  fontsize=10)
     ax2.set_title("highest hourly grid import per month (what a demand charge bills)", fontsize=10)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -540,15 +547,34 @@ def plot_monthly(episodes: Sequence[Episode], monthly: Mapping[str, Mapping[str,
     _save(fig, path)
 
 
+def hidden_under(curves: Sequence[tuple[Episode, np.ndarray, float]], rel_tol: float = 0.002) -> list[str]:
+    """``"uncontrolled: under sac"`` for each curve that another one drawn above it covers (every point
+    within ``rel_tol`` of the larger's peak), so that a reader knows where the missing lines are."""
+    out = []
+    for i, (ep, y, z) in enumerate(curves):
+        tol = rel_tol * max(float(np.abs(y).max(initial=0.0)), 1.0)
+        above = [e.label for j, (e, y2, z2) in enumerate(curves)
+                 if j != i and (z2, j) > (z, i) and y2.shape == y.shape and np.abs(y2 - y).max(initial=0.0) <= tol]
+        if above:
+            out.append(f"{ep.label}: under {above[-1]}")
+    return out
+
+
 def plot_load_duration(episodes: Sequence[Episode], path: Path, title: str, top_hours: int) -> None:
     """The hourly grid import sorted from highest to lowest: the whole episode, and its top hours."""
     fig = _figure(11.0, 4.6)
     ax1, ax2 = fig.subplots(1, 2)
+    tops: list[tuple[Episode, np.ndarray, float]] = []
     for ep, style in zip(episodes, _styles(episodes)):
         curve = np.sort(ep.flows["grid_import"])[::-1]
         hours = np.arange(1, curve.size + 1)
         ax1.plot(hours, curve, label=ep.label, **style)
         ax2.plot(hours[:top_hours], curve[:top_hours], label=ep.label, **style)
+        tops.append((ep, curve[:top_hours], style["zorder"]))
+    hidden = hidden_under(tops)
+    if hidden:
+        ax2.text(0.98, 0.97, "\n".join(hidden), transform=ax2.transAxes, ha="right", va="top", fontsize=8.5,
+                 color="#333333", bbox={"facecolor": "white", "edgecolor": "#bbbbbb", "alpha": 0.9, "pad": 3})
     ax1.set_title("all hours", fontsize=10)
     ax2.set_title(f"the {top_hours} highest hours", fontsize=10)
     for ax in (ax1, ax2):
@@ -712,10 +738,10 @@ def _fmt_stat(stat: Mapping[str, Any] | None, scale: float, how: str) -> str:
 def _fmt_share(stat: Mapping[str, Any] | None) -> str:
     if stat is None:
         return "-"
-    text = f"{100 * stat['mean']:.1f} %"
+    text = f"{100 * stat['mean']:,.1f} %"
     if stat.get("ci"):
         lo, hi = stat["ci"]
-        text += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+        text += f" [{100 * lo:,.1f}, {100 * hi:,.1f}]"
     return text
 
 
@@ -723,10 +749,10 @@ def _fmt_diff(stat: Mapping[str, Any] | None, scale: float, how: str) -> str:
     if stat is None:
         return "-"
     signed = "+" + how if not how.startswith("+") else how
-    text = format(stat["mean"] * scale, signed).replace("-", "\u2212")
+    text = format(stat["mean"] * scale, signed)
     if stat.get("ci"):
         lo, hi = stat["ci"]
-        text += f" [{format(lo * scale, signed)}, {format(hi * scale, signed)}]".replace("-", "\u2212")
+        text += f" [{format(lo * scale, signed)}, {format(hi * scale, signed)}]"
     return text
 
 
@@ -745,8 +771,9 @@ def table_markdown(table: Mapping[str, Any], objective: str) -> str:
         if kpi in _SHARE_KPIS:
             head.append("share of the optimum's gain")
         if kpi == objective:
+            unit = label[label.rindex("(") + 1: -1]
             head += ["share of the rule-to-optimum gap",
-                     f"difference to the strongest baseline ({_LABELS.get(strongest, strongest or '-')})"]
+                     f"difference to the strongest baseline, {_LABELS.get(strongest, strongest or '-')} ({unit})"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for row in table["rows"]:
         name = f"**{row['name']}**" if row["kind"] == "agent" else _LABELS.get(row["name"], row["name"])
