@@ -331,3 +331,14 @@ def test_ev_run_report_plots_and_episodes_agree_with_the_evaluation(ev_run, tmp_
     assert _row(md, "**a2c**")[1] == f"{res['a2c seed 0']['co2_kg'] / 1000:,.1f}"
     for section in ("## Dispatch", "## Monthly", "## Load-duration", "![dispatch](dispatch.png)"):
         assert section in md
+
+
+def test_hidden_under_names_the_curves_another_covers():
+    from types import SimpleNamespace as NS
+
+    a, b, c = NS(label="uncontrolled"), NS(label="sac"), NS(label="rule")
+    curves = [(a, np.array([2_800.0, 2_500.0]), 3), (c, np.array([2_700.0, 2_400.0]), 3),
+              (b, np.array([2_800.0, 2_504.0]), 4)]
+    # 4 kW apart is within 0.2 % of 2,800 kW (5.6 kW): the uncontrolled curve lies under sac's
+    assert R.hidden_under(curves) == ["uncontrolled: under sac"]
+    assert R.hidden_under(curves, rel_tol=0.001) == []

@@ -44,6 +44,7 @@ import numpy as np
 
 from oe3jax.evaluation import statistics
 from oe3jax.evaluation.runfiles import RunDirError, read_progress_rows, run_agents
+from oe3jax.evaluation.runfiles import finite_number as _num
 
 #: The progress CSV columns the learning curves need.
 CURVE_COLUMNS = ("step", "reward_avg", "seed")
@@ -116,14 +117,6 @@ class AgentRun:
         if self.evaluation is None:
             return None
         return [self.evaluation[f"seed {s}"] for s in self.seeds]
-
-
-def _num(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:

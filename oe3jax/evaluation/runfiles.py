@@ -7,11 +7,21 @@ progress CSV gives the rows that can be read and a note saying what was left out
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float (a CSV cell, a JSON value), or None if it is not one."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 class RunDirError(ValueError):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from oe3jax.evaluation.runfiles import RunDirError, read_progress_rows, run_agents
+from oe3jax.evaluation.runfiles import finite_number as _num
 from oe3jax.training.progress import CSV_COLUMNS, fmt_duration, status_path
 
 _LATEST = ("reward_avg", "actor_loss", "critic_loss", "entropy", "lr", "alpha", "buffer_fill", "nonfinite_skips")
@@ -29,14 +29,6 @@ _LATEST = ("reward_avg", "actor_loss", "critic_loss", "entropy", "lr", "alpha", 
 
 #: The directory is not a run directory (or its configuration cannot be read).
 StatusError = RunDirError
-
-
-def _num(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _alive(pid: int | None, started_at: float | None) -> bool:
