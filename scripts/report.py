@@ -6,7 +6,8 @@
     python scripts/report.py results/runs/all-iquitos-128 --no-episodes    # learning curves and KPIs only
 
 Learning curves per agent (mean and band over the training seeds), the KPI table of agents and
-baselines with 95 % intervals and the share of the optimum's gain (from
+baselines with 95 % intervals, the share of the optimum's gain and of the rule-to-optimum gap, each
+agent judged against the strongest baseline (from
 ``evaluation/statistics.json`` when ``scripts/evaluate.py RUN_DIR`` made one, otherwise from the
 end-of-training evaluation), and, on the end-of-training evaluation's episode: the dispatch of the
 best agent beside the evening rule and the optimum over a typical sunny and cloudy day, monthly grid
@@ -41,11 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from oe3jax.evaluation.report import ReportError, write_report
         from oe3jax.training.policy import load_policies
+        from oe3jax.training.status import checkpoint_summary
 
         def load(path: Path, algo: str) -> list:
             return load_policies(path, algo=algo)
 
-        report = write_report(args.run_dir, out, load_policies=None if args.no_episodes else load, command=command)
+        report = write_report(args.run_dir, out, load_policies=None if args.no_episodes else load,
+                              checkpoints=checkpoint_summary, command=command)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

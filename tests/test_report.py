@@ -18,7 +18,10 @@ import yaml
 import dummy_algo
 import runner_fixtures as rf
 from oe3jax.evaluation import report as R
+from oe3jax.training.checkpoint import complete_steps
+from oe3jax.training.policy import load_policies
 from oe3jax.training.progress import CSV_COLUMNS
+from oe3jax.training.status import checkpoint_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = [sys.executable, str(ROOT / "scripts" / "report.py")]
@@ -85,14 +88,16 @@ def _row(md: str, first_cell: str) -> list[str]:
 def test_finished_run_report_numbers_come_from_the_csv_and_the_evaluation(base, tmp_path):
     run = _evaluated_copy(base[0], tmp_path / "run")
     out = tmp_path / "out"
-    rep = R.write_report([run], out, load_policies=lambda path, algo: __import__("oe3jax.training.policy",
-                         fromlist=["load_policies"]).load_policies(path, algo=algo, components=dummy_algo.components()))
+    rep = R.write_report([run], out, checkpoints=checkpoint_summary,
+                         load_policies=lambda path, algo: load_policies(path, algo=algo, components=dummy_algo.components()))
     md = rep.path.read_text()
     _png_ok(out / "learning_curves.png")
     assert json.loads((out / "report.json").read_text())["best"] == "dummy"
     # training table: steps, seeds, rows and the last chunk's mean reward, from the CSV
     last, reward, n_rows = _last_chunk_reward(run)
-    assert _row(md, "dummy") == ["dummy", "trained", f"{last:,} / 128", "3", str(n_rows), f"{reward:.5f}", "yes"]
+    n_ckpt = len(complete_steps(run / "checkpoints" / "dummy"))
+    assert _row(md, "dummy") == ["dummy", "trained", f"{last:,} / 128", "3", str(n_rows), f"{reward:.5f}",
+                                 f"{n_ckpt}, the last at {last} env steps (final)", "yes"]
     # KPI table: the mean over the seeds and its share of the optimum's gain, from the JSON
     mean = sum(_SEEDS_CO2) / 3
     u, o = _BASE["uncontrolled"]["co2_kg"], _BASE["optimum_grid"]["co2_kg"]
@@ -156,7 +161,10 @@ def test_run_killed_mid_way_gives_a_partial_report(base, tmp_path):
     md = (run / "report" / "report.md").read_text()
     last, reward, n_rows = _last_chunk_reward_cut(csv_path)
     assert last == 96 and n_rows == 3 * rf.SEEDS
-    assert _row(md, "dummy") == ["dummy", "unfinished (75 %)", "96 / 128", "3", str(n_rows), f"{reward:.5f}", "missing"]
+    # the checkpoint of 128 steps was not complete: the last complete one holds the CSV's last step
+    n_ckpt = len(complete_steps(ck))
+    assert n_ckpt == 2 and _row(md, "dummy") == ["dummy", "unfinished (75 %)", "96 / 128", "3", str(n_rows),
+                                                 f"{reward:.5f}", f"{n_ckpt}, the last at {last} env steps", "missing"]
     assert "> **Partial report.**" in md and "training not finished, 96 of 128" in md
     assert "last line is cut off" in md and "no end-of-training evaluation" in md
     _png_ok(run / "report" / "learning_curves.png")

@@ -9,10 +9,12 @@ What it shows, and where each number comes from:
 - **Learning curves** (``learning_curves.png``): the mean reward per hour of every chunk of training
   from ``progress/<algo>_progress.csv``, the mean over the training seeds and the band from the
   lowest to the highest seed, one panel per agent.
-- **KPI table**: agents and baselines with their 95 % intervals and the share of the optimum's gain,
-  from ``evaluation/statistics.json`` (``scripts/evaluate.py RUN_DIR --eval-seeds N``) when it
-  exists, otherwise from the end-of-training evaluation ``evaluation/<algo>.json`` (one condition:
-  the interval spans the training seeds only).
+- **KPI table**: agents and baselines with their 95 % intervals, the share of the optimum's gain and
+  of the rule-to-optimum gap, and the difference to the strongest baseline on the objective (the
+  lowest mean among the baselines without foresight, named; each agent is judged against it), from
+  ``evaluation/statistics.json`` (``scripts/evaluate.py RUN_DIR --eval-seeds N``) when it exists,
+  otherwise from the end-of-training evaluation ``evaluation/<algo>.json`` (one condition: the
+  interval spans the training seeds only).
 - **Dispatch** (``dispatch.png``): PV, mall load, EV charging, battery power, grid import and the
   battery's state of charge over a typical sunny and a typical cloudy day, for the best agent beside
   the evening rule and the perfect-foresight optimum of the run's objective. The days: rank the
@@ -825,6 +827,19 @@ class Report:
 
 
 LoadPolicies = Callable[[Path, str], Sequence[Any]]
+#: ``checkpoints(run_dir, algo, notes) -> {"count", "final", "env_steps_per_seed", ...}``: the
+#: agent's complete checkpoints (:func:`oe3jax.training.status.checkpoint_summary`).
+Checkpoints = Callable[[Path, str, list], Mapping[str, Any]]
+
+
+def _checkpoint_text(ck: Mapping[str, Any] | None) -> str:
+    if ck is None:
+        return "-"
+    if not ck.get("count"):
+        return "none"
+    steps = int(ck.get("env_steps_per_seed") or 0)
+    return (f"{int(ck['count'])}, the last at {steps:,} env steps" if steps else f"{int(ck['count'])}") \
+        + (" (final)" if ck.get("final") else "")
 
 
 def _status_line(a: AgentRun) -> str:
@@ -934,12 +949,14 @@ def write_report(
     out_dir: str | Path,
     *,
     load_policies: LoadPolicies | None = None,
+    checkpoints: Checkpoints | None = None,
     command: str | None = None,
 ) -> Report:
     """Write ``report.md``, ``report.json`` and the PNG plots of ``run_dirs`` into ``out_dir``.
 
     ``load_policies(run_dir, algo)`` gives the trained policies of one agent, one per training seed
-    (``None``: no episodes are run, so no dispatch, monthly or load-duration plots). Raises
+    (``None``: no episodes are run, so no dispatch, monthly or load-duration plots);
+    ``checkpoints(run_dir, algo, notes)`` summarises its checkpoints for the training table. Raises
     :class:`ReportError` (one line) when a directory is not a run or ``out_dir`` cannot be written.
     """
     agents = read_runs(run_dirs)
@@ -957,7 +974,12 @@ def write_report(
     md = _section_header(agents, command)
 
     # ---- training
+    ckpts: dict[str, Mapping[str, Any] | None] = {}
     for a in agents:
+        if checkpoints is not None:
+            ck_notes: list[str] = []
+            ckpts[a.name] = checkpoints(a.run_dir, a.algo, ck_notes)
+            a.notes += ck_notes
         for n in a.notes:
             notes.append(f"{a.name}: {n}")
         if not a.rows:
@@ -972,14 +994,17 @@ def write_report(
         data["agents"][a.name] = {"algo": a.algo, "run_dir": str(a.run_dir), "seeds": a.seeds,
                                   "total_steps": a.total_steps, "steps_done": a.steps_done,
                                   "progress_rows": len(a.rows), "last_reward_avg": _last_reward(a),
-                                  "evaluated": a.evaluation is not None}
+                                  "evaluated": a.evaluation is not None,
+                                  "checkpoints": None if ckpts.get(a.name) is None else
+                                  {k: ckpts[a.name].get(k) for k in ("count", "steps", "final", "env_steps_per_seed")}}
     md += ["", "## Training", "",
-           "| agent | state | env steps per seed | seeds | progress rows | last mean reward per hour | evaluation |",
-           "|---|---|---:|---:|---:|---:|---|"]
+           "| agent | state | env steps per seed | seeds | progress rows | last mean reward per hour | checkpoints "
+           "| evaluation |",
+           "|---|---|---:|---:|---:|---:|---|---|"]
     for a in agents:
         last = _last_reward(a)
         md.append(f"| {a.name} | {_status_line(a)} | {a.steps_done:,} / {a.total_steps:,} | {len(a.seeds)} "
-                  f"| {len(a.rows)} | {'-' if last is None else f'{last:.5f}'} "
+                  f"| {len(a.rows)} | {'-' if last is None else f'{last:.5f}'} | {_checkpoint_text(ckpts.get(a.name))} "
                   f"| {'yes' if a.evaluation is not None else 'missing'} |")
     if any(a.rows for a in agents):
         plot_learning_curves(agents, out / FILES["curves"])

@@ -84,13 +84,15 @@ def write_run_report(run_dir: Path, comps: Components, out: Any, argv: Sequence[
     """The run's report (plots and Markdown) in ``<run_dir>/report``; a failure to write it costs the
     training nothing: one warning line, and ``scripts/report.py RUN_DIR`` can write it later."""
     from oe3jax.training.policy import load_policies
+    from oe3jax.training.status import checkpoint_summary
 
     try:
         from oe3jax.evaluation.report import write_report
 
         argv = sys.argv[1:] if argv is None else argv
         report = write_report([run_dir], run_dir / "report", command="python scripts/train.py " + " ".join(argv),
-                              load_policies=lambda path, algo: load_policies(path, algo=algo, components=comps))
+                              load_policies=lambda path, algo: load_policies(path, algo=algo, components=comps),
+                              checkpoints=checkpoint_summary)
     except Exception as exc:  # noqa: BLE001 - whatever fails here, the trained agents are saved
         text = (str(exc).splitlines() or [""])[0]
         print(f"warning: the report could not be written ({type(exc).__name__}: {text}); the training is saved; "

@@ -53,7 +53,9 @@ def _rss(pid: int | None) -> int | None:
         return None
 
 
-def _checkpoints(run_dir: Path, name: str, notes: list[str]) -> dict[str, Any]:
+def checkpoint_summary(run_dir: Path, name: str, notes: list[str]) -> dict[str, Any]:
+    """The complete checkpoints of one agent: count, steps, the last, its age, whether it is the final
+    one and its env steps per seed (from its metadata; a damaged one adds a note)."""
     from oe3jax.training.checkpoint import CheckpointError, complete_steps, read_meta
 
     directory = run_dir / "checkpoints" / name
@@ -86,7 +88,7 @@ def agent_status(run_dir: Path, name: str, cfg: Mapping[str, Any], now: float | 
             hb = json.loads(spath.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             notes.append(f"{spath.name}: cannot be read")
-    ckpt = _checkpoints(run_dir, name, notes)
+    ckpt = checkpoint_summary(run_dir, name, notes)
     total = int(hb.get("total_steps") or cfg.get("total_steps") or 0)
     done = max([int(_num(r.get("step")) or 0) for r in last] + [int(hb.get("step") or 0), ckpt["env_steps_per_seed"]])
     alive = hb.get("phase") != "finished" and _alive(hb.get("pid"), hb.get("started_at"))
