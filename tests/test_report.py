@@ -96,8 +96,8 @@ def test_finished_run_report_numbers_come_from_the_csv_and_the_evaluation(base, 
     # training table: steps, seeds, rows and the last chunk's mean reward, from the CSV
     last, reward, n_rows = _last_chunk_reward(run)
     n_ckpt = len(complete_steps(run / "checkpoints" / "dummy"))
-    assert _row(md, "dummy") == ["dummy", "trained", f"{last:,} / 128", "3", str(n_rows), f"{reward:.5f}",
-                                 f"{n_ckpt}, the last at {last} env steps (final)", "yes"]
+    assert _row(md, "dummy") == ["dummy", "trained", f"{last:,} / 128", "3", _train_time(run), str(n_rows),
+                                 f"{reward:.5f}", f"{n_ckpt}, the last at {last} env steps (final)", "yes"]
     # KPI table: the mean over the seeds and its share of the optimum's gain, from the JSON
     mean = sum(_SEEDS_CO2) / 3
     u, o = _BASE["uncontrolled"]["co2_kg"], _BASE["optimum_grid"]["co2_kg"]
@@ -163,12 +163,26 @@ def test_run_killed_mid_way_gives_a_partial_report(base, tmp_path):
     assert last == 96 and n_rows == 3 * rf.SEEDS
     # the checkpoint of 128 steps was not complete: the last complete one holds the CSV's last step
     n_ckpt = len(complete_steps(ck))
-    assert n_ckpt == 2 and _row(md, "dummy") == ["dummy", "unfinished (75 %)", "96 / 128", "3", str(n_rows),
-                                                 f"{reward:.5f}", f"{n_ckpt}, the last at {last} env steps", "missing"]
+    assert n_ckpt == 2 and _row(md, "dummy") == ["dummy", "unfinished (75 %)", "96 / 128", "3", _train_time(run),
+                                                 str(n_rows), f"{reward:.5f}", f"{n_ckpt}, the last at {last} env steps",
+                                                 "missing"]
     assert "> **Partial report.**" in md and "training not finished, 96 of 128" in md
     assert "last line is cut off" in md and "no end-of-training evaluation" in md
     _png_ok(run / "report" / "learning_curves.png")
     assert not (run / "report" / "dispatch.png").exists()
+
+
+def _train_time(run_dir: Path) -> str:
+    """Each chunk's env steps of all seeds over its steps_per_s, summed over the complete CSV rows."""
+    text = (run_dir / "progress" / "dummy_progress.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text[: text.rindex("\n") + 1])))
+    rate = {int(r["step"]): float(r["steps_per_s"]) for r in rows}
+    prev, seconds = 0, 0.0
+    for step in sorted(rate):
+        seconds += (step - prev) * rf.SEEDS / rate[step]
+        prev = step
+    total = int(round(seconds))
+    return f"{total // 60} min {total % 60:02d} s"
 
 
 def _last_chunk_reward_cut(path: Path) -> tuple[int, float, int]:

@@ -111,6 +111,21 @@ class AgentRun:
         return max((int(_num(r.get("step")) or 0) for r in self.rows), default=0)
 
     @property
+    def train_seconds(self) -> float | None:
+        """The wall time of the chunks in the CSV: each chunk's env steps (all seeds) over its
+        ``steps_per_s``, summed (compilation before the first chunk and evaluation not counted)."""
+        rates: dict[int, float] = {}
+        for r in self.rows:
+            step, rate = _num(r.get("step")), _num(r.get("steps_per_s"))
+            if step is not None and rate is not None and rate > 0:
+                rates.setdefault(int(step), rate)
+        if not rates:
+            return None
+        steps = sorted(rates)
+        deltas = np.diff(np.r_[0, steps])
+        return float(sum(d * len(self.seeds) / rates[s] for d, s in zip(deltas, steps)))
+
+    @property
     def trained(self) -> bool:
         return self.total_steps > 0 and self.steps_done >= self.total_steps
 
@@ -851,6 +866,12 @@ def _status_line(a: AgentRun) -> str:
     return f"unfinished ({pct:.0f} %)"
 
 
+def _duration(seconds: float) -> str:
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
+
+
 def _last_reward(a: AgentRun) -> float | None:
     c = learning_curve(a.rows)
     return float(c["mean"][-1]) if c["step"].size else None
@@ -994,17 +1015,18 @@ def write_report(
         data["agents"][a.name] = {"algo": a.algo, "run_dir": str(a.run_dir), "seeds": a.seeds,
                                   "total_steps": a.total_steps, "steps_done": a.steps_done,
                                   "progress_rows": len(a.rows), "last_reward_avg": _last_reward(a),
-                                  "evaluated": a.evaluation is not None,
+                                  "evaluated": a.evaluation is not None, "train_seconds": a.train_seconds,
                                   "checkpoints": None if ckpts.get(a.name) is None else
                                   {k: ckpts[a.name].get(k) for k in ("count", "steps", "final", "env_steps_per_seed")}}
     md += ["", "## Training", "",
-           "| agent | state | env steps per seed | seeds | progress rows | last mean reward per hour | checkpoints "
-           "| evaluation |",
-           "|---|---|---:|---:|---:|---:|---|---|"]
+           "| agent | state | env steps per seed | seeds | training time | progress rows | last mean reward per hour "
+           "| checkpoints | evaluation |",
+           "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for a in agents:
         last = _last_reward(a)
+        secs = a.train_seconds
         md.append(f"| {a.name} | {_status_line(a)} | {a.steps_done:,} / {a.total_steps:,} | {len(a.seeds)} "
-                  f"| {len(a.rows)} | {'-' if last is None else f'{last:.5f}'} | {_checkpoint_text(ckpts.get(a.name))} "
+                  f"| {'-' if secs is None else _duration(secs)} | {len(a.rows)} | {'-' if last is None else f'{last:.5f}'} | {_checkpoint_text(ckpts.get(a.name))} "
                   f"| {'yes' if a.evaluation is not None else 'missing'} |")
     if any(a.rows for a in agents):
         plot_learning_curves(agents, out / FILES["curves"])
@@ -1016,7 +1038,8 @@ def write_report(
                "episodes cover other days of the year, so part of the wiggle is the weather, not learning: the "
                "thick line is the moving mean over one training episode of every environment (a year from "
                "1 January averages the seasons out), or over a tenth of the chunks when episodes are short. A "
-               "dashed vertical line marks where an unfinished run is."]
+               "dashed vertical line marks where an unfinished run is. Training time: the chunks' wall time from "
+               "their `steps_per_s` (compilation and evaluation not counted)."]
 
     # ---- KPIs
     tables: list[tuple[Path, dict[str, Any]]] = []
