@@ -120,6 +120,7 @@ def test_finished_run_report_numbers_come_from_the_csv_and_the_evaluation(base, 
     assert _row(md, "optimum (grid import)")[2:4] == ["100.0 %", "100.0 %"] and _row(md, "uncontrolled")[2] == "0.0 %"
     assert _row(md, "greedy rule")[4] == "+0.0"
     assert "one condition, arrival seed 0" in md and "best agent is **dummy**" in md
+    assert f"- best agent: **dummy**, CO2 {mean / 1000:,.1f} [" in md and "the strongest baseline, the greedy rule: 2,764.6 t" in md
     # a pendulum has no PV: the report says so and is partial for that reason alone
     assert rep.partial and len(rep.missing) == 1 and "could not be run" in rep.missing[0]
     assert md.splitlines()[2].startswith("> **Partial report.**") and "EV-park environment" in md
