@@ -373,3 +373,10 @@ def test_hidden_under_names_the_curves_another_covers():
     # 4 kW apart is within 0.2 % of 2,800 kW (5.6 kW): the uncontrolled curve lies under sac's
     assert R.hidden_under(curves) == ["uncontrolled: under sac"]
     assert R.hidden_under(curves, rel_tol=0.001) == []
+
+
+def test_moving_mean_weighs_points_by_their_chunk_length():
+    # window 3 around the middle point: (1*2 + 4*2 + 10*1) / (2 + 2 + 1) = 4; the ends see 2 points
+    out = R.moving_mean(np.array([1.0, 4.0, 10.0]), 3, np.array([2.0, 2.0, 1.0]))
+    assert out.tolist() == pytest.approx([(1 * 2 + 4 * 2) / 4, 4.0, (4 * 2 + 10 * 1) / 3])
+    assert R.moving_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == pytest.approx([1.0, 1.5, 2.5, 3.5])

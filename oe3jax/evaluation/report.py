@@ -254,14 +254,16 @@ def _steps_text(x: float, _pos: Any = None, digits: int = 6) -> str:
     return f"{x:.{digits}g}"
 
 
-def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """The centred moving mean over ``window`` points (fewer at the ends)."""
+def moving_mean(values: np.ndarray, window: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """The centred moving mean over ``window`` points (fewer at the ends), each point weighted by
+    ``weights`` (default equal): a chunk's env steps, so that a short last chunk counts for its length."""
     v = np.asarray(values, np.float64)
+    w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64)
     half = window // 2
-    csum = np.r_[0.0, np.cumsum(v)]
+    csum, wsum = np.r_[0.0, np.cumsum(v * w)], np.r_[0.0, np.cumsum(w)]
     lo = np.clip(np.arange(v.size) - half, 0, v.size)
     hi = np.clip(np.arange(v.size) + window - half, 0, v.size)
-    return (csum[hi] - csum[lo]) / (hi - lo)
+    return (csum[hi] - csum[lo]) / (wsum[hi] - wsum[lo])
 
 
 def _figure(width: float, height: float) -> Any:
@@ -335,7 +337,7 @@ def plot_learning_curves(agents: Sequence[AgentRun], path: Path) -> None:
             if seeds > 1:
                 ax.fill_between(c["step"], c["low"], c["high"], color=color, alpha=0.18, lw=0)
             ax.plot(c["step"], c["mean"], color=color, lw=1.0, alpha=0.45)
-            ax.plot(c["step"], moving_mean(c["mean"], window), color=color, lw=2.2)
+            ax.plot(c["step"], moving_mean(c["mean"], window, np.diff(np.r_[0, c["step"]])), color=color, lw=2.2)
         else:
             ax.text(0.5, 0.5, "no progress rows", transform=ax.transAxes, ha="center", va="center", fontsize=10)
         total = agent.total_steps
@@ -1064,7 +1066,8 @@ def write_report(
                "episodes cover other days of the year, so part of the wiggle is the weather, not learning: the "
                "thick line is the moving mean over one training episode of every environment (a year from "
                "1 January averages the seasons out), or over a tenth of the chunks when episodes are short. A "
-               "dashed vertical line marks where an unfinished run is. Training time: the chunks' wall time from "
+               "dashed vertical line marks where an unfinished run is; the moving mean weighs each chunk by its env steps (a "
+               "run's last chunk may be short, and its thin line noisier). Training time: the chunks' wall time from "
                "their `steps_per_s` (compilation and evaluation not counted)."]
 
     # ---- KPIs
