@@ -654,7 +654,7 @@ def _table_from_statistics(agents: Sequence[AgentRun]) -> dict[str, Any]:
               + f", {int(doc.get('hours', 0)):,} hours from 1 January; mean [95 % bootstrap interval over "
               "training seeds and conditions]")
     return {"source": "statistics", "source_text": source, "rows": rows, "strongest": strongest,
-            "optimum": optimum}
+            "optimum": optimum, "hours": int(doc.get("hours") or 0)}
 
 
 def _ranges(values: Sequence[Any]) -> str:
@@ -883,9 +883,10 @@ def _last_reward(a: AgentRun) -> float | None:
 
 
 def _best(tables: Sequence[Mapping[str, Any]], agents: Sequence[AgentRun], objective: str) -> AgentRun | None:
-    """The agent with the lowest mean objective, compared within one table (one episode): the
-    table of the longest episode with the most agents."""
-    for table in sorted(tables, key=lambda t: (-int(t.get("hours") or 0), -len(t["agents"]))):
+    """The agent with the lowest mean objective, compared within one table (the same conditions):
+    a table from statistics.json first (most conditions), then the longest episode, then the most agents."""
+    for table in sorted(tables, key=lambda t: (t.get("source") != "statistics", -int(t.get("hours") or 0),
+                                               -len(t["agents"]))):
         means = {r["name"]: r["cells"][objective]["mean"] for r in table["rows"]
                  if r["kind"] == "agent" and objective in r["cells"]}
         if means:
