@@ -380,3 +380,20 @@ def test_moving_mean_weighs_points_by_their_chunk_length():
     out = R.moving_mean(np.array([1.0, 4.0, 10.0]), 3, np.array([2.0, 2.0, 1.0]))
     assert out.tolist() == pytest.approx([(1 * 2 + 4 * 2) / 4, 4.0, (4 * 2 + 10 * 1) / 3])
     assert R.moving_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == pytest.approx([1.0, 1.5, 2.5, 3.5])
+
+
+def test_several_runs_side_by_side(base, tmp_path):
+    a = _evaluated_copy(base[0], tmp_path / "a")
+    b = rf.copy_run(base[0], tmp_path / "b")  # not evaluated
+    rep = R.write_report([a, b], tmp_path / "out")
+    md = rep.path.read_text()
+    assert "| dummy (a) | trained |" in md and "| dummy (b) | trained |" in md
+    assert "- dummy (b): no end-of-training evaluation" in md and "best agent: **dummy (a)**" in md
+    width, _ = _png_ok(tmp_path / "out" / "learning_curves.png")
+    single, _ = _png_ok(_png_source(a, tmp_path))
+    assert width > single  # two panels side by side
+
+
+def _png_source(run: Path, tmp_path: Path) -> Path:
+    R.write_report([run], tmp_path / "one")
+    return tmp_path / "one" / "learning_curves.png"
