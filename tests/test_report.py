@@ -397,3 +397,20 @@ def test_several_runs_side_by_side(base, tmp_path):
 def _png_source(run: Path, tmp_path: Path) -> Path:
     R.write_report([run], tmp_path / "one")
     return tmp_path / "one" / "learning_curves.png"
+
+
+def test_under_a_demand_charge_the_monthly_peaks_lead(ev_run, tmp_path):
+    run, pols, res = ev_run
+    peak = rf.copy_run(run, tmp_path / "peak")
+    cfg = yaml.safe_load((peak / "config.yaml").read_text())
+    for agent in cfg["agents"].values():
+        agent["env"]["reward"] = "peak"
+    (peak / "config.yaml").write_text(yaml.safe_dump(cfg))
+    md = R.write_report([peak], tmp_path / "out").path.read_text()
+    head = _row(md, "policy")
+    assert head[1] == "sum of monthly peaks (kW) (objective)" and head[3] == "share of the rule-to-optimum gap"
+    # the strongest baseline on the monthly peaks: the lowest of uncontrolled, rule and greedy in the JSON
+    real = {b: res[b]["monthly_peaks_sum_kw"] for b in ("uncontrolled", "rule", "greedy")}
+    name = {"uncontrolled": "uncontrolled", "rule": "evening rule", "greedy": "greedy rule"}[min(real, key=real.get)]
+    assert head[4] == f"difference to the strongest baseline, {name} (kW)"
+    assert f"The strongest baseline on sum of monthly peaks, the objective, is the **{name}**" in md
