@@ -454,3 +454,19 @@ def test_evaluate_damaged_checkpoint_exits_1(trained_run, tmp_path, capsys):
     rc, line = _evaluate(capsys, [run, "--hours", "24", "--out", tmp_path / "out"])
     assert rc == 1
     assert line.startswith("error: checkpoint: ") and "is damaged" in line
+
+
+def test_a_scenario_error_keeps_the_quotes_of_its_value():
+    import dataclasses
+    from oe3jax.training.config import make_run_env
+
+    def make_env(scenario, **overrides):
+        if "unit" in overrides:
+            raise ValueError(f"scenario {scenario!r}: pv_profile.unit: expected one of 'kW', 'kWh', got 'MW'")
+        raise KeyError("scenario: no preset 'x'")
+
+    comps = dataclasses.replace(dummy_algo.components(), make_env=make_env)
+    cfg = {"scenario": "s", "env": {}, "scenario_overrides": {"unit": "MW"}}
+    assert _refused(make_run_env, cfg, comps) == (
+        "scenario_overrides: scenario 's': pv_profile.unit: expected one of 'kW', 'kWh', got 'MW'")
+    assert _refused(make_run_env, {**cfg, "scenario_overrides": {}}, comps) == "scenario: no preset 'x'"
