@@ -63,9 +63,16 @@ Made by `{command}`. Every policy sees the same vehicles (same seed).
   exceed the rule's, and its peak import is not minimised.
 
 Self-sufficiency = 1 - import / (mall + EV). Equivalent full cycles = (charge + discharge) /
-(2 x capacity). Peak import 18-22 h covers 18:00-21:59.
+(2 x capacity). Peak import {evening} is the evening peak.
 
 """
+
+
+def markdown_header(command: str) -> str:
+    """The head of ``--markdown``: the command, the policies and the KPIs' definitions."""
+    from oe3jax.simulation.env import EVENING_PEAK_LABEL
+
+    return _MARKDOWN_HEADER.format(command=command, evening=EVENING_PEAK_LABEL)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -483,7 +490,7 @@ def _baselines_alone(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.markdown:
             Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
             command = "python scripts/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
-            Path(args.markdown).write_text(_MARKDOWN_HEADER.format(command=command) + "\n".join(text))
+            Path(args.markdown).write_text(markdown_header(command) + "\n".join(text))
             print(f"-> {args.markdown}")
     return 0
 

@@ -470,3 +470,13 @@ def test_a_scenario_error_keeps_the_quotes_of_its_value():
     assert _refused(make_run_env, cfg, comps) == (
         "scenario_overrides: scenario 's': pv_profile.unit: expected one of 'kW', 'kWh', got 'MW'")
     assert _refused(make_run_env, {**cfg, "scenario_overrides": {}}, comps) == "scenario: no preset 'x'"
+
+
+def test_baselines_markdown_names_the_evening_peak_as_the_tables_do():
+    from oe3jax.evaluation.compare import _TABLE_ROWS
+    from oe3jax.simulation.env import EVENING_PEAK_LABEL
+
+    header = _evaluate_module().markdown_header("python scripts/evaluate.py --policy rule")
+    assert f"Peak import {EVENING_PEAK_LABEL} is the evening peak." in header
+    assert "18-22 h" not in header and EVENING_PEAK_LABEL == "18:00-21:59"
+    assert f"peak import {EVENING_PEAK_LABEL} (kW)" in [row[1] for row in _TABLE_ROWS]
