@@ -45,6 +45,10 @@ from oe3jax.schema import SEED_MAX, ConfigError  # noqa: E402
 
 BASELINES = ("uncontrolled", "rule", "optimal")
 DEFAULT_EVAL_SEEDS = 10
+#: At most this many arrival seeds: every one is a condition (a year-long episode per policy, a
+#: linear program for the optimum, and a column of every bootstrap resample), so 1,000 already
+#: take hours on a CPU; a mistyped count would otherwise fill the memory and never finish.
+MAX_EVAL_SEEDS = 1000
 #: First arrival seed of the held-out conditions (training uses keys split off PRNGKey(seed + run)
 #: and evaluates at the end with eval.seed, 0 by default).
 FIRST_EVAL_SEED = 1000
@@ -86,7 +90,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=None,
                     help=f"with --policy: seed of the vehicle arrivals, 0 to {SEED_MAX} (default 0)")
     ap.add_argument("--eval-seeds", type=int, default=DEFAULT_EVAL_SEEDS, metavar="N",
-                    help=f"with RUN_DIR: arrival seeds per weather year (default {DEFAULT_EVAL_SEEDS})")
+                    help=f"with RUN_DIR: arrival seeds per weather year, 1 to {MAX_EVAL_SEEDS:,} (default {DEFAULT_EVAL_SEEDS})")
     ap.add_argument("--first-eval-seed", type=int, default=FIRST_EVAL_SEED, metavar="S",
                     help=f"with RUN_DIR: the arrival seeds are S, S+1, ..., S+N-1 (default {FIRST_EVAL_SEED})")
     ap.add_argument("--years", nargs="+", default=None, metavar="NAME",
@@ -156,8 +160,9 @@ def _check_statistics_args(args: argparse.Namespace) -> None:
                           "RUN_DIR/evaluation/statistics.md (and DIR/statistics.md with --out DIR)")
     if args.scenario is not None and len(args.scenario) != 1:
         raise ConfigError(f"--scenario: expected one scenario with run directories, got {len(args.scenario)}")
-    if args.eval_seeds < 1:
-        raise ConfigError(f"--eval-seeds: expected an integer >= 1, got {args.eval_seeds}")
+    if not 1 <= args.eval_seeds <= MAX_EVAL_SEEDS:
+        raise ConfigError(f"--eval-seeds: expected an integer in [1, {MAX_EVAL_SEEDS:,}] (each seed is one condition "
+                          f"per weather year), got {args.eval_seeds}")
     if not 0 <= args.first_eval_seed <= SEED_MAX - args.eval_seeds + 1:
         raise ConfigError(f"--first-eval-seed: expected an integer in [0, {SEED_MAX - args.eval_seeds + 1}] so "
                           f"that the last of {args.eval_seeds} seeds is a uint32 seed, got {args.first_eval_seed}")

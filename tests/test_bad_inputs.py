@@ -374,7 +374,10 @@ def test_evaluate_bad_arguments(tmp_path, capsys):
     ]
     run = tmp_path  # an existing directory: the options are checked before anything is loaded
     cases += [
-        ([run, "--eval-seeds", 0], "error: --eval-seeds: expected an integer >= 1, got 0"),
+        ([run, "--eval-seeds", 0], "error: --eval-seeds: expected an integer in [1, 1,000] (each seed is one "
+                                   "condition per weather year), got 0"),
+        ([run, "--eval-seeds", 10**8], "error: --eval-seeds: expected an integer in [1, 1,000] (each seed is one "
+                                       "condition per weather year), got 100000000"),
         ([run, "--first-eval-seed", -1], "error: --first-eval-seed: expected an integer in [0, 4294967286] so that "
                                          "the last of 10 seeds is a uint32 seed, got -1"),
         ([run, "--seed", 3], "error: --seed: applies to --policy; with run directories the arrival seeds are "
