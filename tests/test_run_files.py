@@ -82,6 +82,24 @@ def test_full_disk_writing_config_is_one_line(tmp_path, monkeypatch, capsys):
     assert line.startswith("error: cannot write ") and "config.yaml: no space left on device" in line
 
 
+def test_a_run_file_that_is_a_directory_is_named_without_blaming_the_disk(tmp_path, capsys):
+    (tmp_path / "a" / ".lock").mkdir(parents=True)
+    assert main(rf.ARGV + ["--run-dir", str(tmp_path / "a")], dummy_algo.components()) == 1
+    assert _one_error_line(capsys) == (
+        f"error: cannot open the run directory's lock file {tmp_path / 'a' / '.lock'}: Is a directory; the "
+        "checkpoints and progress rows saved before are intact: correct that path and rerun the same command to resume")
+    (tmp_path / "b" / "progress" / "dummy_progress.csv").mkdir(parents=True)
+    assert main(rf.ARGV + ["--run-dir", str(tmp_path / "b")], dummy_algo.components()) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith("error: cannot write ") and "dummy_progress.csv: Is a directory;" in line
+    assert line.endswith("correct that path and rerun the same command to resume")
+    csv_dir = tmp_path / "c.csv"
+    csv_dir.mkdir()
+    with pytest.raises(files.StorageError, match=r"^cannot read .*c\.csv: Is a directory$"):
+        progress.ProgressCSV(csv_dir, keep_rows=3, warn=sys.stdout)
+    assert capsys.readouterr().out == ""  # not reported as missing
+
+
 # ------------------------------------------------------------------------------------ the lock
 _HOLD = """
 import sys, time

@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None, comps: Components | None = None) -> 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except StorageError as exc:
-        print(f"error: {exc}; the checkpoints and progress rows saved before are intact: make room and "
+        cure = "make room" if exc.no_space else "correct that path"
+        print(f"error: {exc}; the checkpoints and progress rows saved before are intact: {cure} and "
               "rerun the same command to resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
