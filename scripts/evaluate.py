@@ -310,7 +310,7 @@ def _statistics(args: argparse.Namespace, argv: list[str] | None) -> int:
     import jax
 
     from oe3jax.evaluation.compare import evaluate_conditions, statistics_markdown, statistics_report
-    from oe3jax.training.checkpoint import CheckpointError
+    from oe3jax.training.checkpoint import CheckpointError, DamagedCheckpoint
 
     command = "python scripts/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     hours = args.hours or HOURS_PER_YEAR
@@ -325,8 +325,8 @@ def _statistics(args: argparse.Namespace, argv: list[str] | None) -> int:
             own = tuple(getattr(first.env.scenario, "weather_years", ()) or ())
             years = list(own) if len(own) > 1 else [None]
         envs = {year: condition_env(first.config, year, hours, scenario) for year in years}
-    except CheckpointError as exc:  # a damaged checkpoint
-        print(f"error: {exc}", file=sys.stderr)
+    except CheckpointError as exc:  # a damaged checkpoint: name the path of the previous complete one
+        print(f"error: {exc.by_path() if isinstance(exc, DamagedCheckpoint) else exc}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as exc:  # a run without checkpoints, a bad override, other sizes
         print(f"error: {exc}", file=sys.stderr)

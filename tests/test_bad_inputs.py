@@ -452,6 +452,13 @@ def test_evaluate_statistics_of_a_run(trained_run, tmp_path, capsys):
 def test_evaluate_damaged_checkpoint_exits_1(trained_run, tmp_path, capsys):
     run = tmp_path / "damaged"
     shutil.copytree(trained_run, run)
+    steps = sorted((run / "checkpoints" / "ppo").iterdir(), key=lambda d: int(d.name))
+    (steps[-1] / "meta" / "metadata").write_text("garbage")
+    rc, line = _evaluate(capsys, [run, "--hours", "24", "--out", tmp_path / "out"])
+    # evaluate.py takes paths, not step=: the advice is the previous complete checkpoint's path
+    assert rc == 1 and line == (f"error: checkpoint: step {steps[-1].name} at {steps[-1]} is damaged: its metadata "
+                                f"cannot be read (JSONDecodeError: Expecting value: line 1 column 1 (char 0)); give "
+                                f"{steps[-2]} instead to use the previous complete checkpoint")
     for meta in (run / "checkpoints" / "ppo").glob("*/meta/metadata"):
         meta.write_text("garbage")
     rc, line = _evaluate(capsys, [run, "--hours", "24", "--out", tmp_path / "out"])

@@ -324,3 +324,16 @@ def test_load_policy_is_quiet_and_refuses_damage_in_one_line(base, tmp_path):
     for line, run_dir in zip(err, run_dirs[1:]):
         assert line.startswith(f"checkpoint: step 64 at {run_dir}/checkpoints/dummy/64 is damaged: "), line
         assert line.endswith("pass step=48 to load the previous complete checkpoint"), line
+
+
+def test_damage_advice_for_the_command_line_the_api_and_paths(tmp_path):
+    for step in (16, 32, 48):
+        (tmp_path / str(step)).mkdir()
+    damaged = DamagedCheckpoint(tmp_path / "48", "x")
+    assert str(damaged).endswith("rerun with --resume-from 32 to resume from the previous complete checkpoint, "
+                                 "or --fresh to start over")
+    assert str(damaged.for_api()).endswith("pass step=32 to load the previous complete checkpoint")
+    assert str(damaged.by_path()) == (f"checkpoint: step 48 at {tmp_path / '48'} is damaged: x; give {tmp_path / '32'} "
+                                      "instead to use the previous complete checkpoint")
+    assert str(DamagedCheckpoint(tmp_path / "16", "x").by_path()).endswith(
+        "is damaged: x; no earlier complete checkpoint is left")

@@ -70,7 +70,7 @@ class DamagedCheckpoint(CheckpointError):
     from :meth:`for_api`, with ``load_policy(..., step=previous)``.
     """
 
-    def __init__(self, step_dir: Path | str, reason: str, *, api: bool = False):
+    def __init__(self, step_dir: Path | str, reason: str, *, api: bool = False, by_path: bool = False):
         self.step_dir = Path(step_dir)
         self.step = int(self.step_dir.name) if self.step_dir.name.isdigit() else None
         self.reason = reason
@@ -78,7 +78,11 @@ class DamagedCheckpoint(CheckpointError):
         self.previous = earlier[-1] if earlier else None
         self.api = api
         if self.previous is None:
-            advice = "no earlier complete checkpoint is left" + ("" if api else "; rerun with --fresh to start over")
+            advice = "no earlier complete checkpoint is left" + (
+                "" if api or by_path else "; rerun with --fresh to start over")
+        elif by_path:
+            advice = (f"give {self.step_dir.parent / str(self.previous)} instead to use the previous complete "
+                      "checkpoint")
         elif api:
             advice = f"pass step={self.previous} to load the previous complete checkpoint"
         else:
@@ -90,6 +94,11 @@ class DamagedCheckpoint(CheckpointError):
     def for_api(self) -> DamagedCheckpoint:
         """The same error, advising ``step=`` (for :func:`oe3jax.load_policy`) instead of CLI flags."""
         return DamagedCheckpoint(self.step_dir, self.reason, api=True)
+
+    def by_path(self) -> DamagedCheckpoint:
+        """The same error, advising the path of the previous complete step (for tools, such as
+        ``scripts/evaluate.py``, that take a checkpoint directory instead of a run directory)."""
+        return DamagedCheckpoint(self.step_dir, self.reason, by_path=True)
 
 
 class ResumeMismatch(ValueError):
