@@ -100,6 +100,29 @@ def test_a_run_file_that_is_a_directory_is_named_without_blaming_the_disk(tmp_pa
     assert capsys.readouterr().out == ""  # not reported as missing
 
 
+_TRAIN_DUMMY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import dummy_algo, runner_fixtures as rf
+from oe3jax.training.cli import main
+sys.exit(main(rf.ARGV + ["--run-dir", sys.argv[2]], dummy_algo.components()))
+"""
+
+
+def test_a_checkpoint_directory_that_cannot_be_made_ends_the_process(tmp_path):
+    """The step's directory fails to be made: one line, and the process exits (Orbax's commit
+    threads no longer wait 20 minutes for a directory that will never exist)."""
+    run_dir = tmp_path / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "dummy").write_text("in the way")
+    proc = subprocess.run([sys.executable, "-c", _TRAIN_DUMMY, str(Path(__file__).parent), str(run_dir)],
+                          capture_output=True, text=True, timeout=240)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1, proc.stderr[-3000:]
+    assert err[0].startswith(f"error: checkpoint: saving step 16 in {run_dir / 'checkpoints' / 'dummy'} failed: "
+                             "Not a directory") and err[0].endswith("; no earlier checkpoint exists")
+
+
 # ------------------------------------------------------------------------------------ the lock
 _HOLD = """
 import sys, time

@@ -453,6 +453,10 @@ class Checkpoints:
                     create=not read_only,
                     read_only=read_only,
                     enable_async_checkpointing=async_save and not read_only,
+                    # the step's directories are made before save() returns: made in the background,
+                    # a failure to make them (a file in the way, a full disk) left the handlers'
+                    # commit threads waiting 20 minutes for them, and the process with them
+                    async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
                 ),
                 handler_registry=_handlers(),
             )
