@@ -239,3 +239,19 @@ def test_csv_kept_rows_keep_their_header_and_line_endings(tmp_path):
     kept = progress.ProgressCSV(path, keep_rows=1, warn=warnings)
     assert warnings.getvalue() == "" and kept.rows == 1
     assert path.read_bytes() == b"".join(raw.splitlines(keepends=True)[:2])
+
+
+def test_load_policy_seed_and_step_of_another_type_are_named(base):
+    from oe3jax import load_policy
+
+    run_dir, _ = base
+    comps = dummy_algo.components()
+    with pytest.raises(ValueError, match=r"^load_policy: seed: expected an index in \[0, 2\], got '0'$"):
+        load_policy(run_dir, seed="0", components=comps)
+    with pytest.raises(ValueError, match=r"^load_policy: seed: expected an index in \[0, 2\], got True$"):
+        load_policy(run_dir, seed=True, components=comps)
+    with pytest.raises(ValueError, match=r"^load_policy: step: expected an integer \(the name of a step directory\) "
+                                         r"or None, got '32'$"):
+        load_policy(run_dir, step="32", components=comps)
+    policy = load_policy(run_dir, seed=np.int64(2), step=np.int32(32), components=comps)
+    assert policy.step == 32 and policy.seed == policy.config["seed"] + 2
