@@ -36,7 +36,7 @@ class StatusError(ValueError):
 def _agents(run_dir: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
     path = run_dir / "config.yaml"
     if not run_dir.is_dir():
-        raise StatusError(f"{run_dir}: no such directory")
+        raise StatusError(f"{run_dir} is a file, not a run directory" if run_dir.exists() else f"{run_dir}: no such directory")
     if not path.is_file():
         raise StatusError(f"{run_dir} is not a run directory (no config.yaml); "
                           "give the directory train.py wrote (its --run-dir)")
