@@ -255,3 +255,11 @@ def test_load_policy_seed_and_step_of_another_type_are_named(base):
         load_policy(run_dir, step="32", components=comps)
     policy = load_policy(run_dir, seed=np.int64(2), step=np.int32(32), components=comps)
     assert policy.step == 32 and policy.seed == policy.config["seed"] + 2
+
+
+def test_an_output_under_a_file_names_the_file(tmp_path):
+    (tmp_path / "evaluation").write_text("x")
+    for target in (tmp_path / "evaluation" / "ppo.json", tmp_path / "evaluation" / "sub" / "ppo.md"):
+        with pytest.raises(files.StorageError, match=rf"^cannot write {target}: {tmp_path / 'evaluation'} is a file, "
+                                                     r"not a directory$"):
+            files.atomic_write_text(target, "{}")

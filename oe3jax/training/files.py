@@ -70,6 +70,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp = None
         fsync_dir(path.parent)
     except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:  # mkdir says only "File exists" or "Not a directory"
+            raise StorageError(f"cannot write {path}: {blocker} is a file, not a directory") from None
         raise storage_error(path, exc) from None
     finally:
         if tmp is not None:
