@@ -140,7 +140,7 @@ def _check_args(args: argparse.Namespace) -> None:
         for flag, given in (("--years", args.years), ("--algo", args.algo), ("--no-optimal", args.no_optimal)):
             if given:
                 raise ConfigError(f"{flag}: applies to run directories; give RUN_DIR... or leave {flag} out")
-        check_writable_dir(args.out or "results", "--out")
+        check_writable_dir("results" if args.out is None else args.out, "--out")
     if args.markdown:
         check_writable_file(args.markdown, "--markdown")
 
@@ -461,7 +461,7 @@ def _baselines_alone(args: argparse.Namespace, argv: list[str] | None) -> int:
     from oe3jax.evaluation.compare import compare
 
     seed = 0 if args.seed is None else args.seed
-    out_dir = Path(args.out or "results")
+    out_dir = Path("results" if args.out is None else args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables: dict[str, dict[str, dict[str, Any]]] = {}
     jobs = [(p, s) for s in (args.scenario or ["iquitos-128"]) for p in args.policy]

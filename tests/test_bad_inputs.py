@@ -56,6 +56,7 @@ def _yaml(tmp_path: Path, content: str | bytes, name: str = "c.yaml") -> str:
 
 def test_config_path_that_is_no_file(tmp_path):
     assert _refused(load_yaml, str(tmp_path)) == f"--config: {tmp_path} is a directory, not a YAML file"
+    assert _refused(load_yaml, "") == "--config: expected the path of a YAML file, got an empty string"
     assert _refused(load_yaml, str(tmp_path / "none.yaml")) == f"--config: file not found: {tmp_path / 'none.yaml'}"
 
 
@@ -142,6 +143,7 @@ def test_mixed_keys_in_a_section_are_named_not_compared():
     (["--set", "dummy={1: 2, lr: 3}"], "error: --set dummy column 2: key 1 is not a name"),
     (["--set", "x=&a [1]"], "error: --set x column 1: anchors and aliases (&a, *a) are not accepted"),
     (["--set", "dummy.num_envs=1e12"], "error: dummy.num_envs: expected an integer in [1, 2147483647], got 1000000000000.0"),
+    (["--run-dir", ""], "error: --run-dir: expected a directory path, got an empty string"),
 ])
 def test_train_exits_2_with_one_line(tmp_path, capsys, argv_tail, start):
     names = {
@@ -366,6 +368,8 @@ def test_evaluate_bad_arguments(tmp_path, capsys):
     cases = [
         ([tmp_path / "none"], f"error: run_dir: {tmp_path / 'none'} does not exist (expected a run or checkpoint directory)"),
         ([*rule, "--out", afile], f"error: --out: {afile} is a file, not a directory"),
+        ([*rule, "--out", ""], "error: --out: expected a directory path, got an empty string"),
+        ([*rule, "--out", tmp_path, "--markdown", " "], "error: --markdown: expected a file path, got an empty string"),
         ([*rule, "--out", afile / "sub"], f"error: --out: cannot create {afile / 'sub'}: {afile} is a file, not a directory"),
         ([*rule, "--out", tmp_path, "--markdown", tmp_path], f"error: --markdown: {tmp_path} is a directory, not a file"),
         ([*rule, "--out", tmp_path, "--seed", 2**40], "error: --seed: expected an integer in [0, 4294967295] (a uint32 seed), got 1099511627776"),
