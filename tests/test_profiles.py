@@ -471,3 +471,10 @@ def test_a_cell_beyond_the_csv_field_limit_names_the_line(tmp_path):
     path.write_text("v\n1\n" + "2" * 200_000 + "\n" + "1\n" * (HOURS_PER_YEAR - 2))
     with pytest.raises(ProfileError, match=r"p\.csv: line 3: not a CSV row \(field larger than field limit"):
         load_profile(path, "v")
+
+
+def test_a_relative_path_not_found_names_the_directory_it_was_looked_up_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ProfileError, match=rf"^pv\.csv: profile file not found \(a relative path, looked up from the "
+                                           rf"current directory {tmp_path}\)$"):
+        load_profile("pv.csv", "v")

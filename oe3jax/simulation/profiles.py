@@ -184,7 +184,8 @@ def _read_columns(path: Path, names: list[str], opts: dict[str, Any],
     if path.is_dir():
         raise ProfileError(f"{path} is a directory, not a CSV file")
     if not path.is_file():
-        raise ProfileError(f"{path}: profile file not found" if not path.exists()
+        where = "" if path.is_absolute() else f" (a relative path, looked up from the current directory {Path.cwd()})"
+        raise ProfileError(f"{path}: profile file not found{where}" if not path.exists()
                            else f"{path} is not a regular file (expected a CSV file)")
     try:
         size = path.stat().st_size
