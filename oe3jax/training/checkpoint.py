@@ -199,6 +199,16 @@ def _is_closed_loop_callback(unraisable: Any) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
 
 
+def _is_orbax_leftover(unraisable: Any) -> bool:
+    """An Orbax coroutine collected with the exception of a read or write that failed (a damaged
+    checkpoint, a full disk): ``Exception ignored in: <coroutine object _read_array_index_and_device_put>``
+    and TensorStore's whole spec. The failure itself is reported by the CheckpointError; whether
+    Python reports the coroutine too depends on when it is collected."""
+    code = getattr(unraisable.object, "cr_code", None)
+    return (code is not None and "/orbax/" in code.co_filename.replace(os.sep, "/")
+            and isinstance(unraisable.exc_value, Exception))
+
+
 def _quiet() -> None:
     """Install (once) the filters that keep Orbax's internal reports off stderr."""
     global _QUIET_DONE
@@ -211,7 +221,7 @@ def _quiet() -> None:
         previous = sys.unraisablehook
 
         def hook(unraisable: Any) -> None:
-            if not _is_closed_loop_callback(unraisable):
+            if not (_is_closed_loop_callback(unraisable) or _is_orbax_leftover(unraisable)):
                 previous(unraisable)
 
         sys.unraisablehook = hook
