@@ -225,6 +225,8 @@ def load_yaml(path: str) -> dict[str, Any]:
     and aliases, deep nesting).
     """
     source = f"--config: {path}"
+    if not str(path).strip():
+        raise ConfigError("--config: expected the path of a YAML file, got an empty string")
     if os.path.isdir(path):
         raise ConfigError(f"{source} is a directory, not a YAML file")
     try:

@@ -45,6 +45,10 @@ from oe3jax.schema import SEED_MAX, ConfigError  # noqa: E402
 
 BASELINES = ("uncontrolled", "rule", "optimal")
 DEFAULT_EVAL_SEEDS = 10
+#: At most this many arrival seeds: every one is a condition (a year-long episode per policy, a
+#: linear program for the optimum, and a column of every bootstrap resample), so 1,000 already
+#: take hours on a CPU; a mistyped count would otherwise fill the memory and never finish.
+MAX_EVAL_SEEDS = 1000
 #: First arrival seed of the held-out conditions (training uses keys split off PRNGKey(seed + run)
 #: and evaluates at the end with eval.seed, 0 by default).
 FIRST_EVAL_SEED = 1000
@@ -63,9 +67,16 @@ Made by `{command}`. Every policy sees the same vehicles (same seed).
   exceed the rule's, and its peak import is not minimised.
 
 Self-sufficiency = 1 - import / (mall + EV). Equivalent full cycles = (charge + discharge) /
-(2 x capacity). Peak import 18-22 h covers 18:00-21:59.
+(2 x capacity). Peak import {evening} is the evening peak.
 
 """
+
+
+def markdown_header(command: str) -> str:
+    """The head of ``--markdown``: the command, the policies and the KPIs' definitions."""
+    from oe3jax.simulation.env import EVENING_PEAK_LABEL
+
+    return _MARKDOWN_HEADER.format(command=command, evening=EVENING_PEAK_LABEL)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -79,7 +90,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=None,
                     help=f"with --policy: seed of the vehicle arrivals, 0 to {SEED_MAX} (default 0)")
     ap.add_argument("--eval-seeds", type=int, default=DEFAULT_EVAL_SEEDS, metavar="N",
-                    help=f"with RUN_DIR: arrival seeds per weather year (default {DEFAULT_EVAL_SEEDS})")
+                    help=f"with RUN_DIR: arrival seeds per weather year, 1 to {MAX_EVAL_SEEDS:,} (default {DEFAULT_EVAL_SEEDS})")
     ap.add_argument("--first-eval-seed", type=int, default=FIRST_EVAL_SEED, metavar="S",
                     help=f"with RUN_DIR: the arrival seeds are S, S+1, ..., S+N-1 (default {FIRST_EVAL_SEED})")
     ap.add_argument("--years", nargs="+", default=None, metavar="NAME",
@@ -129,7 +140,7 @@ def _check_args(args: argparse.Namespace) -> None:
         for flag, given in (("--years", args.years), ("--algo", args.algo), ("--no-optimal", args.no_optimal)):
             if given:
                 raise ConfigError(f"{flag}: applies to run directories; give RUN_DIR... or leave {flag} out")
-        check_writable_dir(args.out or "results", "--out")
+        check_writable_dir("results" if args.out is None else args.out, "--out")
     if args.markdown:
         check_writable_file(args.markdown, "--markdown")
 
@@ -149,8 +160,9 @@ def _check_statistics_args(args: argparse.Namespace) -> None:
                           "RUN_DIR/evaluation/statistics.md (and DIR/statistics.md with --out DIR)")
     if args.scenario is not None and len(args.scenario) != 1:
         raise ConfigError(f"--scenario: expected one scenario with run directories, got {len(args.scenario)}")
-    if args.eval_seeds < 1:
-        raise ConfigError(f"--eval-seeds: expected an integer >= 1, got {args.eval_seeds}")
+    if not 1 <= args.eval_seeds <= MAX_EVAL_SEEDS:
+        raise ConfigError(f"--eval-seeds: expected an integer in [1, {MAX_EVAL_SEEDS:,}] (each seed is one condition "
+                          f"per weather year), got {args.eval_seeds}")
     if not 0 <= args.first_eval_seed <= SEED_MAX - args.eval_seeds + 1:
         raise ConfigError(f"--first-eval-seed: expected an integer in [0, {SEED_MAX - args.eval_seeds + 1}] so "
                           f"that the last of {args.eval_seeds} seeds is a uint32 seed, got {args.first_eval_seed}")
@@ -298,7 +310,7 @@ def _statistics(args: argparse.Namespace, argv: list[str] | None) -> int:
     import jax
 
     from oe3jax.evaluation.compare import evaluate_conditions, statistics_markdown, statistics_report
-    from oe3jax.training.checkpoint import CheckpointError
+    from oe3jax.training.checkpoint import CheckpointError, DamagedCheckpoint
 
     command = "python scripts/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     hours = args.hours or HOURS_PER_YEAR
@@ -313,8 +325,8 @@ def _statistics(args: argparse.Namespace, argv: list[str] | None) -> int:
             own = tuple(getattr(first.env.scenario, "weather_years", ()) or ())
             years = list(own) if len(own) > 1 else [None]
         envs = {year: condition_env(first.config, year, hours, scenario) for year in years}
-    except CheckpointError as exc:  # a damaged checkpoint
-        print(f"error: {exc}", file=sys.stderr)
+    except CheckpointError as exc:  # a damaged checkpoint: name the path of the previous complete one
+        print(f"error: {exc.by_path() if isinstance(exc, DamagedCheckpoint) else exc}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as exc:  # a run without checkpoints, a bad override, other sizes
         print(f"error: {exc}", file=sys.stderr)
@@ -449,7 +461,7 @@ def _baselines_alone(args: argparse.Namespace, argv: list[str] | None) -> int:
     from oe3jax.evaluation.compare import compare
 
     seed = 0 if args.seed is None else args.seed
-    out_dir = Path(args.out or "results")
+    out_dir = Path("results" if args.out is None else args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables: dict[str, dict[str, dict[str, Any]]] = {}
     jobs = [(p, s) for s in (args.scenario or ["iquitos-128"]) for p in args.policy]
@@ -483,7 +495,7 @@ def _baselines_alone(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.markdown:
             Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
             command = "python scripts/evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
-            Path(args.markdown).write_text(_MARKDOWN_HEADER.format(command=command) + "\n".join(text))
+            Path(args.markdown).write_text(markdown_header(command) + "\n".join(text))
             print(f"-> {args.markdown}")
     return 0
 

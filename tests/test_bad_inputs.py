@@ -56,6 +56,7 @@ def _yaml(tmp_path: Path, content: str | bytes, name: str = "c.yaml") -> str:
 
 def test_config_path_that_is_no_file(tmp_path):
     assert _refused(load_yaml, str(tmp_path)) == f"--config: {tmp_path} is a directory, not a YAML file"
+    assert _refused(load_yaml, "") == "--config: expected the path of a YAML file, got an empty string"
     assert _refused(load_yaml, str(tmp_path / "none.yaml")) == f"--config: file not found: {tmp_path / 'none.yaml'}"
 
 
@@ -142,6 +143,7 @@ def test_mixed_keys_in_a_section_are_named_not_compared():
     (["--set", "dummy={1: 2, lr: 3}"], "error: --set dummy column 2: key 1 is not a name"),
     (["--set", "x=&a [1]"], "error: --set x column 1: anchors and aliases (&a, *a) are not accepted"),
     (["--set", "dummy.num_envs=1e12"], "error: dummy.num_envs: expected an integer in [1, 2147483647], got 1000000000000.0"),
+    (["--run-dir", ""], "error: --run-dir: expected a directory path, got an empty string"),
 ])
 def test_train_exits_2_with_one_line(tmp_path, capsys, argv_tail, start):
     names = {
@@ -366,6 +368,8 @@ def test_evaluate_bad_arguments(tmp_path, capsys):
     cases = [
         ([tmp_path / "none"], f"error: run_dir: {tmp_path / 'none'} does not exist (expected a run or checkpoint directory)"),
         ([*rule, "--out", afile], f"error: --out: {afile} is a file, not a directory"),
+        ([*rule, "--out", ""], "error: --out: expected a directory path, got an empty string"),
+        ([*rule, "--out", tmp_path, "--markdown", " "], "error: --markdown: expected a file path, got an empty string"),
         ([*rule, "--out", afile / "sub"], f"error: --out: cannot create {afile / 'sub'}: {afile} is a file, not a directory"),
         ([*rule, "--out", tmp_path, "--markdown", tmp_path], f"error: --markdown: {tmp_path} is a directory, not a file"),
         ([*rule, "--out", tmp_path, "--seed", 2**40], "error: --seed: expected an integer in [0, 4294967295] (a uint32 seed), got 1099511627776"),
@@ -374,7 +378,10 @@ def test_evaluate_bad_arguments(tmp_path, capsys):
     ]
     run = tmp_path  # an existing directory: the options are checked before anything is loaded
     cases += [
-        ([run, "--eval-seeds", 0], "error: --eval-seeds: expected an integer >= 1, got 0"),
+        ([run, "--eval-seeds", 0], "error: --eval-seeds: expected an integer in [1, 1,000] (each seed is one "
+                                   "condition per weather year), got 0"),
+        ([run, "--eval-seeds", 10**8], "error: --eval-seeds: expected an integer in [1, 1,000] (each seed is one "
+                                       "condition per weather year), got 100000000"),
         ([run, "--first-eval-seed", -1], "error: --first-eval-seed: expected an integer in [0, 4294967286] so that "
                                          "the last of 10 seeds is a uint32 seed, got -1"),
         ([run, "--seed", 3], "error: --seed: applies to --policy; with run directories the arrival seeds are "
@@ -449,8 +456,41 @@ def test_evaluate_statistics_of_a_run(trained_run, tmp_path, capsys):
 def test_evaluate_damaged_checkpoint_exits_1(trained_run, tmp_path, capsys):
     run = tmp_path / "damaged"
     shutil.copytree(trained_run, run)
+    steps = sorted((run / "checkpoints" / "ppo").iterdir(), key=lambda d: int(d.name))
+    (steps[-1] / "meta" / "metadata").write_text("garbage")
+    rc, line = _evaluate(capsys, [run, "--hours", "24", "--out", tmp_path / "out"])
+    # evaluate.py takes paths, not step=: the advice is the previous complete checkpoint's path
+    assert rc == 1 and line == (f"error: checkpoint: step {steps[-1].name} at {steps[-1]} is damaged: its metadata "
+                                f"cannot be read (JSONDecodeError: Expecting value: line 1 column 1 (char 0)); give "
+                                f"{steps[-2]} instead to use the previous complete checkpoint")
     for meta in (run / "checkpoints" / "ppo").glob("*/meta/metadata"):
         meta.write_text("garbage")
     rc, line = _evaluate(capsys, [run, "--hours", "24", "--out", tmp_path / "out"])
     assert rc == 1
     assert line.startswith("error: checkpoint: ") and "is damaged" in line
+
+
+def test_a_scenario_error_keeps_the_quotes_of_its_value():
+    import dataclasses
+    from oe3jax.training.config import make_run_env
+
+    def make_env(scenario, **overrides):
+        if "unit" in overrides:
+            raise ValueError(f"scenario {scenario!r}: pv_profile.unit: expected one of 'kW', 'kWh', got 'MW'")
+        raise KeyError("scenario: no preset 'x'")
+
+    comps = dataclasses.replace(dummy_algo.components(), make_env=make_env)
+    cfg = {"scenario": "s", "env": {}, "scenario_overrides": {"unit": "MW"}}
+    assert _refused(make_run_env, cfg, comps) == (
+        "scenario_overrides: scenario 's': pv_profile.unit: expected one of 'kW', 'kWh', got 'MW'")
+    assert _refused(make_run_env, {**cfg, "scenario_overrides": {}}, comps) == "scenario: no preset 'x'"
+
+
+def test_baselines_markdown_names_the_evening_peak_as_the_tables_do():
+    from oe3jax.evaluation.compare import _TABLE_ROWS
+    from oe3jax.simulation.env import EVENING_PEAK_LABEL
+
+    header = _evaluate_module().markdown_header("python scripts/evaluate.py --policy rule")
+    assert f"Peak import {EVENING_PEAK_LABEL} is the evening peak." in header
+    assert "18-22 h" not in header and EVENING_PEAK_LABEL == "18:00-21:59"
+    assert f"peak import {EVENING_PEAK_LABEL} (kW)" in [row[1] for row in _TABLE_ROWS]

@@ -49,3 +49,14 @@ def test_single_batched_jitted_and_vmapped_observations_pass(policy38):
     np.testing.assert_allclose(np.asarray(jax.jit(policy)(obs[1])), expected[1], atol=1e-5)
     np.testing.assert_allclose(np.asarray(jax.vmap(jax.vmap(policy))(obs)), expected, atol=1e-5)
     np.testing.assert_allclose(np.asarray(policy(obs[0, 0].tolist())), expected[0, 0], atol=1e-5)
+
+
+def test_observation_of_no_real_numbers_is_named(policy38):
+    policy, _ = policy38
+    for obs in (np.zeros(177, np.complex64), np.array(["a"] * 177), ["a"] * 177):
+        with pytest.raises(TypeError, match=r"^obs: expected real numbers, 177 features on the last axis \(the "
+                                            r"observation of scenario 'iquitos-38', which this policy was trained "
+                                            r"for\), got dtype (complex64|<U1)$"):
+            policy(obs)
+    with pytest.raises(TypeError, match=r"^obs: expected real numbers, .* got dtype complex64"):
+        jax.jit(policy)(np.zeros(177, np.complex64))

@@ -454,3 +454,27 @@ def test_errors_are_profile_errors_and_value_errors(tmp_path):
     with pytest.raises(ProfileError):
         load_profile(tmp_path / "missing.csv", "v")
     assert issubclass(ProfileError, ValueError)
+
+
+def test_a_path_that_is_no_profile_file(tmp_path):
+    with pytest.raises(ProfileError, match=rf"^{tmp_path} is a directory, not a CSV file$"):
+        load_profile(tmp_path, "v")
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as fh:  # sparse: nothing is written or read
+        fh.truncate(P.MAX_PROFILE_BYTES + 1)
+    with pytest.raises(ProfileError, match=r"big\.csv is 256 MiB, larger than 256 MiB; a profile is one year"):
+        load_profile(big, "v")
+
+
+def test_a_cell_beyond_the_csv_field_limit_names_the_line(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("v\n1\n" + "2" * 200_000 + "\n" + "1\n" * (HOURS_PER_YEAR - 2))
+    with pytest.raises(ProfileError, match=r"p\.csv: line 3: not a CSV row \(field larger than field limit"):
+        load_profile(path, "v")
+
+
+def test_a_relative_path_not_found_names_the_directory_it_was_looked_up_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ProfileError, match=rf"^pv\.csv: profile file not found \(a relative path, looked up from the "
+                                           rf"current directory {tmp_path}\)$"):
+        load_profile("pv.csv", "v")

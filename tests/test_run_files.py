@@ -82,6 +82,47 @@ def test_full_disk_writing_config_is_one_line(tmp_path, monkeypatch, capsys):
     assert line.startswith("error: cannot write ") and "config.yaml: no space left on device" in line
 
 
+def test_a_run_file_that_is_a_directory_is_named_without_blaming_the_disk(tmp_path, capsys):
+    (tmp_path / "a" / ".lock").mkdir(parents=True)
+    assert main(rf.ARGV + ["--run-dir", str(tmp_path / "a")], dummy_algo.components()) == 1
+    assert _one_error_line(capsys) == (
+        f"error: cannot open the run directory's lock file {tmp_path / 'a' / '.lock'}: Is a directory; the "
+        "checkpoints and progress rows saved before are intact: correct that path and rerun the same command to resume")
+    (tmp_path / "b" / "progress" / "dummy_progress.csv").mkdir(parents=True)
+    assert main(rf.ARGV + ["--run-dir", str(tmp_path / "b")], dummy_algo.components()) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith("error: cannot write ") and "dummy_progress.csv: Is a directory;" in line
+    assert line.endswith("correct that path and rerun the same command to resume")
+    csv_dir = tmp_path / "c.csv"
+    csv_dir.mkdir()
+    with pytest.raises(files.StorageError, match=r"^cannot read .*c\.csv: Is a directory$"):
+        progress.ProgressCSV(csv_dir, keep_rows=3, warn=sys.stdout)
+    assert capsys.readouterr().out == ""  # not reported as missing
+
+
+_TRAIN_DUMMY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import dummy_algo, runner_fixtures as rf
+from oe3jax.training.cli import main
+sys.exit(main(rf.ARGV + ["--run-dir", sys.argv[2]], dummy_algo.components()))
+"""
+
+
+def test_a_checkpoint_directory_that_cannot_be_made_ends_the_process(tmp_path):
+    """The step's directory fails to be made: one line, and the process exits (Orbax's commit
+    threads no longer wait 20 minutes for a directory that will never exist)."""
+    run_dir = tmp_path / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "dummy").write_text("in the way")
+    proc = subprocess.run([sys.executable, "-c", _TRAIN_DUMMY, str(Path(__file__).parent), str(run_dir)],
+                          capture_output=True, text=True, timeout=240)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1, proc.stderr[-3000:]
+    assert err[0].startswith(f"error: checkpoint: saving step 16 in {run_dir / 'checkpoints' / 'dummy'} failed: "
+                             "Not a directory") and err[0].endswith("; no earlier checkpoint exists")
+
+
 # ------------------------------------------------------------------------------------ the lock
 _HOLD = """
 import sys, time
@@ -198,3 +239,27 @@ def test_csv_kept_rows_keep_their_header_and_line_endings(tmp_path):
     kept = progress.ProgressCSV(path, keep_rows=1, warn=warnings)
     assert warnings.getvalue() == "" and kept.rows == 1
     assert path.read_bytes() == b"".join(raw.splitlines(keepends=True)[:2])
+
+
+def test_load_policy_seed_and_step_of_another_type_are_named(base):
+    from oe3jax import load_policy
+
+    run_dir, _ = base
+    comps = dummy_algo.components()
+    with pytest.raises(ValueError, match=r"^load_policy: seed: expected an index in \[0, 2\], got '0'$"):
+        load_policy(run_dir, seed="0", components=comps)
+    with pytest.raises(ValueError, match=r"^load_policy: seed: expected an index in \[0, 2\], got True$"):
+        load_policy(run_dir, seed=True, components=comps)
+    with pytest.raises(ValueError, match=r"^load_policy: step: expected an integer \(the name of a step directory\) "
+                                         r"or None, got '32'$"):
+        load_policy(run_dir, step="32", components=comps)
+    policy = load_policy(run_dir, seed=np.int64(2), step=np.int32(32), components=comps)
+    assert policy.step == 32 and policy.seed == policy.config["seed"] + 2
+
+
+def test_an_output_under_a_file_names_the_file(tmp_path):
+    (tmp_path / "evaluation").write_text("x")
+    for target in (tmp_path / "evaluation" / "ppo.json", tmp_path / "evaluation" / "sub" / "ppo.md"):
+        with pytest.raises(files.StorageError, match=rf"^cannot write {target}: {tmp_path / 'evaluation'} is a file, "
+                                                     r"not a directory$"):
+            files.atomic_write_text(target, "{}")

@@ -165,3 +165,18 @@ def test_profile_notes_record_what_the_loader_assumed(tmp_path):
     # the file is read again when it changes
     path.write_text("kWh\n" + "2100\n" * HOURS_PER_YEAR)
     np.testing.assert_array_equal(scenario_profiles(scn)[1], np.full((1, HOURS_PER_YEAR), 2100.0))
+
+
+def test_jax_and_numpy_scalars_and_arrays_are_fields_like_python_numbers():
+    scn = get_scenario("iquitos-38", capacity_kwh=jnp.float32(1000.0), n_moto=jnp.int32(10),
+                       soc_init=np.array(0.5), tariff_per_kwh=jnp.full(24, 0.25))
+    assert (scn.capacity_kwh, scn.n_moto, scn.soc_init) == (1000.0, 10, 0.5)
+    assert type(scn.capacity_kwh) is float and type(scn.n_moto) is int and type(scn.tariff_per_kwh[0]) is float
+    assert get_scenario("iquitos-38", pv_profile=jnp.zeros(HOURS_PER_YEAR)).pv_profile.shape == (HOURS_PER_YEAR,)
+    with pytest.raises(ValueError, match=r"^scenario 'iquitos-38': n_moto = 10\.5; expected an integer in \[0, 10000\]$"):
+        get_scenario("iquitos-38", n_moto=jnp.float32(10.5))
+    with pytest.raises(ValueError, match=r"capacity_kwh = True; expected a number"):
+        get_scenario("iquitos-38", capacity_kwh=jnp.bool_(True))
+    with pytest.raises(ValueError, match=r"capacity_kwh = JitTracer.*; expected a number in \(0, 1e\+06\] kWh \(a concrete "
+                                         r"value, not one traced by jax\.jit"):
+        jax.jit(lambda c: get_scenario("iquitos-38", capacity_kwh=c).capacity_kwh)(1000.0)

@@ -134,3 +134,12 @@ def test_live_progress_bar_on_a_terminal_plain_lines_elsewhere(tmp_path):
     st.close("finished")
     text = term.getvalue()
     assert "sac" in text and "steps/s" in text and "compiled" in text and "[sac]" not in text  # a bar, not lines
+
+
+def test_a_file_given_as_run_directory_is_called_a_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(StatusError, match=rf"^{afile} is a file, not a run directory$"):
+        run_status(afile)
+    with pytest.raises(StatusError, match=r"missing: no such directory$"):
+        run_status(tmp_path / "missing")

@@ -33,7 +33,7 @@ def run_agents(run_dir: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such directory")
+        raise RunDirError(f"{run_dir} is a file, not a run directory" if run_dir.exists() else f"{run_dir}: no such directory")
     if not path.is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no config.yaml); "
                           "give the directory train.py wrote (its --run-dir)")

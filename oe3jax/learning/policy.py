@@ -35,11 +35,16 @@ class Policy:
         """
         if not hasattr(obs, "shape"):  # a list or a scalar
             import jax.numpy as jnp
+            import numpy as np
 
-            obs = jnp.asarray(obs)
+            try:
+                obs = np.asarray(obs)  # keeps a dtype of strings, named by the check below
+            except Exception:  # a list of traced values
+                obs = jnp.asarray(obs)
         size = self._obs_size()
         if size is not None:
-            check_observation(tuple(obs.shape), size, self.scenario, ", which this policy was trained for")
+            check_observation(tuple(obs.shape), size, self.scenario, ", which this policy was trained for",
+                              dtype=obs.dtype)
         return self.apply(self.params, obs)
 
     def _obs_size(self) -> int | None:

@@ -36,12 +36,16 @@ def check_action(shape: tuple[int, ...], dtype: Any, n_sockets: int, scenario: s
         raise ValueError(f"action: expected {what}, got shape {tuple(shape)}")
 
 
-def check_observation(shape: tuple[int, ...], size: int, scenario: str, role: str = "") -> None:
-    """Raise a one-line error unless ``shape`` ends in ``size``, the observation size of ``scenario``.
+def check_observation(shape: tuple[int, ...], size: int, scenario: str, role: str = "", dtype: Any = None) -> None:
+    """Raise a one-line error unless ``shape`` ends in ``size``, the observation size of ``scenario``
+    (and, if given, ``dtype`` holds real numbers).
 
     Leading axes (a batch) are allowed. ``role`` says how the scenario matters (", which this
     policy was trained for").
     """
+    if dtype is not None and not is_real_dtype(dtype):
+        raise TypeError(f"obs: expected real numbers, {size} features on the last axis (the observation of scenario "
+                        f"{scenario!r}{role}), got dtype {dtype}")
     if len(shape) == 0 or shape[-1] != size:
         got = f"shape {tuple(shape)}" if len(shape) else "a scalar"
         raise ValueError(f"obs: expected {size} features on the last axis (the observation of scenario "

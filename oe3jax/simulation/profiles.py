@@ -59,6 +59,9 @@ KINDS = ("load", "pv")
 DELIMITERS = (",", ";", "\t", "|")
 DECIMALS = (".", ",")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Largest profile file read: a year of 15-minute rows (35,136) with 64 columns of 100 characters
+#: each is 225 MB; a larger file is not a profile and would be read whole into memory.
+MAX_PROFILE_BYTES = 256 * 2**20
 
 # Loader options besides path, column and kind, with their defaults (the keys a scenario's
 # ``pv_profile`` / ``mall_profile`` mapping accepts besides ``path`` and ``column``).
@@ -178,17 +181,36 @@ def _detect_delimiter(path: Path, text: str, decimal: str) -> str:
 def _read_columns(path: Path, names: list[str], opts: dict[str, Any],
                   notes: list[str]) -> tuple[dict[str, list[str]], list[int]]:
     """Cells of the named columns and the file line of each data row (blank lines skipped)."""
+    if path.is_dir():
+        raise ProfileError(f"{path} is a directory, not a CSV file")
     if not path.is_file():
-        raise ProfileError(f"{path}: profile file not found")
-    text = _decode(path, path.read_bytes(), opts["encoding"])
+        where = "" if path.is_absolute() else f" (a relative path, looked up from the current directory {Path.cwd()})"
+        raise ProfileError(f"{path}: profile file not found{where}" if not path.exists()
+                           else f"{path} is not a regular file (expected a CSV file)")
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path} is {size / 2**20:,.0f} MiB, larger than {MAX_PROFILE_BYTES // 2**20} MiB; "
+                               "a profile is one year of hourly or 15-minute rows")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    text = _decode(path, raw, opts["encoding"])
     delimiter = opts["delimiter"]
     if delimiter is None:
         delimiter = _detect_delimiter(path, text, opts["decimal"])
-        if delimiter != "," and len(next(csv.reader(text.splitlines()[:1], delimiter=delimiter), [])) > 1:
+        if delimiter != "," and len(text.splitlines()[0].split(delimiter)) > 1:
             notes.append(f"delimiter {delimiter!r} detected")
     if delimiter == opts["decimal"]:
         raise ProfileError(f"{path}: decimal {opts['decimal']!r} is also the column delimiter; set delimiter")
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    try:
+        return _columns_of(path, reader, names, delimiter)
+    except csv.Error as exc:  # a cell over the csv module's field size limit, ...
+        raise ProfileError(f"{path}: line {reader.line_num}: not a CSV row ({exc})") from None
+
+
+def _columns_of(path: Path, reader: Any, names: list[str], delimiter: str) -> tuple[dict[str, list[str]], list[int]]:
     header = next(reader, None)
     if header is None:
         raise ProfileError(f"{path}: profile file is empty (expected a header row naming the columns)")

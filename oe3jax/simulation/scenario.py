@@ -100,6 +100,21 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def _host(value: Any, accepted: str, where: str = "") -> Any:
+    """A JAX array (or a 0-d NumPy array) as the NumPy array or Python scalar it holds, so that a
+    field accepts ``jnp.float32(3.0)`` as it accepts ``np.float32(3.0)``; a traced value (inside
+    ``jax.jit``) cannot be a field: the scenario is fixed when the environment is made."""
+    if hasattr(value, "__array__") and not isinstance(value, (np.ndarray, np.generic)):
+        try:
+            value = np.asarray(value)
+        except Exception:  # a tracer: its value is not known while JAX traces
+            raise _Bad(value, f"{accepted} (a concrete value, not one traced by jax.jit or jax.vmap: "
+                       "scenario fields are fixed when the environment is made)", where) from None
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
@@ -120,6 +135,7 @@ class _Num:
                 + (f" {self.unit}" if self.unit else ""))
 
     def convert(self, value: Any, where: str = "") -> float | int:
+        value = _host(value, self.accepted(), where)
         ok_type = _is_int(value) if self.integer else _is_real(value) and math.isfinite(value)
         if not ok_type or not (self.low < value if self.low_open else self.low <= value) or value > self.high:
             raise _Bad(value, self.accepted(), where)
@@ -139,6 +155,7 @@ class _Seq:
         return f"a list of {count} items, each {self.item.accepted()}"
 
     def convert(self, value: Any, where: str = "") -> tuple:
+        value = _host(value, self.accepted(), where)
         if isinstance(value, np.ndarray):
             value = value.tolist() if value.ndim == 1 else None
         if not isinstance(value, (list, tuple)) or not self.min_len <= len(value) <= self.max_len:
@@ -211,6 +228,7 @@ class _ProfileSpec:
                 raise _Bad(spec.get("column"), "the name of the CSV column holding the values", ".column")
             _profiles.check_options({k: v for k, v in spec.items() if k not in ("path", "column")}, prefix=".")
             return spec
+        value = _host(value, f"null, {HOURS_PER_YEAR} hourly values in kW (numbers), or a mapping", where)
         array = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
         if array is None or array.dtype.kind not in "iuf" or array.shape != (HOURS_PER_YEAR,):
             what = (repr(value) if array is None

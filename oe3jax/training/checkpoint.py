@@ -70,7 +70,7 @@ class DamagedCheckpoint(CheckpointError):
     from :meth:`for_api`, with ``load_policy(..., step=previous)``.
     """
 
-    def __init__(self, step_dir: Path | str, reason: str, *, api: bool = False):
+    def __init__(self, step_dir: Path | str, reason: str, *, api: bool = False, by_path: bool = False):
         self.step_dir = Path(step_dir)
         self.step = int(self.step_dir.name) if self.step_dir.name.isdigit() else None
         self.reason = reason
@@ -78,7 +78,11 @@ class DamagedCheckpoint(CheckpointError):
         self.previous = earlier[-1] if earlier else None
         self.api = api
         if self.previous is None:
-            advice = "no earlier complete checkpoint is left" + ("" if api else "; rerun with --fresh to start over")
+            advice = "no earlier complete checkpoint is left" + (
+                "" if api or by_path else "; rerun with --fresh to start over")
+        elif by_path:
+            advice = (f"give {self.step_dir.parent / str(self.previous)} instead to use the previous complete "
+                      "checkpoint")
         elif api:
             advice = f"pass step={self.previous} to load the previous complete checkpoint"
         else:
@@ -90,6 +94,11 @@ class DamagedCheckpoint(CheckpointError):
     def for_api(self) -> DamagedCheckpoint:
         """The same error, advising ``step=`` (for :func:`oe3jax.load_policy`) instead of CLI flags."""
         return DamagedCheckpoint(self.step_dir, self.reason, api=True)
+
+    def by_path(self) -> DamagedCheckpoint:
+        """The same error, advising the path of the previous complete step (for tools, such as
+        ``scripts/evaluate.py``, that take a checkpoint directory instead of a run directory)."""
+        return DamagedCheckpoint(self.step_dir, self.reason, by_path=True)
 
 
 class ResumeMismatch(ValueError):
@@ -190,6 +199,16 @@ def _is_closed_loop_callback(unraisable: Any) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
 
 
+def _is_orbax_leftover(unraisable: Any) -> bool:
+    """An Orbax coroutine collected with the exception of a read or write that failed (a damaged
+    checkpoint, a full disk): ``Exception ignored in: <coroutine object _read_array_index_and_device_put>``
+    and TensorStore's whole spec. The failure itself is reported by the CheckpointError; whether
+    Python reports the coroutine too depends on when it is collected."""
+    code = getattr(unraisable.object, "cr_code", None)
+    return (code is not None and "/orbax/" in code.co_filename.replace(os.sep, "/")
+            and isinstance(unraisable.exc_value, Exception))
+
+
 def _quiet() -> None:
     """Install (once) the filters that keep Orbax's internal reports off stderr."""
     global _QUIET_DONE
@@ -202,7 +221,7 @@ def _quiet() -> None:
         previous = sys.unraisablehook
 
         def hook(unraisable: Any) -> None:
-            if not _is_closed_loop_callback(unraisable):
+            if not (_is_closed_loop_callback(unraisable) or _is_orbax_leftover(unraisable)):
                 previous(unraisable)
 
         sys.unraisablehook = hook
@@ -444,6 +463,10 @@ class Checkpoints:
                     create=not read_only,
                     read_only=read_only,
                     enable_async_checkpointing=async_save and not read_only,
+                    # the step's directories are made before save() returns: made in the background,
+                    # a failure to make them (a file in the way, a full disk) left the handlers'
+                    # commit threads waiting 20 minutes for them, and the process with them
+                    async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
                 ),
                 handler_registry=_handlers(),
             )

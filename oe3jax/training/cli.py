@@ -120,7 +120,9 @@ def run(
     cfgs = [resolve_config(a, comps, user, flags=flags, sections=agents if algo == "all" else None) for a in agents]
     if args.resume_from is not None and (args.fresh or len(agents) > 1):
         raise ConfigError("--resume-from: give it with one --algo, without --fresh")
-    run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS_DIR / f"{algo}-{cfgs[0]['scenario']}"
+    if args.run_dir is not None and not args.run_dir.strip():  # Path("") would be the current directory
+        raise ConfigError("--run-dir: expected a directory path, got an empty string")
+    run_dir = Path(args.run_dir) if args.run_dir is not None else DEFAULT_RUNS_DIR / f"{algo}-{cfgs[0]['scenario']}"
     resources.check_writable_dir(run_dir, "--run-dir", rename=args.fresh)
     plans = [plan_agent(cfg, run_dir, comps) for cfg in cfgs]  # every env is built before any write
 
@@ -164,7 +166,8 @@ def main(argv: Sequence[str] | None = None, comps: Components | None = None) -> 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except StorageError as exc:
-        print(f"error: {exc}; the checkpoints and progress rows saved before are intact: make room and "
+        cure = "make room" if exc.no_space else "correct that path"
+        print(f"error: {exc}; the checkpoints and progress rows saved before are intact: {cure} and "
               "rerun the same command to resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

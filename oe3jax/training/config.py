@@ -215,7 +215,9 @@ def make_run_env(cfg: Mapping[str, Any], comps: Components) -> tuple[Any, Any]:
     except ConfigError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
-        text = str(exc).strip("'\"")
+        # str(KeyError('x')) is "'x'": take the message itself (stripping quotes from any other
+        # message would cut the closing quote of a value it ends with)
+        text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
         if any(name in text for name in overrides):
             raise ConfigError(f"scenario_overrides: {text}") from None
         first = text.split()[0] if text.split() else ""

@@ -19,7 +19,14 @@ from pathlib import Path
 
 
 class StorageError(RuntimeError):
-    """A file of the run that could not be written; the message names it and says what is intact."""
+    """A file of the run that could not be written; the message names it and says what is intact.
+
+    ``no_space`` tells a full disk (or quota) from any other cause (a path that is a directory,
+    no permission), which making room does not cure."""
+
+    def __init__(self, message: str, no_space: bool = False):
+        super().__init__(message)
+        self.no_space = no_space
 
 
 def _describe(exc: OSError) -> str:
@@ -31,7 +38,7 @@ def _describe(exc: OSError) -> str:
 
 
 def storage_error(path: Path, exc: OSError, what: str = "write") -> StorageError:
-    return StorageError(f"cannot {what} {path}: {_describe(exc)}")
+    return StorageError(f"cannot {what} {path}: {_describe(exc)}", no_space=exc.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 def fsync_dir(directory: Path) -> None:
@@ -63,6 +70,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp = None
         fsync_dir(path.parent)
     except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:  # mkdir says only "File exists" or "Not a directory"
+            raise StorageError(f"cannot write {path}: {blocker} is a file, not a directory") from None
         raise storage_error(path, exc) from None
     finally:
         if tmp is not None:
@@ -100,9 +110,12 @@ class RunLock:
     def acquire(self) -> "RunLock":
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise storage_error(self.run_dir, exc, "create the run directory") from None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(self.path, exc, "open the run directory's lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

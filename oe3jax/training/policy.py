@@ -20,6 +20,7 @@ the step and the ``step=`` of the previous complete checkpoint.
 """
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,9 @@ def load_policy(
 
     from oe3jax.training.config import default_components, make_run_env
 
+    if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)):
+        raise ValueError(f"load_policy: step: expected an integer (the name of a step directory) or None, got {step!r}")
+    step = None if step is None else int(step)
     directory, step = _locate(Path(path), algo, step)
     try:
         meta = read_meta(directory / str(step))
@@ -90,8 +94,8 @@ def load_policy(
     cfg = meta.get("config")
     if not isinstance(cfg, dict) or "algo" not in cfg:
         raise DamagedCheckpoint(directory / str(step), "its metadata has no config", api=True)
-    if not 0 <= seed < int(cfg["seeds"]):
-        raise ValueError(f"load_policy: seed: expected an index in [0, {int(cfg['seeds']) - 1}], got {seed}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < int(cfg["seeds"]):
+        raise ValueError(f"load_policy: seed: expected an index in [0, {int(cfg['seeds']) - 1}], got {seed!r}")
     comps = components or default_components()
     algo_module = comps.get_algo(cfg["algo"])
     env, env_params = make_run_env(cfg, comps)
@@ -109,7 +113,7 @@ def load_policy(
     finally:
         ckpts.close()
     return policy_from_state(
-        state, algo_module, env, env_params, cfg, seed_index=seed, step=step, meta=meta
+        state, algo_module, env, env_params, cfg, seed_index=int(seed), step=step, meta=meta
     )
 
 

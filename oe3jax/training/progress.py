@@ -76,7 +76,7 @@ class ProgressCSV:
         self.path = Path(path)
         lines: list[str] = []
         if keep_rows > 0:
-            if not self.path.is_file():
+            if not self.path.exists():
                 print(f"warning: {self.path} is missing; its first {keep_rows} rows are lost", file=warn)
             else:
                 try:

@@ -274,6 +274,8 @@ def check_writable_dir(path: str | os.PathLike, flag: str = "--run-dir", *, rena
     (``--fresh``, which renames an existing directory aside) also needs its parent writable.
     Nothing is left behind.
     """
+    if not os.fspath(path).strip():  # Path("") is the current directory: an unset variable, most likely
+        raise ConfigError(f"{flag}: expected a directory path, got an empty string")
     target = Path(path)
     full = target.absolute()
     kind = _kind(full, flag, target)
@@ -302,6 +304,8 @@ def check_writable_dir(path: str | os.PathLike, flag: str = "--run-dir", *, rena
 
 def check_writable_file(path: str | os.PathLike, flag: str) -> Path:
     """``path`` can be written as a file: not a directory, its directory creatable and writable."""
+    if not os.fspath(path).strip():
+        raise ConfigError(f"{flag}: expected a file path, got an empty string")
     target = Path(path)
     if _kind(target.absolute(), flag, target) == "dir":
         raise ConfigError(f"{flag}: {target} is a directory, not a file")
