@@ -25,6 +25,7 @@ from oe3jax.schema import (
     SEED_MAX, TOTAL_STEPS_MAX, ConfigError, Field, Schema, load_yaml, parse_assignment, resolve, set_path,
 )
 from oe3jax.training import resources
+from oe3jax.training.devices import PARALLEL_SPEC
 
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 
@@ -67,6 +68,7 @@ TOP_SPEC: dict[str, Any] = {
         "tensorboard": Field(False, bool, help="also write TensorBoard event files (tensorboardX)"),
         "print_every_s": Field(2.0, float, low=0.0, help="least seconds between progress lines"),
     },
+    "parallel": PARALLEL_SPEC,
     "eval": {
         "enabled": Field(True, bool, help="evaluate the trained policy at the end of training"),
         "hours": Field(None, int, low=1, high=8760, optional=True,
@@ -77,7 +79,7 @@ TOP_SPEC: dict[str, Any] = {
 }
 
 # Sections that may change between a checkpoint and its resume; every other key must match.
-RESUMABLE_KEYS = ("total_steps", "checkpoint", "log", "eval")
+RESUMABLE_KEYS = ("total_steps", "checkpoint", "log", "eval", "parallel")
 
 # Scenario fields that are set elsewhere in the config (and so are not overrides).
 _NOT_OVERRIDES = {"name": "scenario", "reward": "env.reward"}

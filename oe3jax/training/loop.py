@@ -37,6 +37,7 @@ from oe3jax.training.checkpoint import (
 from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
 from oe3jax.training.files import atomic_write_text
 from oe3jax.training import resources
+from oe3jax.training.devices import Placement, placement
 from oe3jax.training.progress import LiveStatus, ProgressCSV, TensorBoard, chunk_rows
 
 
@@ -59,6 +60,7 @@ class Plan:
     chunk_updates: int
     every_updates: int
     run_dir: Path
+    placement: Placement
     resume_step: int | None = None
     resume_meta: dict[str, Any] | None = None
 
@@ -97,13 +99,14 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     total_updates = math.ceil(cfg["total_steps"] / (num_envs * steps_per_env))
     every_updates = math.ceil(cfg["checkpoint"]["every"] / steps_per_env)
     resources.check_step_counts(cfg, total_updates, num_envs, steps_per_env)
+    where = placement(cfg)
     # without buffer donation (CPU) a chunk's input and output states are alive together
     resources.check_train_memory(algo, env, env_params, cfg, copies=2 if _backend() == "cpu" else 1)
     chunk = max(1, min(cfg["log"]["chunk_updates"] or every_updates, total_updates))
     return Plan(
         cfg=cfg, algo=algo, env=env, env_params=env_params, fingerprint=tree_fingerprint(env_params),
         num_envs=num_envs, steps_per_env=steps_per_env, total_updates=total_updates,
-        chunk_updates=chunk, every_updates=every_updates, run_dir=Path(run_dir),
+        chunk_updates=chunk, every_updates=every_updates, run_dir=Path(run_dir), placement=where,
     )
 
 
@@ -224,7 +227,7 @@ def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: An
 
     if plan.resume_step is not None and plan.resume_meta is not None:
         meta = plan.resume_meta
-        state = ckpts.restore(plan.resume_step, jax.eval_shape(init_fn, keys))
+        state = ckpts.restore(plan.resume_step, plan.placement.abstract(jax.eval_shape(init_fn, keys)))
         for moved in ckpts.discard_after(plan.resume_step):  # --resume-from an earlier step
             _say(out, f"[{plan.name}] moved the later checkpoint {moved.name.split('.')[0]} aside to {moved}")
         progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]],
@@ -233,7 +236,7 @@ def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: An
                   f"({progress.updates * plan.steps_per_update:,} of "
                   f"{plan.total_updates * plan.steps_per_update:,} steps)")
         return state, progress
-    state = jax.jit(init_fn)(keys)
+    state = plan.placement.jit(init_fn)(keys)
     progress = _Progress(0, [0] * plan.cfg["seeds"], ProgressCSV(plan.csv_path, 0))
     _announce(plan, out)
     return state, progress
@@ -283,12 +286,13 @@ class _Programs:
             plan = self.plan
             t0 = time.perf_counter()
             chunk = plan.algo.make_update_chunk(plan.env, plan.env_params, plan.cfg, n)
-            donate = (0,) if jax.default_backend() != "cpu" else ()
-            self.compiled[n] = jax.jit(jax.vmap(chunk), donate_argnums=donate).lower(state).compile()
+            donate = jax.default_backend() != "cpu"
+            self.compiled[n] = plan.placement.jit(jax.vmap(chunk), donate).lower(state).compile()
             dt = time.perf_counter() - t0
             self.status.compiled(dt)
+            where = f" on {plan.placement.describe()}" if plan.placement.devices > 1 else ""
             self.status.say(f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
-                            f"steps x {plan.cfg['seeds']} seed(s) in {dt:.1f} s")
+                            f"steps x {plan.cfg['seeds']} seed(s){where} in {dt:.1f} s")
         return self.compiled[n]
 
 

@@ -1,0 +1,111 @@
+"""Scaling out: the seed axis sharded over devices, checkpoints across device counts.
+
+Several devices are forced on the CPU (``--xla_force_host_platform_device_count=4``) in a
+subprocess, since JAX fixes its devices when it starts; this process keeps its single device.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import runner_fixtures as rf
+from oe3jax.schema import ConfigError
+from oe3jax.training.checkpoint import Checkpoints, read_meta
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+SEEDS = ["--seeds", "4"]
+HALF = ["--total-steps", "64"]  # checkpoints at 16 and 32 steps per env, of 64 at the end
+
+
+def four_devices(code: str, timeout: int = 600) -> str:
+    """Run ``code`` with 4 forced CPU devices; its stdout, or the failure with its stderr."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=4 "
+                        "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+SHARDED_RUNS = """
+import json, sys
+import jax, numpy as np
+import runner_fixtures as rf
+from oe3jax.schema import ConfigError
+
+out = {{"devices": jax.device_count()}}
+four = ["--seeds", "4", "--set", "parallel.devices=4"]
+(a,) = rf.train({tmp!r} + "/four", four)
+out["state_devices"] = sorted({{len(x.sharding.device_set) for x in jax.tree_util.tree_leaves(a.state)}})
+np.savez({tmp!r} + "/four.npz", *[np.asarray(x) for x in jax.tree_util.tree_leaves(a.state)])
+# 4 -> 2 devices: a run saved on 4 devices at 32 steps per env, resumed on 2, ends as run "four"
+rf.train({tmp!r} + "/half4", four + ["--total-steps", "64"])
+(r,) = rf.train({tmp!r} + "/half4", ["--seeds", "4", "--set", "parallel.devices=2"])
+rf.assert_same_bits(a.state, r.state)
+out["rows_equal"] = rf.read_rows(rf.Path({tmp!r}) / "four") == rf.read_rows(rf.Path({tmp!r}) / "half4")
+# 1 -> 4: the run saved by the one-device parent at 32 steps per env resumed on 4 devices
+(q,) = rf.train({tmp!r} + "/half1", four)
+np.savez({tmp!r} + "/half1.npz", *[np.asarray(x) for x in jax.tree_util.tree_leaves(q.state)])
+out["half1_devices"] = len(jax.tree_util.tree_leaves(q.state)[0].sharding.device_set)
+try:
+    rf.train({tmp!r} + "/three", ["--seeds", "3"])
+except ConfigError as exc:
+    out["three"] = str(exc)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _leaves(path: Path) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def _close(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.shape == y.shape and x.dtype == y.dtype
+        np.testing.assert_allclose(x.astype(np.float64), y.astype(np.float64), rtol=1e-4, atol=1e-6)
+
+
+def test_seed_axis_sharded_over_four_devices(tmp_path):
+    """4 seeds sharded over 4 devices; a checkpoint saved on 4 devices and resumed on 2 ends with
+    the same bits and rows as the run on 4; 4 -> 1 and 1 -> 4 resume with every digest checked;
+    seeds that do not divide over the devices are one line naming ``seeds``."""
+    # the one-device half of "1 -> 4", saved here before the 4-device process resumes it
+    rf.train(tmp_path / "half1", SEEDS + HALF)
+    assert Checkpoints(tmp_path / "half1/checkpoints/dummy", read_only=True).steps() == [16, 32]
+    text = four_devices(SHARDED_RUNS.format(tmp=str(tmp_path)))
+    out = json.loads(text.split("RESULT ", 1)[1])
+    assert out["devices"] == 4 and out["rows_equal"] and out["state_devices"] == [4] and out["half1_devices"] == 4
+    assert out["three"].startswith("seeds: 3 cannot be sharded over the 4 devices") and "\n" not in out["three"]
+
+    # the sharded run against the same seeds on this process's one device: the same numbers
+    # (the partitioned program may round a few operations differently, see README "Scaling out")
+    (one,) = rf.train(tmp_path / "one", SEEDS)
+    four = _leaves(tmp_path / "four.npz")
+    _close(four, jax.tree_util.tree_leaves(one.state))
+    _close(_leaves(tmp_path / "half1.npz"), four)
+
+    # 4 -> 1: the 4-device checkpoint, every array's digest checked, resumed on one device
+    ckpt = tmp_path / "half4/checkpoints/dummy"
+    assert read_meta(ckpt / "32")["config"]["parallel"]["devices"] == 4
+    (resumed,) = rf.train(tmp_path / "half4", SEEDS + ["--resume-from", "32"])
+    _close(jax.tree_util.tree_leaves(resumed.state), four)
+    Checkpoints(ckpt, read_only=True).verify(64)
+
+
+def test_devices_checked_against_what_jax_sees(tmp_path):
+    with pytest.raises(ConfigError, match=r"^parallel.devices: 2 devices asked for but JAX sees 1 \(cpu\)"):
+        rf.train(tmp_path / "run", ["--set", "parallel.devices=2"])
+    with pytest.raises(ConfigError, match=r"^parallel.devices: expected"):
+        rf.train(tmp_path / "run", ["--set", "parallel.devices=0"])
