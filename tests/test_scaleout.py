@@ -109,3 +109,43 @@ def test_devices_checked_against_what_jax_sees(tmp_path):
         rf.train(tmp_path / "run", ["--set", "parallel.devices=2"])
     with pytest.raises(ConfigError, match=r"^parallel.devices: expected"):
         rf.train(tmp_path / "run", ["--set", "parallel.devices=0"])
+
+
+def test_sweep_members_train_in_one_program_like_runs_alone(tmp_path):
+    """Two learning rates x two seeds compile one chunk program; each member's rows carry its
+    value, and its state is that of the same value swept alone or set as a plain key."""
+    import io
+
+    out = io.StringIO()
+    (swept,) = rf.train(tmp_path / "sweep", ["--seeds", "2", "--sweep", "dummy.lr=0.01,0.03"], out=out)
+    assert out.getvalue().count("compiled a chunk") == 1
+    rows = rf.read_rows(tmp_path / "sweep")
+    assert len(rows) == 4 * 4  # 4 chunks x 2 members x 2 seeds
+    assert [(r["member"], r["dummy.lr"], r["seed"]) for r in rows[:4]] == [
+        ("0", "0.01", "0"), ("0", "0.01", "1"), ("1", "0.03", "0"), ("1", "0.03", "1")]
+    assert [float(r["lr"]) for r in rows[:4]] == pytest.approx([0.01, 0.01, 0.03, 0.03])
+
+    # XLA may compile the 4-row and the 2-row programs with other vector widths (fused
+    # multiply-adds or not), so the same numbers, not always the same bits
+    (alone,) = rf.train(tmp_path / "alone", ["--seeds", "2", "--sweep", "dummy.lr=0.03"])
+    member = jax.tree_util.tree_map(lambda x: x[2:], swept.state)
+    _close(jax.tree_util.tree_leaves(member), jax.tree_util.tree_leaves(alone.state))
+    assert [float(r["reward_avg"]) for r in rf.read_rows(tmp_path / "alone")] == pytest.approx(
+        [float(r["reward_avg"]) for r in rows if r["member"] == "1"], rel=1e-5)
+
+    (plain,) = rf.train(tmp_path / "plain", ["--seeds", "2", "--set", "dummy.lr=0.03"])
+    _close(jax.tree_util.tree_leaves(member.train), jax.tree_util.tree_leaves(plain.state))
+    first = np.asarray(swept.state.train.params["w"])
+    assert not np.allclose(first[0], first[2])  # the members learned differently
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sweep", "dummy.num_envs=2,4"], "sweep.dummy.num_envs: not a hyperparameter that dummy sweeps; accepted: dummy.lr"),
+    (["--sweep", "dummy.lr=0.01,-1"], "sweep.dummy.lr: expected"),
+    (["--sweep", "dummy.lr="], "--sweep 'dummy.lr=': expected key=v1,v2,..."),
+    (["--algo", "all", "--sweep", "dummy.lr=0.1"], "sweep: give it with one --algo, not all"),
+])
+def test_bad_sweeps_are_one_line(tmp_path, argv, message):
+    with pytest.raises(ConfigError) as err:
+        rf.train(tmp_path / "run", argv)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

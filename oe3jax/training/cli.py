@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML file over the algorithm's defaults")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, value read as YAML (repeatable), e.g. --set ppo.lr=1e-4")
+    p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="train every value of a hyperparameter in one program (repeatable: the grid of "
+                   "all keys), e.g. --sweep ppo.lr=1e-4,3e-4,1e-3; one CSV row per member and seed")
     p.add_argument("--run-dir", metavar="DIR", help=f"default: {DEFAULT_RUNS_DIR}/<algo>-<scenario>")
     p.add_argument("--seeds", type=int, help="independent seeds vmapped in one program")
     p.add_argument("--seed", type=int, help="seed of the first run")
@@ -91,7 +94,7 @@ def run(
     out = out or sys.stdout
     args = _parser().parse_args(argv)
     comps = comps or default_components()
-    user = user_config(args.config, args.sets)
+    user = user_config(args.config, args.sets, args.sweeps)
     algo = requested_algo(args.algo, user, comps)
     flags = {"seeds": args.seeds, "seed": args.seed, "total_steps": args.total_steps, "scenario": args.scenario}
     agents = comps.pipeline if algo == "all" else (algo,)

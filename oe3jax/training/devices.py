@@ -30,8 +30,9 @@ PARALLEL_SPEC: dict[str, Field] = {
 }
 
 
-def device_count(cfg: Mapping[str, Any]) -> int:
-    """The number of devices a run uses, checked against what JAX sees and against ``seeds``."""
+def device_count(cfg: Mapping[str, Any], members: int = 1) -> int:
+    """The number of devices a run uses, checked against what JAX sees and against the rows of
+    the train state (``seeds``, times the ``members`` of a sweep)."""
     available = jax.device_count()
     wanted = cfg["parallel"]["devices"]
     n = available if wanted is None else int(wanted)
@@ -39,10 +40,12 @@ def device_count(cfg: Mapping[str, Any]) -> int:
         raise ConfigError(f"parallel.devices: {n} devices asked for but JAX sees {available} "
                           f"({jax.default_backend()}); accepted: 1 to {available}, or null for all")
     seeds = int(cfg["seeds"])
-    if seeds % n:
+    rows = seeds * members
+    if rows % n:
         where = "every device JAX sees" if wanted is None else "parallel.devices"
-        raise ConfigError(f"seeds: {seeds} cannot be sharded over the {n} devices ({where}); use a multiple "
-                          f"of {n}, or set parallel.devices to a divisor of {seeds}")
+        what = f"{seeds}" if members == 1 else f"{seeds} (x {members} sweep members = {rows} runs)"
+        raise ConfigError(f"seeds: {what} cannot be sharded over the {n} devices ({where}); use a multiple "
+                          f"of {n} runs, or set parallel.devices to a divisor of {rows}")
     return n
 
 
@@ -84,9 +87,9 @@ class Placement:
         return f"{self.devices} {'/'.join(kinds)} device{'s' if self.devices > 1 else ''}"
 
 
-def placement(cfg: Mapping[str, Any]) -> Placement:
+def placement(cfg: Mapping[str, Any], members: int = 1) -> Placement:
     """The placement of a resolved config (a one-line :class:`ConfigError` if impossible)."""
-    n = device_count(cfg)
+    n = device_count(cfg, members)
     return Placement(Mesh(np.asarray(jax.devices()[:n]), (SEED_AXIS,)))
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from oe3jax import learning
 from oe3jax.learning.policy import policy_from_state
+from oe3jax.learning.sweep import member_label, members as sweep_members
 from oe3jax.training.checkpoint import (
     Checkpoints, ResumeMismatch, read_meta, resume_step, tree_fingerprint, versions,
 )
@@ -38,7 +39,7 @@ from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_r
 from oe3jax.training.files import atomic_write_text
 from oe3jax.training import resources
 from oe3jax.training.devices import Placement, placement
-from oe3jax.training.progress import LiveStatus, ProgressCSV, TensorBoard, chunk_rows
+from oe3jax.training.progress import LiveStatus, ProgressCSV, TensorBoard, chunk_rows, csv_columns
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,12 +62,18 @@ class Plan:
     every_updates: int
     run_dir: Path
     placement: Placement
+    members: list[dict[str, float]]  # a sweep's hyperparameters per member; [{}] without a sweep
     resume_step: int | None = None
     resume_meta: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
         return self.cfg["algo"]
+
+    @property
+    def rows(self) -> int:
+        """Runs trained together: seeds, times the members of a sweep."""
+        return len(self.members) * int(self.cfg["seeds"])
 
     @property
     def steps_per_update(self) -> int:
@@ -99,14 +106,17 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     total_updates = math.ceil(cfg["total_steps"] / (num_envs * steps_per_env))
     every_updates = math.ceil(cfg["checkpoint"]["every"] / steps_per_env)
     resources.check_step_counts(cfg, total_updates, num_envs, steps_per_env)
-    where = placement(cfg)
+    members = sweep_members(cfg)
+    where = placement(cfg, len(members))
     # without buffer donation (CPU) a chunk's input and output states are alive together
-    resources.check_train_memory(algo, env, env_params, cfg, copies=2 if _backend() == "cpu" else 1)
+    resources.check_train_memory(algo, env, env_params, {**cfg, "seeds": cfg["seeds"] * len(members)},
+                                 copies=2 if _backend() == "cpu" else 1)
     chunk = max(1, min(cfg["log"]["chunk_updates"] or every_updates, total_updates))
     return Plan(
         cfg=cfg, algo=algo, env=env, env_params=env_params, fingerprint=tree_fingerprint(env_params),
         num_envs=num_envs, steps_per_env=steps_per_env, total_updates=total_updates,
         chunk_updates=chunk, every_updates=every_updates, run_dir=Path(run_dir), placement=where,
+        members=members,
     )
 
 
@@ -204,6 +214,7 @@ def _meta(plan: Plan, progress: _Progress, final: bool) -> dict[str, Any]:
         "scenario": cfg["scenario"],
         "fingerprint": plan.fingerprint,
         "seeds": [cfg["seed"] + i for i in range(cfg["seeds"])],
+        "members": plan.members,
         "config": cfg,
         "versions": versions(),
         "updates": progress.updates,
@@ -231,15 +242,19 @@ def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: An
         for moved in ckpts.discard_after(plan.resume_step):  # --resume-from an earlier step
             _say(out, f"[{plan.name}] moved the later checkpoint {moved.name.split('.')[0]} aside to {moved}")
         progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]],
-                             ProgressCSV(plan.csv_path, int(meta["csv_rows"])))
+                             ProgressCSV(plan.csv_path, int(meta["csv_rows"]), columns=_columns(plan)))
         _say(out, f"[{plan.name}] resuming from {ckpts.step_dir(plan.resume_step)} "
                   f"({progress.updates * plan.steps_per_update:,} of "
                   f"{plan.total_updates * plan.steps_per_update:,} steps)")
         return state, progress
     state = plan.placement.jit(init_fn)(keys)
-    progress = _Progress(0, [0] * plan.cfg["seeds"], ProgressCSV(plan.csv_path, 0))
+    progress = _Progress(0, [0] * plan.rows, ProgressCSV(plan.csv_path, 0, columns=_columns(plan)))
     _announce(plan, out)
     return state, progress
+
+
+def _columns(plan: Plan) -> tuple[str, ...]:
+    return csv_columns(tuple(plan.cfg.get("sweep") or {}))
 
 
 def _announce(plan: Plan, out: Any) -> None:
@@ -250,11 +265,14 @@ def _announce(plan: Plan, out: Any) -> None:
               f"({plan.num_envs} envs x {plan.steps_per_env}) = {done_steps:,} env steps per seed"
               + (f" (total_steps {cfg['total_steps']:,} rounded up to whole updates)"
                  if done_steps != cfg["total_steps"] else ""))
+    if len(plan.members) > 1 or plan.members[0]:
+        _say(out, f"[{plan.name}] sweep of {len(plan.members)} members x {cfg['seeds']} seed(s) in one program: "
+                  + "; ".join(f"{m}: {member_label(h)}" for m, h in enumerate(plan.members)))
     if hasattr(plan.algo, "buffer_nbytes"):
         obs_dim = int(np.prod(plan.env.observation_space(plan.env_params).shape))
         act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
         nbytes, line = plan.algo.buffer_nbytes(cfg, obs_dim, act_dim)
-        seeds = cfg["seeds"]
+        seeds = plan.rows
         _say(out, f"[{plan.name}] {line}" + (f"; x {seeds} seeds = {nbytes * seeds / 1e9:.2f} GB" if seeds > 1 else ""))
 
 
@@ -268,7 +286,7 @@ def _status_extra(plan: Plan) -> dict[str, Any]:
         act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
         nbytes, _ = plan.algo.buffer_nbytes(cfg, obs_dim, act_dim)
         extra["buffer_capacity"] = int(cfg[cfg["algo"]]["buffer_size"])
-        extra["buffer_bytes"] = int(nbytes) * cfg["seeds"]
+        extra["buffer_bytes"] = int(nbytes) * plan.rows
     return extra
 
 
@@ -285,14 +303,14 @@ class _Programs:
         if n not in self.compiled:
             plan = self.plan
             t0 = time.perf_counter()
-            chunk = plan.algo.make_update_chunk(plan.env, plan.env_params, plan.cfg, n)
+            chunk = learning.rows_chunk(plan.algo, plan.env, plan.env_params, plan.cfg, n)
             donate = jax.default_backend() != "cpu"
-            self.compiled[n] = plan.placement.jit(jax.vmap(chunk), donate).lower(state).compile()
+            self.compiled[n] = plan.placement.jit(chunk, donate).lower(state).compile()
             dt = time.perf_counter() - t0
             self.status.compiled(dt)
             where = f" on {plan.placement.describe()}" if plan.placement.devices > 1 else ""
             self.status.say(f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
-                            f"steps x {plan.cfg['seeds']} seed(s){where} in {dt:.1f} s")
+                            f"steps x {plan.rows} run(s){where} in {dt:.1f} s")
         return self.compiled[n]
 
 
@@ -314,7 +332,7 @@ def train_agent(
     try:
         state, progress = _start(plan, ckpts, init_fn, learning.seed_keys(cfg), out)
         tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] else None
-        total, per_update, seeds = plan.total_updates, plan.steps_per_update, cfg["seeds"]
+        total, per_update, seeds = plan.total_updates, plan.steps_per_update, plan.rows
         status = LiveStatus(run_dir, plan.name, total_steps=total * per_update, seeds=seeds,
                             done_steps=progress.updates * per_update, print_every_s=cfg["log"]["print_every_s"],
                             out=out, extra=_status_extra(plan))
@@ -330,7 +348,7 @@ def train_agent(
             progress.updates += n
             step = progress.updates * per_update
             progress.csv.append(chunk_rows(metrics, cfg, progress.episodes_done, step, progress.updates,
-                                           n * per_update * seeds / max(dt, 1e-9)))
+                                           n * per_update * seeds / max(dt, 1e-9), plan.members))
             if tb is not None:
                 tb.write(metrics, step)
             status.chunk(step, dt, float(np.mean(np.asarray(metrics["reward_avg"]))))
@@ -360,8 +378,13 @@ def train_agent(
 # The final evaluation
 # --------------------------------------------------------------------------------------------
 
-def _seed_names(cfg: Mapping[str, Any]) -> list[str]:
-    return [f"seed {cfg['seed'] + i}" for i in range(cfg["seeds"])]
+def _seed_names(plan: Plan) -> list[str]:
+    """``seed <k>`` per row; with a sweep ``<member's hyperparameters> seed <k>``."""
+    cfg = plan.cfg
+    seeds = [f"seed {cfg['seed'] + i}" for i in range(cfg["seeds"])]
+    if len(plan.members) == 1 and not plan.members[0]:
+        return seeds
+    return [f"{member_label(m)} {s}" for m in plan.members for s in seeds]
 
 
 def evaluation_done(plan: Plan) -> bool:
@@ -370,7 +393,7 @@ def evaluation_done(plan: Plan) -> bool:
         doc = json.loads(plan.evaluation_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(doc, Mapping) and all(isinstance(doc.get(name), Mapping) for name in _seed_names(plan.cfg))
+    return isinstance(doc, Mapping) and all(isinstance(doc.get(name), Mapping) for name in _seed_names(plan))
 
 
 def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: Any) -> dict[str, Any] | None:
@@ -390,7 +413,7 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
     policies = {
         name: policy_from_state(state, plan.algo, plan.env, plan.env_params, plan.cfg, seed_index=i,
                                 step=updates * plan.steps_per_env, meta={"fingerprint": plan.fingerprint})
-        for i, name in enumerate(_seed_names(plan.cfg))
+        for i, name in enumerate(_seed_names(plan))
     }
     results = _jsonable(comps.evaluate(policies, seed=ecfg["seed"], hours=ecfg["hours"], optimal=ecfg["optimal"]))
     path = plan.evaluation_path

@@ -80,6 +80,7 @@ def load_policy(
     """
     import jax
 
+    from oe3jax.learning.sweep import members
     from oe3jax.training.config import default_components, make_run_env
 
     directory, step = _locate(Path(path), algo, step)
@@ -90,8 +91,9 @@ def load_policy(
     cfg = meta.get("config")
     if not isinstance(cfg, dict) or "algo" not in cfg:
         raise DamagedCheckpoint(directory / str(step), "its metadata has no config", api=True)
-    if not 0 <= seed < int(cfg["seeds"]):
-        raise ValueError(f"load_policy: seed: expected an index in [0, {int(cfg['seeds']) - 1}], got {seed}")
+    rows = int(cfg["seeds"]) * len(members(cfg))  # a sweep's row m * seeds + i: member m, seed index i
+    if not 0 <= seed < rows:
+        raise ValueError(f"load_policy: seed: expected an index in [0, {rows - 1}], got {seed}")
     comps = components or default_components()
     algo_module = comps.get_algo(cfg["algo"])
     env, env_params = make_run_env(cfg, comps)
