@@ -60,6 +60,21 @@ try:
     rf.train({tmp!r} + "/three", ["--seeds", "3"])
 except ConfigError as exc:
     out["three"] = str(exc)
+# the environments of each run split over 4 devices (data parallel) against one device
+envs = ["--seeds", "2", "--set", "dummy.num_envs=4"]
+(e4,) = rf.train({tmp!r} + "/envs4", envs + ["--set", "parallel.axis=envs"])
+(e1,) = rf.train({tmp!r} + "/envs1", envs + ["--set", "parallel.devices=1"])
+out["envs_obs_devices"] = len(e4.state.obs.sharding.device_set)
+out["envs_obs_shard"] = list(e4.state.obs.addressable_shards[0].data.shape)
+out["envs_params_replicated"] = e4.state.params["w"].sharding.is_fully_replicated
+np.savez({tmp!r} + "/envs4.npz", *[np.asarray(x) for x in jax.tree_util.tree_leaves(e4.state)])
+np.savez({tmp!r} + "/envs1.npz", *[np.asarray(x) for x in jax.tree_util.tree_leaves(e1.state)])
+out["envs_rows"] = [[r["reward_avg"], r["actor_loss"]] for r in rf.read_rows(rf.Path({tmp!r}) / "envs4")]
+out["envs_rows1"] = [[r["reward_avg"], r["actor_loss"]] for r in rf.read_rows(rf.Path({tmp!r}) / "envs1")]
+try:
+    rf.train({tmp!r} + "/envs2", ["--set", "parallel.axis=envs"])
+except ConfigError as exc:
+    out["envs_two"] = str(exc)
 print("RESULT " + json.dumps(out))
 """
 
@@ -80,6 +95,7 @@ def _close(a: list, b: list) -> None:
 def test_seed_axis_sharded_over_four_devices(tmp_path):
     """4 seeds sharded over 4 devices; a checkpoint saved on 4 devices and resumed on 2 ends with
     the same bits and rows as the run on 4; 4 -> 1 and 1 -> 4 resume with every digest checked;
+    data-parallel environments on 4 devices train like the same global batch on one;
     seeds that do not divide over the devices are one line naming ``seeds``."""
     # the one-device half of "1 -> 4", saved here before the 4-device process resumes it
     rf.train(tmp_path / "half1", SEEDS + HALF)
@@ -88,6 +104,12 @@ def test_seed_axis_sharded_over_four_devices(tmp_path):
     out = json.loads(text.split("RESULT ", 1)[1])
     assert out["devices"] == 4 and out["rows_equal"] and out["state_devices"] == [4] and out["half1_devices"] == 4
     assert out["three"].startswith("seeds: 3 cannot be sharded over the 4 devices") and "\n" not in out["three"]
+
+    # data parallel: 4 environments per run, one per device, parameters on every device
+    assert out["envs_obs_devices"] == 4 and out["envs_obs_shard"] == [2, 1, 3] and out["envs_params_replicated"]
+    _close(_leaves(tmp_path / "envs4.npz"), _leaves(tmp_path / "envs1.npz"))
+    np.testing.assert_allclose(np.asarray(out["envs_rows"], float), np.asarray(out["envs_rows1"], float), rtol=1e-4)
+    assert out["envs_two"].startswith("dummy.num_envs: 2 environments cannot be sharded over the 4 devices")
 
     # the sharded run against the same seeds on this process's one device: the same numbers
     # (the partitioned program may round a few operations differently, see README "Scaling out")

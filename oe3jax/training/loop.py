@@ -107,7 +107,7 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     every_updates = math.ceil(cfg["checkpoint"]["every"] / steps_per_env)
     resources.check_step_counts(cfg, total_updates, num_envs, steps_per_env)
     members = sweep_members(cfg)
-    where = placement(cfg, len(members))
+    where = placement(cfg, len(members), num_envs)
     # without buffer donation (CPU) a chunk's input and output states are alive together
     resources.check_train_memory(algo, env, env_params, {**cfg, "seeds": cfg["seeds"] * len(members)},
                                  copies=2 if _backend() == "cpu" else 1)
@@ -247,7 +247,7 @@ def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: An
                   f"({progress.updates * plan.steps_per_update:,} of "
                   f"{plan.total_updates * plan.steps_per_update:,} steps)")
         return state, progress
-    state = plan.placement.jit(init_fn)(keys)
+    state = plan.placement.jit_init(init_fn, keys)(keys)
     progress = _Progress(0, [0] * plan.rows, ProgressCSV(plan.csv_path, 0, columns=_columns(plan)))
     _announce(plan, out)
     return state, progress
@@ -266,8 +266,9 @@ def _announce(plan: Plan, out: Any) -> None:
               + (f" (total_steps {cfg['total_steps']:,} rounded up to whole updates)"
                  if done_steps != cfg["total_steps"] else ""))
     if len(plan.members) > 1 or plan.members[0]:
-        _say(out, f"[{plan.name}] sweep of {len(plan.members)} members x {cfg['seeds']} seed(s) in one program: "
-                  + "; ".join(f"{m}: {member_label(h)}" for m, h in enumerate(plan.members)))
+        grid = ", ".join(f"{k} ({len(v)} values)" for k, v in cfg["sweep"].items())
+        _say(out, f"[{plan.name}] sweep of {len(plan.members)} members x {cfg['seeds']} seed(s) in one program, "
+                  f"the grid of {grid}; the CSV's member column numbers them in that order")
     if hasattr(plan.algo, "buffer_nbytes"):
         obs_dim = int(np.prod(plan.env.observation_space(plan.env_params).shape))
         act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
@@ -305,7 +306,7 @@ class _Programs:
             t0 = time.perf_counter()
             chunk = learning.rows_chunk(plan.algo, plan.env, plan.env_params, plan.cfg, n)
             donate = jax.default_backend() != "cpu"
-            self.compiled[n] = plan.placement.jit(chunk, donate).lower(state).compile()
+            self.compiled[n] = plan.placement.jit_chunk(chunk, state, donate).lower(state).compile()
             dt = time.perf_counter() - t0
             self.status.compiled(dt)
             where = f" on {plan.placement.describe()}" if plan.placement.devices > 1 else ""
