@@ -25,13 +25,19 @@ SEEDS = ["--seeds", "4"]
 HALF = ["--total-steps", "64"]  # checkpoints at 16 and 32 steps per env, of 64 at the end
 
 
-def four_devices(code: str, timeout: int = 600) -> str:
-    """Run ``code`` with 4 forced CPU devices; its stdout, or the failure with its stderr."""
+def forced_env(devices: int) -> dict[str, str]:
+    """The environment of a subprocess with ``devices`` forced CPU devices."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=4 "
+    env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
                         "--xla_cpu_enable_concurrency_optimized_scheduler=false")
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    return env
+
+
+def four_devices(code: str, timeout: int = 600) -> str:
+    """Run ``code`` with 4 forced CPU devices; its stdout, or the failure with its stderr."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=forced_env(4))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -92,24 +98,24 @@ def _close(a: list, b: list) -> None:
         np.testing.assert_allclose(x.astype(np.float64), y.astype(np.float64), rtol=1e-4, atol=1e-6)
 
 
-def test_seed_axis_sharded_over_four_devices(tmp_path):
+@pytest.fixture(scope="module")
+def forced(tmp_path_factory):
+    """``(tmp, out)``: the runs of :data:`SHARDED_RUNS` in a 4-device subprocess, and what it found;
+    the one-device half of "1 -> 4" is saved here first."""
+    tmp = tmp_path_factory.mktemp("forced")
+    rf.train(tmp / "half1", SEEDS + HALF)
+    assert Checkpoints(tmp / "half1/checkpoints/dummy", read_only=True).steps() == [16, 32]
+    text = four_devices(SHARDED_RUNS.format(tmp=str(tmp)))
+    return tmp, json.loads(text.split("RESULT ", 1)[1])
+
+
+def test_seed_axis_sharded_over_four_devices(forced):
     """4 seeds sharded over 4 devices; a checkpoint saved on 4 devices and resumed on 2 ends with
     the same bits and rows as the run on 4; 4 -> 1 and 1 -> 4 resume with every digest checked;
-    data-parallel environments on 4 devices train like the same global batch on one;
     seeds that do not divide over the devices are one line naming ``seeds``."""
-    # the one-device half of "1 -> 4", saved here before the 4-device process resumes it
-    rf.train(tmp_path / "half1", SEEDS + HALF)
-    assert Checkpoints(tmp_path / "half1/checkpoints/dummy", read_only=True).steps() == [16, 32]
-    text = four_devices(SHARDED_RUNS.format(tmp=str(tmp_path)))
-    out = json.loads(text.split("RESULT ", 1)[1])
+    tmp_path, out = forced
     assert out["devices"] == 4 and out["rows_equal"] and out["state_devices"] == [4] and out["half1_devices"] == 4
     assert out["three"].startswith("seeds: 3 cannot be sharded over the 4 devices") and "\n" not in out["three"]
-
-    # data parallel: 4 environments per run, one per device, parameters on every device
-    assert out["envs_obs_devices"] == 4 and out["envs_obs_shard"] == [2, 1, 3] and out["envs_params_replicated"]
-    _close(_leaves(tmp_path / "envs4.npz"), _leaves(tmp_path / "envs1.npz"))
-    np.testing.assert_allclose(np.asarray(out["envs_rows"], float), np.asarray(out["envs_rows1"], float), rtol=1e-4)
-    assert out["envs_two"].startswith("dummy.num_envs: 2 environments cannot be sharded over the 4 devices")
 
     # the sharded run against the same seeds on this process's one device: the same numbers
     # (the partitioned program may round a few operations differently, see README "Scaling out")
@@ -126,6 +132,70 @@ def test_seed_axis_sharded_over_four_devices(tmp_path):
     Checkpoints(ckpt, read_only=True).verify(64)
 
 
+def test_data_parallel_envs_train_like_one_device(forced):
+    """Each run's 4 environments split over 4 devices (parameters on every device) train like the
+    same global batch on one device; a num_envs that does not divide is one line naming it."""
+    tmp_path, out = forced
+    assert out["envs_obs_devices"] == 4 and out["envs_obs_shard"] == [2, 1, 3] and out["envs_params_replicated"]
+    _close(_leaves(tmp_path / "envs4.npz"), _leaves(tmp_path / "envs1.npz"))
+    np.testing.assert_allclose(np.asarray(out["envs_rows"], float), np.asarray(out["envs_rows1"], float), rtol=1e-4)
+    assert out["envs_two"].startswith("dummy.num_envs: 2 environments cannot be sharded over the 4 devices")
+
+
+PROCESS = """
+import sys
+from oe3jax.training import distributed
+# before the tests' dummy algorithm is imported: gymnax starts JAX on import
+distributed.initialize("127.0.0.1:{port}", 2, {pid})
+import runner_fixtures as rf
+rf.train({run_dir!r}, ["--seeds", "4", "--distributed"] + {extra!r})
+"""
+
+
+def _two_processes(run_dir: Path, extra: list[str]) -> list[str]:
+    """Train in two local processes of 2 forced CPU devices each (loopback only); their stdouts
+    (without the connection lines of gloo, the CPU collectives' library)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", PROCESS.format(port=port, pid=pid, run_dir=str(run_dir),
+                                                                    extra=extra)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=forced_env(2))
+             for pid in (0, 1)]
+    outs = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, stderr[-3000:]
+        outs.append("".join(line for line in stdout.splitlines(keepends=True) if not line.startswith("[Gloo]")))
+    return outs
+
+
+def test_two_processes_train_and_checkpoint_together(forced):
+    """Two processes (2 devices each, jax.distributed over loopback) train 4 seeds, save, resume
+    from their sharded checkpoint and end with the bits of the 4-device run; only process 0
+    prints and writes; the checkpoint loads in this one-device process, digests checked."""
+    tmp_path, _ = forced
+    run_dir = tmp_path / "dist"
+    first = _two_processes(run_dir, HALF)
+    assert "steps" in first[0] and first[1] == ""
+    second = _two_processes(run_dir, [])
+    assert "resuming from" in second[0] and second[1] == ""
+    assert rf.read_rows(run_dir) == rf.read_rows(tmp_path / "four")  # each row written once, as on 4 devices
+    ckpt = Checkpoints(run_dir / "checkpoints/dummy", read_only=True)
+    assert ckpt.steps() == [32, 48, 64]
+    meta = ckpt.verify(64)
+    assert meta["final"] and meta["csv_rows"] == 16
+
+    def digests(run: Path) -> dict:
+        return json.loads((run / "checkpoints/dummy/64/meta/metadata").read_text())["state_arrays"]
+
+    assert digests(run_dir) == digests(tmp_path / "four")
 def test_devices_checked_against_what_jax_sees(tmp_path):
     with pytest.raises(ConfigError, match=r"^parallel.devices: 2 devices asked for but JAX sees 1 \(cpu\)"):
         rf.train(tmp_path / "run", ["--set", "parallel.devices=2"])

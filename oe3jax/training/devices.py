@@ -135,10 +135,15 @@ def placement(cfg: Mapping[str, Any], members: int = 1, num_envs: int = 0) -> Pl
 
 
 def host_copy(tree: Any) -> Any:
-    """The whole of every (possibly sharded) array of ``tree`` as NumPy arrays on this host; in a
-    multi-process run every process gathers the parts the others hold (all must call it)."""
-    if jax.process_count() > 1:
+    """Every leaf of ``tree`` whole, as NumPy arrays on this host. In a multi-process run the
+    arrays that span processes are gathered from all (every process must call this, in the
+    same order); NumPy leaves stay as they are."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    spread = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_addressable]
+    if spread:
         from jax.experimental import multihost_utils
 
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.device_get(tree)
+        gathered = multihost_utils.process_allgather([leaves[i] for i in spread], tiled=True)
+        for i, value in zip(spread, gathered):
+            leaves[i] = np.asarray(value)
+    return jax.tree_util.tree_unflatten(treedef, jax.device_get(leaves))

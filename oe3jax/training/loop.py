@@ -38,7 +38,8 @@ from oe3jax.training.checkpoint import (
 from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
 from oe3jax.training.files import atomic_write_text
 from oe3jax.training import resources
-from oe3jax.training.devices import Placement, placement
+from oe3jax.training.devices import Placement, host_copy, placement
+from oe3jax.training.distributed import is_primary
 from oe3jax.training.progress import LiveStatus, ProgressCSV, TensorBoard, chunk_rows, csv_columns
 
 
@@ -228,6 +229,15 @@ def _meta(plan: Plan, progress: _Progress, final: bool) -> dict[str, Any]:
     }
 
 
+class _Silent:
+    """What a process other than process 0 has instead of the CSV, status and TensorBoard writers."""
+
+    rows = 0
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 def _say(out: Any, text: str) -> None:
     print(text, file=out, flush=True)
 
@@ -241,14 +251,15 @@ def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: An
         state = ckpts.restore(plan.resume_step, plan.placement.abstract(jax.eval_shape(init_fn, keys)))
         for moved in ckpts.discard_after(plan.resume_step):  # --resume-from an earlier step
             _say(out, f"[{plan.name}] moved the later checkpoint {moved.name.split('.')[0]} aside to {moved}")
-        progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]],
-                             ProgressCSV(plan.csv_path, int(meta["csv_rows"]), columns=_columns(plan)))
+        csv = ProgressCSV(plan.csv_path, int(meta["csv_rows"]), columns=_columns(plan)) if is_primary() else _Silent()
+        progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]], csv)
         _say(out, f"[{plan.name}] resuming from {ckpts.step_dir(plan.resume_step)} "
                   f"({progress.updates * plan.steps_per_update:,} of "
                   f"{plan.total_updates * plan.steps_per_update:,} steps)")
         return state, progress
     state = plan.placement.jit_init(init_fn, keys)(keys)
-    progress = _Progress(0, [0] * plan.rows, ProgressCSV(plan.csv_path, 0, columns=_columns(plan)))
+    csv = ProgressCSV(plan.csv_path, 0, columns=_columns(plan)) if is_primary() else _Silent()
+    progress = _Progress(0, [0] * plan.rows, csv)
     _announce(plan, out)
     return state, progress
 
@@ -332,18 +343,19 @@ def train_agent(
     ckpts = Checkpoints(plan.ckpt_dir, cfg["checkpoint"]["max_to_keep"], async_save=cfg["checkpoint"]["async"])
     try:
         state, progress = _start(plan, ckpts, init_fn, learning.seed_keys(cfg), out)
-        tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] else None
+        tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] and is_primary() else None
         total, per_update, seeds = plan.total_updates, plan.steps_per_update, plan.rows
-        status = LiveStatus(run_dir, plan.name, total_steps=total * per_update, seeds=seeds,
-                            done_steps=progress.updates * per_update, print_every_s=cfg["log"]["print_every_s"],
-                            out=out, extra=_status_extra(plan))
+        status: Any = LiveStatus(
+            run_dir, plan.name, total_steps=total * per_update, seeds=seeds, done_steps=progress.updates * per_update,
+            print_every_s=cfg["log"]["print_every_s"], out=out, extra=_status_extra(plan),
+        ) if is_primary() else _Silent()
         programs = _Programs(plan, status)
         while progress.updates < total:
             n = min(plan.chunk_updates - progress.updates % plan.chunk_updates, total - progress.updates)
             fn = programs.get(n, state)
             t0 = time.perf_counter()
             state, metrics = fn(state)
-            metrics = jax.device_get(metrics)
+            metrics = host_copy(metrics)
             dt = time.perf_counter() - t0
             prev = progress.updates
             progress.updates += n
@@ -407,6 +419,10 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
     any, to ``<run_dir>/evaluation/<algo>.md``.
     """
     ecfg = plan.cfg["eval"]
+    if comps.evaluate is not None and ecfg["enabled"]:
+        state = host_copy(state)  # every process takes part in gathering a sharded state
+    if not is_primary():
+        return None
     if comps.evaluate is None or not ecfg["enabled"]:
         why = "eval.enabled is false" if comps.evaluate is not None else "no evaluation is available"
         _say(out, f"[{plan.name}] evaluation skipped: {why}")
