@@ -241,3 +241,20 @@ def test_bad_sweeps_are_one_line(tmp_path, argv, message):
     with pytest.raises(ConfigError) as err:
         rf.train(tmp_path / "run", argv)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_sweep_evaluation_names_the_best_member_with_its_interval(tmp_path):
+    import dummy_algo
+
+    def evaluate(policies, **kwargs):  # the return of each policy: its seed, plus 1 for lr 0.03
+        return {name: {"return": float(p.seed) + (1.0 if "dummy.lr=0.03" in name else 0.0)}
+                for name, p in policies.items()}
+
+    (result,) = rf.train(tmp_path / "run", ["--seeds", "2", "--total-steps", "32", "--sweep", "dummy.lr=0.01,0.03"],
+                         comps=dummy_algo.components(evaluate))
+    sweep = result.evaluation["sweep"]
+    assert [m["hyperparameters"] for m in sweep["members"]] == [{"dummy.lr": 0.01}, {"dummy.lr": 0.03}]
+    assert [m["mean"] for m in sweep["members"]] == [0.5, 1.5] and sweep["best"] == 1
+    low, high = sweep["members"][1]["ci"]
+    assert 1.0 <= low <= 1.5 <= high <= 2.0
+    assert "| 1 (best) | dummy.lr=0.03 | 1.5 |" in (tmp_path / "run/evaluation/dummy.md").read_text()

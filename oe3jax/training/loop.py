@@ -433,6 +433,11 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
         for i, name in enumerate(_seed_names(plan))
     }
     results = _jsonable(comps.evaluate(policies, seed=ecfg["seed"], hours=ecfg["hours"], optimal=ecfg["optimal"]))
+    if isinstance(results, Mapping) and (len(plan.members) > 1 or plan.members[0]):
+        results = dict(results)
+        results["sweep"], table = sweep_summary(plan, results)
+        if table:
+            results["table"] = f"{results.get('table') or ''}\n\n{table}".strip()
     path = plan.evaluation_path
     if isinstance(results, Mapping) and isinstance(results.get("table"), str):
         atomic_write_text(path.with_suffix(".md"), results["table"] + "\n")
@@ -440,6 +445,33 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
     atomic_write_text(path, json.dumps(results, indent=2))  # last: its presence means done
     _say(out, f"[{plan.name}] evaluation written to {path}")
     return results
+
+
+def sweep_summary(plan: Plan, results: Mapping[str, Any], kpi: str = "return") -> tuple[dict[str, Any], str]:
+    """Each sweep member's mean ``kpi`` over its seeds with a bootstrap confidence interval
+    (:func:`oe3jax.evaluation.statistics.interval`), and the best member (highest mean); with a
+    markdown table. Members whose evaluation lacks ``kpi`` are left out."""
+    from oe3jax.evaluation.statistics import interval
+
+    names = _seed_names(plan)
+    seeds = int(plan.cfg["seeds"])
+    rows = []
+    for m, member in enumerate(plan.members):
+        scores = [results.get(n, {}).get(kpi) for n in names[m * seeds:(m + 1) * seeds]]
+        if any(not isinstance(v, (int, float)) for v in scores):
+            continue
+        stats = interval(np.asarray(scores, float)[:, None])
+        rows.append({"member": m, "hyperparameters": member, "mean": stats["mean"], "ci": stats["ci"], "seeds": seeds})
+    if not rows:
+        return {"kpi": kpi, "members": []}, ""
+    best = max(rows, key=lambda r: (r["mean"], -r["member"]))
+    lines = [f"Sweep: {kpi} of the evaluation, mean over {seeds} seed(s) with its 95 % bootstrap interval", "",
+             "| member | hyperparameters | mean | interval |", "|---:|---|---:|---|"]
+    for r in rows:
+        mark = " (best)" if r is best else ""
+        lines.append(f"| {r['member']}{mark} | {member_label(r['hyperparameters'])} | {r['mean']:.4g} | "
+                     f"{r['ci'][0]:.4g} to {r['ci'][1]:.4g} |")
+    return {"kpi": kpi, "members": rows, "best": best["member"]}, "\n".join(lines)
 
 
 def _jsonable(value: Any) -> Any:
