@@ -230,6 +230,14 @@ def test_sweep_members_train_in_one_program_like_runs_alone(tmp_path):
     first = np.asarray(swept.state.train.params["w"])
     assert not np.allclose(first[0], first[2])  # the members learned differently
 
+    # load_policy takes a row of the sweep: member 1, seed index 1 is row 3
+    import dummy_algo
+    from oe3jax import load_policy
+
+    policy = load_policy(tmp_path / "sweep", seed=3, components=dummy_algo.components())
+    assert policy.seed == 1
+    rf.assert_same_bits(policy.params, jax.tree_util.tree_map(lambda x: x[3], swept.state.train.params))
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--sweep", "dummy.num_envs=2,4"], "sweep.dummy.num_envs: not a hyperparameter that dummy sweeps; accepted: dummy.lr"),
@@ -258,3 +266,17 @@ def test_sweep_evaluation_names_the_best_member_with_its_interval(tmp_path):
     low, high = sweep["members"][1]["ci"]
     assert 1.0 <= low <= 1.5 <= high <= 2.0
     assert "| 1 (best) | dummy.lr=0.03 | 1.5 |" in (tmp_path / "run/evaluation/dummy.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--coordinator", "127.0.0.1:1234"], "--coordinator, --num-processes and --process-id need --distributed"),
+    (["--distributed", "--num-processes", "2", "--process-id", "2"],
+     "--process-id: expected 0 to 1 (--num-processes 2), got 2"),
+    (["--distributed", "--num-processes", "0"], "--num-processes: expected 1 or more, got 0"),
+])
+def test_bad_distributed_flags_are_one_line(tmp_path, argv, message):
+    """Checked before jax.distributed.initialize is called (this process stays single)."""
+    with pytest.raises(ConfigError) as err:
+        rf.train(tmp_path / "run", argv)
+    assert str(err.value) == message
+    assert jax.process_count() == 1
