@@ -109,6 +109,7 @@ def run_scaling(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     plan = SCALING_QUICK if args.quick else SCALING
     platform, available = jax.default_backend(), jax.device_count()
     rows: list[dict[str, Any]] = []
+    load_start = bench.load_average()
     for n in plan["devices"]:
         env = dict(os.environ)
         if platform == "cpu":
@@ -129,11 +130,11 @@ def run_scaling(args: argparse.Namespace, log: Callable[[str], None]) -> int:
                 rows.append({"devices": n, "skipped": True, "error": f"exit status {proc.returncode}: {tail}"})
                 log(f"[scaling] {n} device(s): failed ({tail})")
                 continue
-            rows.append(json.loads(result.read_text(encoding="utf-8")))
+            rows.append({**json.loads(result.read_text(encoding="utf-8")), "load_avg_after": bench.load_average()})
     argv_text = sys.argv[1:]
     doc = {"command": "python scripts/benchmark.py " + shlex.join(argv_text), "quick": bool(args.quick),
            "machine": bench.machine_info(), "platform": platform, "forced_cpu_devices": platform == "cpu",
-           "plan": plan, "rows": rows}
+           "plan": plan, "rows": rows, "load_avg_start": load_start, "load_avg_end": bench.load_average()}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scaling.json").write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
@@ -147,8 +148,11 @@ def scaling_markdown(doc: Mapping[str, Any]) -> str:
     lines = ["# Scaling over devices", "", f"`{doc['command']}`", ""]
     if doc["forced_cpu_devices"]:
         lines += [f"Forced CPU devices (`--xla_force_host_platform_device_count`) on {machine.get('cpu_model', 'this CPU')} "
-                  f"({machine.get('cpu_count', '?')} cores): every device count shares the same cores, so this table "
-                  "shows that the sharded programs run and what partitioning costs, not a speed-up.", ""]
+                  f"({machine.get('cpu_count', '?')} cores): every device count shares the same cores. XLA runs one "
+                  "CPU device's program on few threads and forced devices run side by side, so up to the core count "
+                  "more forced devices can use more cores; beyond it they only add partitioning overhead. Neither is "
+                  "what more accelerators would give: this table shows that the sharded programs run, and their cost. "
+                  "Load averages (other work on the machine) are in scaling.json.", ""]
     env, ppo = plan["env"], plan["ppo"]
     lines += [f"| devices | env steps/s ({env['num_envs']:,} envs of {env['scenario']} split over the devices) | "
               f"PPO env steps/s ({ppo['seeds']} seeds split over the devices) | PPO compile (s) |",
