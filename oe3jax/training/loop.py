@@ -77,6 +77,11 @@ class Plan:
         return len(self.members) * int(self.cfg["seeds"])
 
     @property
+    def swept(self) -> bool:
+        """Whether the run is a hyperparameter sweep."""
+        return len(self.members) > 1 or bool(self.members[0])
+
+    @property
     def steps_per_update(self) -> int:
         return self.num_envs * self.steps_per_env
 
@@ -276,7 +281,7 @@ def _announce(plan: Plan, out: Any) -> None:
               f"({plan.num_envs} envs x {plan.steps_per_env}) = {done_steps:,} env steps per seed"
               + (f" (total_steps {cfg['total_steps']:,} rounded up to whole updates)"
                  if done_steps != cfg["total_steps"] else ""))
-    if len(plan.members) > 1 or plan.members[0]:
+    if plan.swept:
         grid = ", ".join(f"{k} ({len(v)} values)" for k, v in cfg["sweep"].items())
         _say(out, f"[{plan.name}] sweep of {len(plan.members)} members x {cfg['seeds']} seed(s) in one program, "
                   f"the grid of {grid}; the CSV's member column numbers them in that order")
@@ -395,7 +400,7 @@ def _seed_names(plan: Plan) -> list[str]:
     """``seed <k>`` per row; with a sweep ``<member's hyperparameters> seed <k>``."""
     cfg = plan.cfg
     seeds = [f"seed {cfg['seed'] + i}" for i in range(cfg["seeds"])]
-    if len(plan.members) == 1 and not plan.members[0]:
+    if not plan.swept:
         return seeds
     return [f"{member_label(m)} {s}" for m in plan.members for s in seeds]
 
@@ -418,9 +423,11 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
     written atomically to ``<run_dir>/evaluation/<algo>.json`` and its ``"table"`` (markdown), if
     any, to ``<run_dir>/evaluation/<algo>.md``.
     """
+    import jax
+
     ecfg = plan.cfg["eval"]
-    if comps.evaluate is not None and ecfg["enabled"]:
-        state = host_copy(state)  # every process takes part in gathering a sharded state
+    if comps.evaluate is not None and ecfg["enabled"] and jax.process_count() > 1:
+        state = host_copy(state)  # the state spans processes: every process takes part in gathering it
     if not is_primary():
         return None
     if comps.evaluate is None or not ecfg["enabled"]:
@@ -433,7 +440,7 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
         for i, name in enumerate(_seed_names(plan))
     }
     results = _jsonable(comps.evaluate(policies, seed=ecfg["seed"], hours=ecfg["hours"], optimal=ecfg["optimal"]))
-    if isinstance(results, Mapping) and (len(plan.members) > 1 or plan.members[0]):
+    if isinstance(results, Mapping) and plan.swept:
         results = dict(results)
         results["sweep"], table = sweep_summary(plan, results)
         if table:
