@@ -114,8 +114,12 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     resources.check_step_counts(cfg, total_updates, num_envs, steps_per_env)
     members = sweep_members(cfg)
     where = placement(cfg, len(members), num_envs)
-    # without buffer donation (CPU) a chunk's input and output states are alive together
-    resources.check_train_memory(algo, env, env_params, {**cfg, "seeds": cfg["seeds"] * len(members)},
+    # the runs one accelerator holds (CPU devices share the host's memory; when the environments are
+    # split, all runs: an upper bound); without buffer donation (CPU) a chunk's input and output
+    # states are alive together
+    runs = cfg["seeds"] * len(members)
+    per_device = runs // where.devices if where.axis == "seeds" and _backend() != "cpu" else runs
+    resources.check_train_memory(algo, env, env_params, {**cfg, "seeds": per_device},
                                  copies=2 if _backend() == "cpu" else 1)
     chunk = max(1, min(cfg["log"]["chunk_updates"] or every_updates, total_updates))
     return Plan(
