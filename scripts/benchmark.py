@@ -6,6 +6,7 @@
     python scripts/benchmark.py --quick --out /tmp/b     # tiny sizes: checks that it all runs
     python scripts/benchmark.py --peers                  # peers side by side (extra 'peers'; long)
     python scripts/benchmark.py --peers env,train        # some of its sections: env, train, quality
+    python scripts/benchmark.py --scaling                # 1, 2, 4 devices: results/scaling.{json,md}
 
 Sections: ``env`` (vmapped random stepping vs the NumPy reference loop), ``train`` (the machine's
 matmul FLOP/s, then each algorithm's update chunk at its default config), ``checkpoint`` (size on
@@ -19,11 +20,18 @@ one process per measurement, and writes them under ``"peers"`` in benchmark.json
 written: the other sections stay) and as a "Peers" section of benchmark.md; each measurement is
 saved as it finishes, and ``--resume`` keeps those already there. CityLearn 3.0.2 cannot share an
 environment with this project (it pins gymnasium<=0.28.1 and numpy<2): give ``--citylearn-python``.
+
+``--scaling`` measures env stepping (the environments split over the devices) and PPO training
+(the seeds split over the devices) on 1, 2 and 4 devices, one process per device count
+(``oe3jax/benchmarks/scaling.py``), and writes ``scaling.json`` and ``scaling.md``. On a CPU the
+devices are forced (``--xla_force_host_platform_device_count``) and share the same cores: the
+table shows correctness and overhead, not speed-up. On GPUs, the counts up to those present.
 """
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import importlib.util
 import json
 import math
@@ -41,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from oe3jax.benchmarks import peers  # noqa: E402
+from oe3jax.benchmarks import scaling  # noqa: E402
 from oe3jax.benchmarks import throughput as bench  # noqa: E402
 
 SECTIONS = ("env", "train", "checkpoint")
@@ -75,6 +84,86 @@ QUICK = {
     "checkpoint": {"saves": 1},
     "algo_timeout_s": 300,
 }
+
+
+# Scaling: the same global work on every device count (the env count and the seeds divide by 4).
+SCALING = {
+    "devices": (1, 2, 4),
+    "env": {"scenario": "iquitos-128", "num_envs": 1024, "env_steps_per_call": 65_536, "repeats": 3},
+    "ppo": {"seeds": 4, "overrides": {}, "max_env_steps_per_chunk": 4096, "repeats": 3},
+    "timeout_s": 900,
+}
+SCALING_QUICK = {
+    "devices": (1, 2, 4),
+    "env": {"scenario": "iquitos-38", "num_envs": 8, "env_steps_per_call": 64, "repeats": 2},
+    "ppo": {"seeds": 4, "overrides": {**_TINY_NET, "ppo.num_envs": 2, "ppo.num_steps": 8, "ppo.num_minibatches": 2,
+                                      "ppo.update_epochs": 1}, "max_env_steps_per_chunk": 16, "repeats": 2},
+    "timeout_s": 300,
+}
+
+
+def run_scaling(args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    """One process per device count; ``scaling.json`` and ``scaling.md`` in ``--out``."""
+    import jax
+
+    plan = SCALING_QUICK if args.quick else SCALING
+    platform, available = jax.default_backend(), jax.device_count()
+    rows: list[dict[str, Any]] = []
+    load_start = bench.load_average()
+    for n in plan["devices"]:
+        env = dict(os.environ)
+        if platform == "cpu":
+            kept = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f)
+            env["XLA_FLAGS"] = f"{kept} --xla_force_host_platform_device_count={n}".strip()
+        elif n > available:
+            rows.append({"devices": n, "skipped": True, "error": f"{available} {platform} device(s) present"})
+            continue
+        with tempfile.TemporaryDirectory(prefix="oe3jax-scaling-") as tmp:
+            result = Path(tmp) / "result.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--scaling-worker", str(n), "--result", str(result)]
+            proc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, capture_output=True, text=True,
+                                  timeout=plan["timeout_s"])
+            for line in proc.stdout.splitlines():
+                log(line)
+            if proc.returncode != 0 or not result.is_file():
+                tail = (proc.stderr.strip().splitlines() or [""])[-1]
+                rows.append({"devices": n, "skipped": True, "error": f"exit status {proc.returncode}: {tail}"})
+                log(f"[scaling] {n} device(s): failed ({tail})")
+                continue
+            rows.append({**json.loads(result.read_text(encoding="utf-8")), "load_avg_after": bench.load_average()})
+    argv_text = sys.argv[1:]
+    doc = {"command": "python scripts/benchmark.py " + shlex.join(argv_text), "quick": bool(args.quick),
+           "machine": bench.machine_info(), "platform": platform, "forced_cpu_devices": platform == "cpu",
+           "plan": plan, "rows": rows, "load_avg_start": load_start, "load_avg_end": bench.load_average()}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scaling.json").write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+    (out_dir / "scaling.md").write_text(scaling_markdown(doc), encoding="utf-8")
+    log(f"wrote {out_dir / 'scaling.json'} and {out_dir / 'scaling.md'}")
+    return 0 if all(not r.get("skipped") or platform != "cpu" for r in rows) else 1
+
+
+def scaling_markdown(doc: Mapping[str, Any]) -> str:
+    plan, machine = doc["plan"], doc["machine"]
+    lines = ["# Scaling over devices", "", f"`{doc['command']}`", ""]
+    if doc["forced_cpu_devices"]:
+        lines += [f"Forced CPU devices (`--xla_force_host_platform_device_count`) on {machine.get('cpu_model', 'this CPU')} "
+                  f"({machine.get('cpu_count', '?')} cores): every device count shares the same cores. XLA runs one "
+                  "CPU device's program on few threads and forced devices run side by side, so up to the core count "
+                  "more forced devices can use more cores; beyond it they only add partitioning overhead. Neither is "
+                  "what more accelerators would give: this table shows that the sharded programs run, and their cost. "
+                  "Load averages (other work on the machine) are in scaling.json.", ""]
+    env, ppo = plan["env"], plan["ppo"]
+    lines += [f"| devices | env steps/s ({env['num_envs']:,} envs of {env['scenario']} split over the devices) | "
+              f"PPO env steps/s ({ppo['seeds']} seeds split over the devices) | PPO compile (s) |",
+              "|---:|---:|---:|---:|"]
+    for r in doc["rows"]:
+        if r.get("skipped"):
+            lines.append(f"| {r['devices']} | skipped: {r['error']} | | |")
+            continue
+        lines.append(f"| {r['devices']} ({r['platform']}) | {_rate(r['env']['env_steps_per_s'])} | "
+                     f"{_rate(r['ppo']['env_steps_per_s'])} | {r['ppo']['compile_s']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _error(exc: BaseException) -> dict[str, str]:
@@ -612,6 +701,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--citylearn-schema", default="citylearn_challenge_2022_phase_all_plus_evs", metavar="NAME_OR_PATH",
                    help="--peers: CityLearn dataset name or schema.json path (default: %(default)s)")
     p.add_argument("--ev2gym-python", metavar="PATH", help="--peers: a Python with ev2gym (default: this one)")
+    p.add_argument("--scaling", action="store_true",
+                   help="env stepping and PPO training on 1, 2 and 4 devices (forced on a CPU): scaling.{json,md}")
+    p.add_argument("--scaling-worker", type=int, help=argparse.SUPPRESS)  # internal: one device count
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one algorithm in a child process
     p.add_argument("--peers-job", help=argparse.SUPPRESS)  # internal: one peers measurement in a child process
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -628,6 +720,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.peers is not None:
         return run_peers(args, lambda text: print(text, flush=True))
+    if args.scaling_worker:
+        row = scaling.measure(args.scaling_worker, SCALING_QUICK if args.quick else SCALING)
+        Path(args.result).write_text(json.dumps(row, default=str), encoding="utf-8")
+        return 0
+    if args.scaling:
+        return run_scaling(args, lambda text: print(text, flush=True))
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if args.worker:
         return run_worker(args.worker, sections, bool(args.quick), args.peak, Path(args.result))

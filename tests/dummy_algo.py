@@ -27,6 +27,7 @@ CONFIG_SPEC = {
     "num_steps": Field(8, int, low=1),
     "lr": Field(0.01, float, low=0.0, low_open=True),
 }
+SWEEPABLE = ("lr",)
 NETWORK_SPEC = {"hidden": Field(0, int, low=0)}
 ENV_SPEC = {"episode_len": Field(200, int, low=1)}
 SCENARIOS = {"pendulum": 1.0, "pendulum-heavy": 2.0}  # name -> pendulum mass

@@ -12,7 +12,8 @@ Modules, from the bottom up:
 ``buffer``     SAC's replay buffer, a pytree inside the train state;
 ``onpolicy``   what PPO and A2C share: train state, collecting trajectories, GAE, update chunk;
 ``ppo``, ``a2c``, ``sac``   one file per algorithm;
-``policy``     a trained deterministic policy made from a train state.
+``policy``     a trained deterministic policy made from a train state;
+``sweep``      hyperparameter sweeps in one program (swept values as leaves of the train state).
 
 The training loop (:mod:`oe3jax.training`) takes an algorithm from :func:`get` and calls its
 :class:`Algorithm` members directly. ``cfg`` is the whole resolved
@@ -116,18 +117,29 @@ def get(name: str) -> Algorithm:
 
 
 def seed_keys(cfg: Mapping[str, Any]) -> Any:
-    """Raw uint32 PRNG key data of every seed: run i uses ``PRNGKey(seed + i)``.
+    """Raw uint32 PRNG key data of every row of the train state: run i uses ``PRNGKey(seed + i)``.
 
-    Seed i of a vmapped run therefore starts exactly like a one-seed run with ``seed + i``.
+    Seed i of a vmapped run therefore starts exactly like a one-seed run with ``seed + i``. With
+    a sweep (:mod:`.sweep`) the seeds' keys repeat for every member.
     """
     import jax
     import jax.numpy as jnp
 
-    return jnp.stack([jax.random.PRNGKey(cfg["seed"] + i) for i in range(cfg["seeds"])])
+    from oe3jax.learning import sweep
+
+    keys = jnp.stack([jax.random.PRNGKey(cfg["seed"] + i) for i in range(cfg["seeds"])])
+    return sweep.row_keys(cfg, keys) if cfg.get("sweep") else keys
 
 
 def init_seeds(algo: Algorithm, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Callable:
-    """``init(keys) -> state`` of an algorithm with a leading seed axis."""
-    import jax
+    """``init(keys) -> state`` of an algorithm with a leading row axis (seeds, or members x seeds)."""
+    from oe3jax.learning import sweep
 
-    return jax.vmap(lambda key: algo.init(key, env, env_params, cfg))
+    return sweep.init_rows(lambda key, c: algo.init(key, env, env_params, c), cfg)
+
+
+def rows_chunk(algo: Algorithm, env: Any, env_params: Any, cfg: Mapping[str, Any], num_updates: int) -> Callable:
+    """The update chunk of every row, vmapped (with a sweep, each row's swept values are leaves)."""
+    from oe3jax.learning import sweep
+
+    return sweep.chunk_rows(lambda c: algo.make_update_chunk(env, env_params, c, num_updates), cfg)

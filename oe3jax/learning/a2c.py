@@ -36,6 +36,8 @@ CONFIG_SPEC: dict[str, Field] = {
                            help="RMSprop moving-average decay (used with optimizer: rmsprop)"),
 }
 
+SWEEPABLE = onpolicy.SWEEPABLE
+
 
 def _section(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
     """The ``a2c`` section (it has no relations between keys to check)."""

@@ -62,6 +62,11 @@ def config_spec(**defaults: Any) -> dict[str, Field]:
     return spec
 
 
+# Keys of both sections that the update chunk also accepts as traced values (sweeps: see
+# :mod:`oe3jax.learning.sweep`).
+SWEEPABLE = ("lr", "gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm", "reward_scale")
+
+
 def total_updates(cfg: Mapping[str, Any], algo_cfg: Mapping[str, Any], name: str) -> int:
     """Updates in the whole run (needed by a decaying schedule): ``ceil(total_steps / steps per update)``."""
     total_steps = cfg.get("total_steps")

@@ -65,13 +65,16 @@ def policy_from_state(
     step: int = 0,
     meta: Mapping[str, Any] | None = None,
 ) -> Policy:
-    """The policy of seed ``seed_index`` of a train state with a leading seed axis."""
+    """The policy of row ``seed_index`` of a train state with a leading row axis (seeds, or the
+    members x seeds of a sweep: row ``m * seeds + i`` is member m's seed ``seed + i``)."""
     import jax
 
-    one = jax.tree_util.tree_map(lambda x: x[seed_index], state)
+    from oe3jax.learning.sweep import train_part
+
+    one = jax.tree_util.tree_map(lambda x: x[seed_index], train_part(state))
     return Policy(
         algo=cfg["algo"], step=int(step), config=dict(cfg), scenario=cfg["scenario"],
-        seed=int(cfg["seed"]) + seed_index, params=algo.policy_params(one),
+        seed=int(cfg["seed"]) + seed_index % int(cfg["seeds"]), params=algo.policy_params(one),
         apply=algo.make_policy(env, env_params, cfg), env=env, env_params=env_params,
         meta=dict(meta or {}),
     )

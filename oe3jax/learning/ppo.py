@@ -49,6 +49,8 @@ CONFIG_SPEC: dict[str, Field] = {
 
 ADAM_EPS = 1e-5
 
+SWEEPABLE = (*onpolicy.SWEEPABLE, "clip_eps", "vf_clip")
+
 
 def _section(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
     """The ``ppo`` section, with its cross-key relations checked."""

@@ -81,6 +81,9 @@ CONFIG_SPEC: dict[str, Field] = {
 
 NUM_CRITICS = 2
 
+# Keys the update chunk also accepts as traced values (sweeps: see :mod:`oe3jax.learning.sweep`).
+SWEEPABLE = ("lr", "actor_lr", "critic_lr", "alpha_lr", "gamma", "tau", "init_alpha", "reward_scale")
+
 
 def env_steps_per_update(cfg: dict[str, Any]) -> tuple[int, int]:
     """One update = one step of ``num_envs`` environments (+ ``gradient_steps`` gradient steps)."""
@@ -135,11 +138,12 @@ class TrainState:
     env_steps: jax.Array  # int32, all environments together
 
 
-def _learning_rates(c: dict[str, Any]) -> tuple[float, float, float]:
-    """(actor, critic, temperature) learning rates; a null one falls back to ``lr``."""
+def _learning_rates(c: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(actor, critic, temperature) learning rates; a null one falls back to ``lr``. Numbers, or
+    traced values in a sweep (:mod:`oe3jax.learning.sweep`)."""
 
-    def pick(name: str) -> float:
-        return float(c[name] if c[name] is not None else c["lr"])
+    def pick(name: str) -> Any:
+        return c[name] if c[name] is not None else c["lr"]
 
     return pick("actor_lr"), pick("critic_lr"), pick("alpha_lr")
 
@@ -258,7 +262,7 @@ def make_learner_step(nets: SACNetworks, cfg: Mapping[str, Any]) -> Callable:
     actor_tx, critic_tx, alpha_tx = _optimizers(c)
     scaler = make_loss_scaler(cfg["precision"])
     entropy_target = target_entropy(c, nets.action_dim)
-    gamma, tau, reward_scale = float(c["gamma"]), float(c["tau"]), float(c["reward_scale"])
+    gamma, tau, reward_scale = c["gamma"], c["tau"], c["reward_scale"]  # numbers, or a sweep's traced values
     batch_size, autotune = int(c["batch_size"]), bool(c["autotune_alpha"])
 
     def step(

@@ -53,6 +53,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from oe3jax.training.devices import host_copy
+from oe3jax.training.distributed import barrier, is_primary
+
 TMP_MARKER = ".orbax-checkpoint-tmp"
 DISCARDED_MARKER = ".discarded-"
 INTEGRITY_KEYS = ("state_arrays", "meta_sha256")
@@ -262,7 +265,7 @@ def array_digests(tree: Any) -> dict[str, dict[str, Any]]:
     Paths are those of :func:`tree_shapes`, so a state restored into the same structure gets the
     same keys; the digest covers the leaf's bytes only (dtype and shape are compared apart).
     """
-    host = jax.device_get(tree)
+    host = host_copy(tree)
     out: dict[str, dict[str, Any]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(host)[0]:
         name = _path_name(path)
@@ -373,7 +376,8 @@ class _MetaHandler(ocp.JsonCheckpointHandler):
 
         async def write() -> None:
             data = pending.result()  # blocks only this commit's own thread and event loop
-            (directory / self.FILENAME).write_text(json.dumps(data))
+            if is_primary():  # every process saves its part of the state, process 0 the metadata
+                (directory / self.FILENAME).write_text(json.dumps(data))
 
         return [ocp.future.CommitFutureAwaitingContractedSignals(write(), name="oe3jax_meta_save")]
 
@@ -451,7 +455,7 @@ class Checkpoints:
         self._pending: int | None = None  # the step whose background save is in flight
         self._failed = False  # a save failed (and was reported)
         _DIRS.update({str(self.directory), str(self.directory.resolve())})
-        if not read_only:
+        if not read_only and is_primary():
             self._remove_partial_saves()
         try:
             self._manager = ocp.CheckpointManager(
@@ -510,7 +514,7 @@ class Checkpoints:
         so that a run resumed from ``step`` can save them again; returns their new paths."""
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         moved = []
-        for later in self.steps():
+        for later in self.steps() if is_primary() else ():
             if later > step:
                 target = self.directory / f"{later}{DISCARDED_MARKER}{stamp}"
                 try:
@@ -520,6 +524,7 @@ class Checkpoints:
                         f"checkpoint: cannot move {self.step_dir(later)} aside: {_cause(exc)}"
                     ) from None
                 moved.append(target)
+        barrier("oe3jax-discard-after")
         self._manager.reload()
         return moved
 
@@ -538,7 +543,7 @@ class Checkpoints:
         try:
             # A host copy taken now: training may overwrite (or donate) the device arrays while
             # the background commit digests it.
-            pending = _PendingMeta(meta, jax.device_get(state))
+            pending = _PendingMeta(meta, host_copy(state))
             self._manager.save(
                 int(step),
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(pending)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from oe3jax.training.checkpoint import CheckpointError, ResumeMismatch
 from oe3jax.training.config import (
     DEFAULT_RUNS_DIR, Components, default_components, requested_algo, resolve_config, user_config,
 )
-from oe3jax.training import resources
+from oe3jax.training import distributed, resources
 from oe3jax.training.files import RunDirBusy, RunLock, StorageError, atomic_write_text
 from oe3jax.training.loop import Result, evaluation_done, find_resume, plan_agent, train_agent
 
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML file over the algorithm's defaults")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, value read as YAML (repeatable), e.g. --set ppo.lr=1e-4")
+    p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="train every value of a hyperparameter in one program (repeatable: the grid of "
+                   "all keys), e.g. --sweep ppo.lr=1e-4,3e-4,1e-3; one CSV row per member and seed")
     p.add_argument("--run-dir", metavar="DIR", help=f"default: {DEFAULT_RUNS_DIR}/<algo>-<scenario>")
     p.add_argument("--seeds", type=int, help="independent seeds vmapped in one program")
     p.add_argument("--seed", type=int, help="seed of the first run")
@@ -44,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-from", type=int, metavar="STEP",
                    help="resume from this complete checkpoint (its directory name under checkpoints/<algo>/) "
                    "instead of the latest, e.g. when the latest is damaged; the later ones are moved aside")
+    p.add_argument("--distributed", action="store_true",
+                   help="one of several processes (hosts) training together: jax.distributed.initialize from "
+                   "--coordinator/--num-processes/--process-id, JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/"
+                   "JAX_PROCESS_ID, or the cluster's own variables (SLURM, Open MPI, ...); on whenever "
+                   "JAX_COORDINATOR_ADDRESS is set")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (with --distributed)")
+    p.add_argument("--num-processes", type=int, metavar="N", help="processes in all (with --distributed)")
+    p.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1 (with --distributed)")
     p.add_argument("--fresh", action="store_true",
                    help="start over: the existing run directory is renamed to <DIR>.old-<time>")
     return p
@@ -110,10 +122,16 @@ def run(
     out: Any = None,
 ) -> list[Result]:
     """Parse the command line, resolve the config(s), train; raises on errors."""
-    out = out or sys.stdout
     args = _parser().parse_args(argv)
+    if distributed.wanted(args.distributed) or any(
+            v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        if not distributed.wanted(args.distributed):
+            raise ConfigError("--coordinator, --num-processes and --process-id need --distributed")
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    primary = distributed.is_primary()
+    out = (out or sys.stdout) if primary else open(os.devnull, "w")  # only process 0 speaks
     comps = comps or default_components()
-    user = user_config(args.config, args.sets)
+    user = user_config(args.config, args.sets, args.sweeps)
     algo = requested_algo(args.algo, user, comps)
     flags = {"seeds": args.seeds, "seed": args.seed, "total_steps": args.total_steps, "scenario": args.scenario}
     agents = comps.pipeline if algo == "all" else (algo,)
@@ -126,15 +144,17 @@ def run(
     resources.check_writable_dir(run_dir, "--run-dir", rename=args.fresh)
     plans = [plan_agent(cfg, run_dir, comps) for cfg in cfgs]  # every env is built before any write
 
-    lock = _lock(run_dir, args.fresh, out)
+    lock = _lock(run_dir, args.fresh, out) if primary else None
+    distributed.barrier("oe3jax-run-dir-ready")  # the others read the run directory once process 0 holds it
     try:
         plans = [find_resume(plan, args.resume_from) for plan in plans]  # every resume is checked before any write
         resolved: Any = cfgs[0] if algo != "all" else {"algo": "all", "agents": {c["algo"]: c for c in cfgs}}
         notes = profile_notes(plans[0].env)
         # assumptions made reading the user's profiles: as YAML comments, so that config.yaml stays
         # loadable with --config and out of the resume comparison
-        atomic_write_text(run_dir / "config.yaml", "".join(f"# profile: {n}\n" for n in notes)
-                          + yaml.safe_dump(resolved, sort_keys=False))
+        if primary:
+            atomic_write_text(run_dir / "config.yaml", "".join(f"# profile: {n}\n" for n in notes)
+                              + yaml.safe_dump(resolved, sort_keys=False))
         print(f"run directory: {run_dir}", file=out, flush=True)
         for note in notes:
             print(f"profile: {note}", file=out, flush=True)
@@ -151,7 +171,8 @@ def run(
             write_run_report(run_dir, comps, out, argv)
         return results
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def main(argv: Sequence[str] | None = None, comps: Components | None = None) -> int:

@@ -25,6 +25,7 @@ from oe3jax.schema import (
     SEED_MAX, TOTAL_STEPS_MAX, ConfigError, Field, Schema, load_yaml, parse_assignment, resolve, set_path,
 )
 from oe3jax.training import resources
+from oe3jax.training.devices import PARALLEL_SPEC
 
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 
@@ -41,6 +42,30 @@ class MappingField(Field):
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{key}: expected {self.accepted()}, got {value!r}")
         return copy.deepcopy(dict(value))
+
+
+class SweepField(Field):
+    """``sweep:``: hyperparameter keys (``ppo.lr``, or nested ``ppo: {lr: ...}``) to lists of
+    values; each key and value is checked against the algorithm by :func:`check_sweep`."""
+
+    def accepted(self) -> str:
+        return "a mapping of hyperparameter keys (e.g. ppo.lr) to non-empty lists of numbers"
+
+    def check(self, key: str, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected {self.accepted()}, got {value!r}")
+        out: dict[str, list[Any]] = {}
+        for name, values in value.items():
+            if isinstance(values, Mapping):  # nested form: ppo: {lr: [...]}
+                for sub, inner in self.check(f"{key}.{name}", values).items():
+                    out[f"{name}.{sub}"] = inner
+                continue
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ConfigError(f"{key}.{name}: expected a non-empty list of values, got {values!r}")
+            out[str(name)] = list(values)
+        return out
 
 
 TOP_SPEC: dict[str, Any] = {
@@ -67,6 +92,9 @@ TOP_SPEC: dict[str, Any] = {
         "tensorboard": Field(False, bool, help="also write TensorBoard event files (tensorboardX)"),
         "print_every_s": Field(2.0, float, low=0.0, help="least seconds between progress lines"),
     },
+    "sweep": SweepField({}, dict, help="hyperparameters trained together in one program: key -> values "
+                        "(the grid of all keys, every member with every seed)"),
+    "parallel": PARALLEL_SPEC,
     "eval": {
         "enabled": Field(True, bool, help="evaluate the trained policy at the end of training"),
         "hours": Field(None, int, low=1, high=8760, optional=True,
@@ -77,7 +105,7 @@ TOP_SPEC: dict[str, Any] = {
 }
 
 # Sections that may change between a checkpoint and its resume; every other key must match.
-RESUMABLE_KEYS = ("total_steps", "checkpoint", "log", "eval")
+RESUMABLE_KEYS = ("total_steps", "checkpoint", "log", "eval", "parallel")
 
 # Scenario fields that are set elsewhere in the config (and so are not overrides).
 _NOT_OVERRIDES = {"name": "scenario", "reward": "env.reward"}
@@ -148,13 +176,40 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def user_config(config_file: str | None = None, sets: Sequence[str] = ()) -> dict[str, Any]:
-    """What the user asked for: ``--config FILE`` with every ``--set key=value`` over it (unchecked)."""
+def user_config(
+    config_file: str | None = None, sets: Sequence[str] = (), sweeps: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What the user asked for: ``--config FILE`` with every ``--set key=value`` and every
+    ``--sweep key=v1,v2,...`` over it (unchecked)."""
     user: dict[str, Any] = load_yaml(config_file) if config_file is not None else {}
     for text in sets:
         key, value = parse_assignment(text)
         set_path(user, key, value)
+    for text in sweeps:
+        key, _, raw = text.partition("=")
+        if not key.strip() or not raw.strip():
+            raise ConfigError(f"--sweep {text!r}: expected key=v1,v2,..., for example ppo.lr=1e-4,3e-4,1e-3")
+        values = [parse_assignment(f"{key}={v}")[1] for v in raw.split(",")]
+        sweep = user.get("sweep")
+        user["sweep"] = {**(sweep if isinstance(sweep, Mapping) else {}), key.strip(): values}
     return user
+
+
+def check_sweep(cfg: dict[str, Any], schema: Mapping[str, Any], algo: learning.Algorithm, pipeline: bool) -> None:
+    """Check every swept key (one the algorithm accepts as a traced value, ``SWEEPABLE``) and
+    value (as the key itself is checked); the values become floats, in place."""
+    if not cfg["sweep"]:
+        return
+    if pipeline:
+        raise ConfigError("sweep: give it with one --algo, not all")
+    name = cfg["algo"]
+    allowed = [f"{name}.{k}" for k in getattr(algo, "SWEEPABLE", ())]
+    for key, values in cfg["sweep"].items():
+        if key not in allowed:
+            raise ConfigError(f"sweep.{key}: not a hyperparameter that {name} sweeps; accepted: "
+                              f"{', '.join(allowed) or 'none'}")
+        section, field = key.split(".", 1)
+        cfg["sweep"][key] = [float(schema[section][field].check(f"sweep.{key}", v)) for v in values]
 
 
 def requested_algo(algo_flag: str | None, user: Mapping[str, Any], comps: Components) -> str:
@@ -192,7 +247,9 @@ def resolve_config(
         if value is not None:
             layered[key] = value
     layered["algo"] = algo
-    cfg = resolve(build_schema(comps, sections), layered)
+    schema = build_schema(comps, sections)
+    cfg = resolve(schema, layered)
+    check_sweep(cfg, schema, load_algo(comps, algo), pipeline=len(sections) > 1)
     resources.check_seed_range(cfg)
     for name, where in _NOT_OVERRIDES.items():
         if name in cfg["scenario_overrides"]:

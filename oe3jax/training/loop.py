@@ -31,13 +31,16 @@ import numpy as np
 
 from oe3jax import learning
 from oe3jax.learning.policy import policy_from_state
+from oe3jax.learning.sweep import member_label, members as sweep_members
 from oe3jax.training.checkpoint import (
     Checkpoints, ResumeMismatch, read_meta, resume_step, tree_fingerprint, versions,
 )
 from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
 from oe3jax.training.files import atomic_write_text
 from oe3jax.training import resources
-from oe3jax.training.progress import LiveStatus, ProgressCSV, TensorBoard, chunk_rows
+from oe3jax.training.devices import Placement, host_copy, placement
+from oe3jax.training.distributed import is_primary
+from oe3jax.training.progress import LiveStatus, ProgressCSV, TensorBoard, chunk_rows, csv_columns
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,12 +62,24 @@ class Plan:
     chunk_updates: int
     every_updates: int
     run_dir: Path
+    placement: Placement
+    members: list[dict[str, float]]  # a sweep's hyperparameters per member; [{}] without a sweep
     resume_step: int | None = None
     resume_meta: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
         return self.cfg["algo"]
+
+    @property
+    def rows(self) -> int:
+        """Runs trained together: seeds, times the members of a sweep."""
+        return len(self.members) * int(self.cfg["seeds"])
+
+    @property
+    def swept(self) -> bool:
+        """Whether the run is a hyperparameter sweep."""
+        return len(self.members) > 1 or bool(self.members[0])
 
     @property
     def steps_per_update(self) -> int:
@@ -97,13 +112,21 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
     total_updates = math.ceil(cfg["total_steps"] / (num_envs * steps_per_env))
     every_updates = math.ceil(cfg["checkpoint"]["every"] / steps_per_env)
     resources.check_step_counts(cfg, total_updates, num_envs, steps_per_env)
-    # without buffer donation (CPU) a chunk's input and output states are alive together
-    resources.check_train_memory(algo, env, env_params, cfg, copies=2 if _backend() == "cpu" else 1)
+    members = sweep_members(cfg)
+    where = placement(cfg, len(members), num_envs)
+    # the runs one accelerator holds (CPU devices share the host's memory; when the environments are
+    # split, all runs: an upper bound); without buffer donation (CPU) a chunk's input and output
+    # states are alive together
+    runs = cfg["seeds"] * len(members)
+    per_device = runs // where.devices if where.axis == "seeds" and _backend() != "cpu" else runs
+    resources.check_train_memory(algo, env, env_params, {**cfg, "seeds": per_device},
+                                 copies=2 if _backend() == "cpu" else 1)
     chunk = max(1, min(cfg["log"]["chunk_updates"] or every_updates, total_updates))
     return Plan(
         cfg=cfg, algo=algo, env=env, env_params=env_params, fingerprint=tree_fingerprint(env_params),
         num_envs=num_envs, steps_per_env=steps_per_env, total_updates=total_updates,
-        chunk_updates=chunk, every_updates=every_updates, run_dir=Path(run_dir),
+        chunk_updates=chunk, every_updates=every_updates, run_dir=Path(run_dir), placement=where,
+        members=members,
     )
 
 
@@ -201,6 +224,7 @@ def _meta(plan: Plan, progress: _Progress, final: bool) -> dict[str, Any]:
         "scenario": cfg["scenario"],
         "fingerprint": plan.fingerprint,
         "seeds": [cfg["seed"] + i for i in range(cfg["seeds"])],
+        "members": plan.members,
         "config": cfg,
         "versions": versions(),
         "updates": progress.updates,
@@ -214,6 +238,15 @@ def _meta(plan: Plan, progress: _Progress, final: bool) -> dict[str, Any]:
     }
 
 
+class _Silent:
+    """What a process other than process 0 has instead of the CSV, status and TensorBoard writers."""
+
+    rows = 0
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 def _say(out: Any, text: str) -> None:
     print(text, file=out, flush=True)
 
@@ -224,19 +257,24 @@ def _start(plan: Plan, ckpts: Checkpoints, init_fn: Callable, keys: Any, out: An
 
     if plan.resume_step is not None and plan.resume_meta is not None:
         meta = plan.resume_meta
-        state = ckpts.restore(plan.resume_step, jax.eval_shape(init_fn, keys))
+        state = ckpts.restore(plan.resume_step, plan.placement.abstract(jax.eval_shape(init_fn, keys)))
         for moved in ckpts.discard_after(plan.resume_step):  # --resume-from an earlier step
             _say(out, f"[{plan.name}] moved the later checkpoint {moved.name.split('.')[0]} aside to {moved}")
-        progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]],
-                             ProgressCSV(plan.csv_path, int(meta["csv_rows"])))
+        csv = ProgressCSV(plan.csv_path, int(meta["csv_rows"]), columns=_columns(plan)) if is_primary() else _Silent()
+        progress = _Progress(int(meta["updates"]), [int(e) for e in meta["episodes_done"]], csv)
         _say(out, f"[{plan.name}] resuming from {ckpts.step_dir(plan.resume_step)} "
                   f"({progress.updates * plan.steps_per_update:,} of "
                   f"{plan.total_updates * plan.steps_per_update:,} steps)")
         return state, progress
-    state = jax.jit(init_fn)(keys)
-    progress = _Progress(0, [0] * plan.cfg["seeds"], ProgressCSV(plan.csv_path, 0))
+    state = plan.placement.jit_init(init_fn, keys)(keys)
+    csv = ProgressCSV(plan.csv_path, 0, columns=_columns(plan)) if is_primary() else _Silent()
+    progress = _Progress(0, [0] * plan.rows, csv)
     _announce(plan, out)
     return state, progress
+
+
+def _columns(plan: Plan) -> tuple[str, ...]:
+    return csv_columns(tuple(plan.cfg.get("sweep") or {}))
 
 
 def _announce(plan: Plan, out: Any) -> None:
@@ -247,11 +285,15 @@ def _announce(plan: Plan, out: Any) -> None:
               f"({plan.num_envs} envs x {plan.steps_per_env}) = {done_steps:,} env steps per seed"
               + (f" (total_steps {cfg['total_steps']:,} rounded up to whole updates)"
                  if done_steps != cfg["total_steps"] else ""))
+    if plan.swept:
+        grid = ", ".join(f"{k} ({len(v)} values)" for k, v in cfg["sweep"].items())
+        _say(out, f"[{plan.name}] sweep of {len(plan.members)} members x {cfg['seeds']} seed(s) in one program, "
+                  f"the grid of {grid}; the CSV's member column numbers them in that order")
     if hasattr(plan.algo, "buffer_nbytes"):
         obs_dim = int(np.prod(plan.env.observation_space(plan.env_params).shape))
         act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
         nbytes, line = plan.algo.buffer_nbytes(cfg, obs_dim, act_dim)
-        seeds = cfg["seeds"]
+        seeds = plan.rows
         _say(out, f"[{plan.name}] {line}" + (f"; x {seeds} seeds = {nbytes * seeds / 1e9:.2f} GB" if seeds > 1 else ""))
 
 
@@ -265,7 +307,7 @@ def _status_extra(plan: Plan) -> dict[str, Any]:
         act_dim = int(np.prod(plan.env.action_space(plan.env_params).shape))
         nbytes, _ = plan.algo.buffer_nbytes(cfg, obs_dim, act_dim)
         extra["buffer_capacity"] = int(cfg[cfg["algo"]]["buffer_size"])
-        extra["buffer_bytes"] = int(nbytes) * cfg["seeds"]
+        extra["buffer_bytes"] = int(nbytes) * plan.rows
     return extra
 
 
@@ -282,13 +324,14 @@ class _Programs:
         if n not in self.compiled:
             plan = self.plan
             t0 = time.perf_counter()
-            chunk = plan.algo.make_update_chunk(plan.env, plan.env_params, plan.cfg, n)
-            donate = (0,) if jax.default_backend() != "cpu" else ()
-            self.compiled[n] = jax.jit(jax.vmap(chunk), donate_argnums=donate).lower(state).compile()
+            chunk = learning.rows_chunk(plan.algo, plan.env, plan.env_params, plan.cfg, n)
+            donate = jax.default_backend() != "cpu"
+            self.compiled[n] = plan.placement.jit_chunk(chunk, state, donate).lower(state).compile()
             dt = time.perf_counter() - t0
             self.status.compiled(dt)
+            where = f" on {plan.placement.describe()}" if plan.placement.devices > 1 else ""
             self.status.say(f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
-                            f"steps x {plan.cfg['seeds']} seed(s) in {dt:.1f} s")
+                            f"steps x {plan.rows} run(s){where} in {dt:.1f} s")
         return self.compiled[n]
 
 
@@ -309,24 +352,25 @@ def train_agent(
     ckpts = Checkpoints(plan.ckpt_dir, cfg["checkpoint"]["max_to_keep"], async_save=cfg["checkpoint"]["async"])
     try:
         state, progress = _start(plan, ckpts, init_fn, learning.seed_keys(cfg), out)
-        tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] else None
-        total, per_update, seeds = plan.total_updates, plan.steps_per_update, cfg["seeds"]
-        status = LiveStatus(run_dir, plan.name, total_steps=total * per_update, seeds=seeds,
-                            done_steps=progress.updates * per_update, print_every_s=cfg["log"]["print_every_s"],
-                            out=out, extra=_status_extra(plan))
+        tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] and is_primary() else None
+        total, per_update, seeds = plan.total_updates, plan.steps_per_update, plan.rows
+        status: Any = LiveStatus(
+            run_dir, plan.name, total_steps=total * per_update, seeds=seeds, done_steps=progress.updates * per_update,
+            print_every_s=cfg["log"]["print_every_s"], out=out, extra=_status_extra(plan),
+        ) if is_primary() else _Silent()
         programs = _Programs(plan, status)
         while progress.updates < total:
             n = min(plan.chunk_updates - progress.updates % plan.chunk_updates, total - progress.updates)
             fn = programs.get(n, state)
             t0 = time.perf_counter()
             state, metrics = fn(state)
-            metrics = jax.device_get(metrics)
+            metrics = host_copy(metrics)
             dt = time.perf_counter() - t0
             prev = progress.updates
             progress.updates += n
             step = progress.updates * per_update
             progress.csv.append(chunk_rows(metrics, cfg, progress.episodes_done, step, progress.updates,
-                                           n * per_update * seeds / max(dt, 1e-9)))
+                                           n * per_update * seeds / max(dt, 1e-9), plan.members))
             if tb is not None:
                 tb.write(metrics, step)
             status.chunk(step, dt, float(np.mean(np.asarray(metrics["reward_avg"]))))
@@ -356,8 +400,13 @@ def train_agent(
 # The final evaluation
 # --------------------------------------------------------------------------------------------
 
-def _seed_names(cfg: Mapping[str, Any]) -> list[str]:
-    return [f"seed {cfg['seed'] + i}" for i in range(cfg["seeds"])]
+def _seed_names(plan: Plan) -> list[str]:
+    """``seed <k>`` per row; with a sweep ``<member's hyperparameters> seed <k>``."""
+    cfg = plan.cfg
+    seeds = [f"seed {cfg['seed'] + i}" for i in range(cfg["seeds"])]
+    if not plan.swept:
+        return seeds
+    return [f"{member_label(m)} {s}" for m in plan.members for s in seeds]
 
 
 def evaluation_done(plan: Plan) -> bool:
@@ -366,7 +415,7 @@ def evaluation_done(plan: Plan) -> bool:
         doc = json.loads(plan.evaluation_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(doc, Mapping) and all(isinstance(doc.get(name), Mapping) for name in _seed_names(plan.cfg))
+    return isinstance(doc, Mapping) and all(isinstance(doc.get(name), Mapping) for name in _seed_names(plan))
 
 
 def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: Any) -> dict[str, Any] | None:
@@ -378,7 +427,13 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
     written atomically to ``<run_dir>/evaluation/<algo>.json`` and its ``"table"`` (markdown), if
     any, to ``<run_dir>/evaluation/<algo>.md``.
     """
+    import jax
+
     ecfg = plan.cfg["eval"]
+    if comps.evaluate is not None and ecfg["enabled"] and jax.process_count() > 1:
+        state = host_copy(state)  # the state spans processes: every process takes part in gathering it
+    if not is_primary():
+        return None
     if comps.evaluate is None or not ecfg["enabled"]:
         why = "eval.enabled is false" if comps.evaluate is not None else "no evaluation is available"
         _say(out, f"[{plan.name}] evaluation skipped: {why}")
@@ -386,9 +441,14 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
     policies = {
         name: policy_from_state(state, plan.algo, plan.env, plan.env_params, plan.cfg, seed_index=i,
                                 step=updates * plan.steps_per_env, meta={"fingerprint": plan.fingerprint})
-        for i, name in enumerate(_seed_names(plan.cfg))
+        for i, name in enumerate(_seed_names(plan))
     }
     results = _jsonable(comps.evaluate(policies, seed=ecfg["seed"], hours=ecfg["hours"], optimal=ecfg["optimal"]))
+    if isinstance(results, Mapping) and plan.swept:
+        results = dict(results)
+        results["sweep"], table = sweep_summary(plan, results)
+        if table:
+            results["table"] = f"{results.get('table') or ''}\n\n{table}".strip()
     path = plan.evaluation_path
     if isinstance(results, Mapping) and isinstance(results.get("table"), str):
         atomic_write_text(path.with_suffix(".md"), results["table"] + "\n")
@@ -396,6 +456,33 @@ def evaluate_run(plan: Plan, state: Any, updates: int, comps: Components, out: A
     atomic_write_text(path, json.dumps(results, indent=2))  # last: its presence means done
     _say(out, f"[{plan.name}] evaluation written to {path}")
     return results
+
+
+def sweep_summary(plan: Plan, results: Mapping[str, Any], kpi: str = "return") -> tuple[dict[str, Any], str]:
+    """Each sweep member's mean ``kpi`` over its seeds with a bootstrap confidence interval
+    (:func:`oe3jax.evaluation.statistics.interval`), and the best member (highest mean); with a
+    markdown table. Members whose evaluation lacks ``kpi`` are left out."""
+    from oe3jax.evaluation.statistics import interval
+
+    names = _seed_names(plan)
+    seeds = int(plan.cfg["seeds"])
+    rows = []
+    for m, member in enumerate(plan.members):
+        scores = [results.get(n, {}).get(kpi) for n in names[m * seeds:(m + 1) * seeds]]
+        if any(not isinstance(v, (int, float)) for v in scores):
+            continue
+        stats = interval(np.asarray(scores, float)[:, None])
+        rows.append({"member": m, "hyperparameters": member, "mean": stats["mean"], "ci": stats["ci"], "seeds": seeds})
+    if not rows:
+        return {"kpi": kpi, "members": []}, ""
+    best = max(rows, key=lambda r: (r["mean"], -r["member"]))
+    lines = [f"Sweep: {kpi} of the evaluation, mean over {seeds} seed(s) with its 95 % bootstrap interval", "",
+             "| member | hyperparameters | mean | interval |", "|---:|---|---:|---|"]
+    for r in rows:
+        mark = " (best)" if r is best else ""
+        lines.append(f"| {r['member']}{mark} | {member_label(r['hyperparameters'])} | {r['mean']:.4g} | "
+                     f"{r['ci'][0]:.4g} to {r['ci'][1]:.4g} |")
+    return {"kpi": kpi, "members": rows, "best": best["member"]}, "\n".join(lines)
 
 
 def _jsonable(value: Any) -> Any:

@@ -81,6 +81,7 @@ def load_policy(
     """
     import jax
 
+    from oe3jax.learning.sweep import members
     from oe3jax.training.config import default_components, make_run_env
 
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)):
@@ -94,8 +95,9 @@ def load_policy(
     cfg = meta.get("config")
     if not isinstance(cfg, dict) or "algo" not in cfg:
         raise DamagedCheckpoint(directory / str(step), "its metadata has no config", api=True)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < int(cfg["seeds"]):
-        raise ValueError(f"load_policy: seed: expected an index in [0, {int(cfg['seeds']) - 1}], got {seed!r}")
+    rows = int(cfg["seeds"]) * len(members(cfg))  # a sweep's row m * seeds + i: member m, seed index i
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < rows:
+        raise ValueError(f"load_policy: seed: expected an index in [0, {rows - 1}], got {seed!r}")
     comps = components or default_components()
     algo_module = comps.get_algo(cfg["algo"])
     env, env_params = make_run_env(cfg, comps)

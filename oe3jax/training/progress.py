@@ -68,12 +68,18 @@ def _csv_text(rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
+def csv_columns(swept: Sequence[str] = ()) -> tuple[str, ...]:
+    """The CSV's columns: :data:`CSV_COLUMNS`, and for a sweep ``member`` and each swept key."""
+    return CSV_COLUMNS + (("member", *swept) if swept else ())
+
+
 class ProgressCSV:
     """``progress/<algo>_progress.csv``, kept to ``keep_rows`` data rows and then appended to."""
 
-    def __init__(self, path: Path, keep_rows: int, warn: Any = None):
+    def __init__(self, path: Path, keep_rows: int, warn: Any = None, columns: Sequence[str] = CSV_COLUMNS):
         warn = warn or sys.stderr
         self.path = Path(path)
+        self.columns = tuple(columns)
         lines: list[str] = []
         if keep_rows > 0:
             if not self.path.exists():
@@ -88,7 +94,7 @@ class ProgressCSV:
                     print(f"warning: {self.path} holds {max(len(lines) - 1, 0)} rows, the checkpoint "
                           f"recorded {keep_rows}", file=warn)
                 lines = lines[: keep_rows + 1]
-        header = _csv_text([CSV_COLUMNS])
+        header = _csv_text([self.columns])
         if lines and lines[0] != header:
             print(f"warning: {self.path} has another header; rewritten with the current columns", file=warn)
             lines[0] = header
@@ -96,24 +102,28 @@ class ProgressCSV:
         atomic_write_text(self.path, "".join(lines) if lines else header)
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        append_text(self.path, _csv_text([[_cell(row.get(col)) for col in CSV_COLUMNS] for row in rows]))
+        append_text(self.path, _csv_text([[_cell(row.get(col)) for col in self.columns] for row in rows]))
         self.rows += len(rows)
 
 
 def chunk_rows(
     metrics: Mapping[str, np.ndarray], cfg: Mapping[str, Any], episodes_done: list[int],
-    step: int, update: int, steps_per_s: float,
+    step: int, update: int, steps_per_s: float, members: Sequence[Mapping[str, float]] = ({},),
 ) -> list[dict[str, Any]]:
-    """The CSV rows of one chunk (one per seed); updates ``episodes_done`` in place."""
+    """The CSV rows of one chunk (one per seed, or per member and seed of a sweep: row
+    ``m * seeds + i``); updates ``episodes_done`` in place."""
     rows = []
-    for i in range(cfg["seeds"]):
+    seeds = int(cfg["seeds"])
+    for i in range(seeds * len(members)):
         m = {k: np.asarray(v)[i] for k, v in metrics.items()}
         n_ep = int(round(float(m.get("episodes", 0.0))))
         episodes_done[i] += n_ep
         row: dict[str, Any] = {
-            "episode": episodes_done[i], "step": step, "update": update, "seed": cfg["seed"] + i,
+            "episode": episodes_done[i], "step": step, "update": update, "seed": cfg["seed"] + i % seeds,
             "steps_per_s": round(steps_per_s, 1),
         }
+        if len(members) > 1 or members[0]:
+            row.update(members[i // seeds], member=i // seeds)
         for key in ("reward_avg", "actor_loss", "critic_loss", "entropy", "lr") + EXTRA_METRICS:
             row[key] = float(m[key]) if key in m else None
         if n_ep > 0:
