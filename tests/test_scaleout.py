@@ -63,9 +63,12 @@ out["rows_equal"] = rf.read_rows(rf.Path({tmp!r}) / "four") == rf.read_rows(rf.P
 np.savez({tmp!r} + "/half1.npz", *[np.asarray(x) for x in jax.tree_util.tree_leaves(q.state)])
 out["half1_devices"] = len(jax.tree_util.tree_leaves(q.state)[0].sharding.device_set)
 try:
-    rf.train({tmp!r} + "/three", ["--seeds", "3"])
+    rf.train({tmp!r} + "/three", ["--seeds", "3", "--set", "parallel.devices=4"])
 except ConfigError as exc:
     out["three"] = str(exc)
+# null devices: as many of the 4 as divide 3 seeds
+(t,) = rf.train({tmp!r} + "/three_auto", ["--seeds", "3", "--total-steps", "16"])
+out["three_auto_devices"] = sorted({{len(x.sharding.device_set) for x in jax.tree_util.tree_leaves(t.state)}})
 # the environments of each run split over 4 devices (data parallel) against one device
 envs = ["--seeds", "2", "--set", "dummy.num_envs=4"]
 (e4,) = rf.train({tmp!r} + "/envs4", envs + ["--set", "parallel.axis=envs"])
@@ -78,7 +81,7 @@ np.savez({tmp!r} + "/envs1.npz", *[np.asarray(x) for x in jax.tree_util.tree_lea
 out["envs_rows"] = [[r["reward_avg"], r["actor_loss"]] for r in rf.read_rows(rf.Path({tmp!r}) / "envs4")]
 out["envs_rows1"] = [[r["reward_avg"], r["actor_loss"]] for r in rf.read_rows(rf.Path({tmp!r}) / "envs1")]
 try:
-    rf.train({tmp!r} + "/envs2", ["--set", "parallel.axis=envs"])
+    rf.train({tmp!r} + "/envs2", ["--set", "parallel.axis=envs", "--set", "parallel.devices=4"])
 except ConfigError as exc:
     out["envs_two"] = str(exc)
 print("RESULT " + json.dumps(out))
@@ -116,6 +119,7 @@ def test_seed_axis_sharded_over_four_devices(forced):
     tmp_path, out = forced
     assert out["devices"] == 4 and out["rows_equal"] and out["state_devices"] == [4] and out["half1_devices"] == 4
     assert out["three"].startswith("seeds: 3 cannot be sharded over the 4 devices") and "\n" not in out["three"]
+    assert out["three_auto_devices"] == [3]  # parallel.devices null: the devices that divide the seeds
 
     # the sharded run against the same seeds on this process's one device: the same numbers
     # (the partitioned program may round a few operations differently, see README "Scaling out")

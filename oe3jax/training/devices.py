@@ -2,8 +2,8 @@
 
 Every leaf of the train state has a leading run axis (seeds, or the members x seeds of a sweep;
 :func:`oe3jax.learning.init_seeds`). A :class:`Placement` lays the state over a 1-D
-:class:`jax.sharding.Mesh` of ``parallel.devices`` devices (null: every device JAX sees, those of
-every process in a multi-process run) with :class:`jax.sharding.NamedSharding`:
+:class:`jax.sharding.Mesh` of ``parallel.devices`` devices (null: as many of the devices JAX sees, those of every process
+in a multi-process run, as divide what is sharded) with :class:`jax.sharding.NamedSharding`:
 
 - ``parallel.axis: seeds`` (default): the run axis is split, each device trains ``runs / devices``
   runs with the one-device program (``jax.shard_map``, no collective). Runs on 2 or on 4 devices
@@ -33,36 +33,49 @@ ENV_AXIS = "envs"
 
 PARALLEL_SPEC: dict[str, Field] = {
     "devices": Field(None, int, low=1, optional=True,
-                     help="devices the runs or the environments are sharded over (the first N); null: every device"),
+                     help="devices the runs or the environments are sharded over (the first N); null: as many of the "
+                          "devices as divide the runs (or each run's environments)"),
     "axis": Field(SEED_AXIS, str, choices=(SEED_AXIS, ENV_AXIS),
                   help="seeds: each device trains its own runs; envs: every run's environments are split "
                        "over the devices (data parallel, gradients reduced across them)"),
 }
 
 
+def _largest_divisor(total: int, at_most: int) -> int:
+    return max(d for d in range(1, max(1, min(total, at_most)) + 1) if total % d == 0)
+
+
 def device_count(cfg: Mapping[str, Any], members: int = 1, num_envs: int | None = None) -> int:
     """The number of devices a run uses, checked against what JAX sees and against what it
     shards: the rows of the train state (``seeds``, times the ``members`` of a sweep), or the
-    ``num_envs`` environments of each run (``parallel.axis: envs``)."""
+    ``num_envs`` environments of each run (``parallel.axis: envs``).
+
+    ``parallel.devices: null`` takes as many of the devices JAX sees as divide what is sharded
+    (every device when they divide it: 8 seeds on 4 GPUs use 4, 1 seed uses 1, 6 seeds use 3);
+    the run's first line says how many. A number is taken as asked, or refused in one line."""
     available = jax.device_count()
     wanted = cfg["parallel"]["devices"]
-    n = available if wanted is None else int(wanted)
-    if n > available:
-        raise ConfigError(f"parallel.devices: {n} devices asked for but JAX sees {available} "
+    if wanted is not None and int(wanted) > available:
+        raise ConfigError(f"parallel.devices: {int(wanted)} devices asked for but JAX sees {available} "
                           f"({jax.default_backend()}); accepted: 1 to {available}, or null for all")
-    where = "every device JAX sees" if wanted is None else "parallel.devices"
-    if cfg["parallel"]["axis"] == ENV_AXIS:
-        if num_envs is not None and num_envs % n:
-            raise ConfigError(f"{cfg['algo']}.num_envs: {num_envs} environments cannot be sharded over the {n} "
-                              f"devices ({where}); use a multiple of {n}, or set parallel.devices to a divisor "
-                              f"of {num_envs}")
-        return n
+    envs_axis = cfg["parallel"]["axis"] == ENV_AXIS
     seeds = int(cfg["seeds"])
     rows = seeds * members
+    if wanted is None:
+        if envs_axis and num_envs is None:
+            return available
+        return _largest_divisor(int(num_envs) if envs_axis else rows, available)
+    n = int(wanted)
+    if envs_axis:
+        if num_envs is not None and num_envs % n:
+            raise ConfigError(f"{cfg['algo']}.num_envs: {num_envs} environments cannot be sharded over the {n} "
+                              f"devices (parallel.devices); use a multiple of {n}, or set parallel.devices to a "
+                              f"divisor of {num_envs}")
+        return n
     if rows % n:
         what = f"{seeds}" if members == 1 else f"{seeds} (x {members} sweep members = {rows} runs)"
-        raise ConfigError(f"seeds: {what} cannot be sharded over the {n} devices ({where}); use a multiple "
-                          f"of {n} runs, set parallel.devices to a divisor of {rows}, or parallel.axis: envs")
+        raise ConfigError(f"seeds: {what} cannot be sharded over the {n} devices (parallel.devices); use a "
+                          f"multiple of {n} runs, set parallel.devices to a divisor of {rows}, or parallel.axis: envs")
     return n
 
 
