@@ -16,6 +16,20 @@ Two architectures, chosen by ``network.kind``:
     the same parameters drive a park of any size, and permuting the sockets permutes their
     actions.
 
+Battery head (``battery_head``, socket_shared only): ``power`` reads the battery's action (a
+fraction of its power rating) straight off the head. ``import`` makes the head output two grid-import
+levels instead, a discharge level ``L`` and a charge level ``C <= L`` (kW), and the battery's mean
+becomes ``(clip(net, C, L) - net) / power rating``: it discharges what the hour's net load exceeds
+``L``, charges what ``C`` exceeds it (PV surplus when ``C = 0``, grid energy above), and idles in
+between. The net load (``mall + EV - PV``) is computed from the raw observation: the current
+hour's PV and mall forecasts and, for the EV, every plugged socket's deterministic action times
+its rating, capped by its need (no gradient flows through that estimate). Shaving the import to a
+level is then a constant output instead of a function of the net load to be learned. Both levels
+start at 0 (``import_target_init`` moves ``L``): the greedy rule, discharging whenever there is
+net load and storing every PV surplus. With ``squash: tanh`` the battery's action is ``tanh`` of
+that mean, so a level is met exactly only near idle. The head needs the raw observation (the
+algorithm's ``normalize_obs: false``) and the forecasts of the current hour (a forecast offset 0).
+
 Precision: every layer computes in ``dtype`` (the configured precision) and stores its
 parameters in float32 (``param_dtype``); outputs (means, log-stds, values, Q-values) are cast to
 float32 before any distribution or loss.
@@ -28,6 +42,7 @@ action is the squashed mean.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +58,7 @@ ACTIVATIONS = ("tanh", "relu", "silu", "gelu", "elu")
 SQUASHES = ("clip", "tanh")
 LOG_STD_MODES = ("state_independent", "state_dependent")
 POOLS = ("mean", "mean_max")
+BATTERY_HEADS = ("power", "import")
 
 # Bounds of a state-dependent log standard deviation (the usual SAC range).
 LOG_STD_MIN = -5.0
@@ -65,6 +81,13 @@ NETWORK_SPEC: dict[str, Field] = {
     "socket_action_init": Field(0.0, float, low=-1.0, high=1.0,
                                 help="initial mean of every socket action (EV park only); 1.0 starts from "
                                      "the uncontrolled policy: full power, battery idle"),
+    "battery_head": Field("power", str, choices=BATTERY_HEADS,
+                          help="socket_shared: the battery head outputs its power (power), or a discharge "
+                               "and a charge level of the grid import between which the hour's net load "
+                               "is kept (import; needs raw observations: normalize_obs false)"),
+    "import_target_init": Field(0.0, float, low=-1.0, high=1.0,
+                                help="battery_head import: the initial discharge level, a fraction of the largest "
+                                     "import (grid_ref_kw); 0 starts from the greedy rule"),
     "squash": Field("clip", str, choices=SQUASHES,
                     help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
 }
@@ -225,6 +248,32 @@ class SocketTorso(nn.Module):
         return embed, hidden, summary
 
 
+@dataclasses.dataclass(frozen=True)
+class ImportSite:
+    """What the ``import`` battery head reads off a raw observation, and the site's constants (static)."""
+
+    pv_index: int            # global feature: PV forecast of the current hour / pv_ac_kw
+    mall_index: int          # global feature: mall forecast of the current hour / mall_ref_kw
+    pv_ac_kw: float
+    mall_ref_kw: float
+    grid_ref_kw: float
+    power_kw: float
+    moto_kw: float
+    taxi_kw: float
+    moto_battery_kwh: float
+    taxi_battery_kwh: float
+
+    def net_load_kw(self, glob: jax.Array, sockets: jax.Array, socket_action: jax.Array) -> jax.Array:
+        """``mall + EV - PV`` of the hour (kW, float32): EV is every plugged socket's
+        ``min(max(action, 0) * rating, need)``, as the environment's step delivers it."""
+        glob, sockets, socket_action = (x.astype(_F32) for x in (glob, sockets, socket_action))
+        occupied, need_frac, is_taxi = sockets[..., 0], sockets[..., 1], sockets[..., 3]
+        rating = self.moto_kw + is_taxi * (self.taxi_kw - self.moto_kw)
+        need_kwh = need_frac * (self.moto_battery_kwh + is_taxi * (self.taxi_battery_kwh - self.moto_battery_kwh))
+        ev_kw = jnp.sum(occupied * jnp.minimum(jnp.maximum(socket_action, 0.0) * rating, need_kwh), axis=-1)
+        return glob[..., self.mall_index] * self.mall_ref_kw + ev_kw - glob[..., self.pv_index] * self.pv_ac_kw
+
+
 class SocketSharedActor(nn.Module):
     """Gaussian actor whose socket head is shared by all sockets; returns float32 ``(mean, log_std)``.
 
@@ -243,6 +292,9 @@ class SocketSharedActor(nn.Module):
     log_std_init: float = -0.5
     dtype: Any = _F32
     socket_action_init: float = 0.0  # added to every socket's mean (initial action prior)
+    import_site: ImportSite | None = None  # set: the battery head outputs grid-import levels
+    squash: str = "clip"  # the policy's squash (the import head's EV estimate uses the socket actions)
+    import_target_init: float = 0.0  # the import head's initial discharge level, a fraction of grid_ref_kw
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -260,14 +312,26 @@ class SocketSharedActor(nn.Module):
         x = MLP(self.socket_hidden_sizes[-1:], self.activation, self.dtype, name="socket_head")(per_socket)
         socket_out = _dense(n_out, self.dtype, 0.01, name="socket_out")(x).astype(_F32)  # [..., n, n_out]
 
-        b = MLP(self.hidden_sizes, self.activation, self.dtype, name="battery_head")(
-            jnp.concatenate([embed, summary], axis=-1)
-        )
-        battery_out = _dense(n_out, self.dtype, 0.01, name="battery_out")(b).astype(_F32)  # [..., n_out]
+        socket_mean = socket_out[..., 0] + self.socket_action_init
+        head_in = [embed, summary]
+        site = self.import_site
+        if site is not None:
+            glob, sockets = split_observation(obs, self.n_global, self.n_socket_features)
+            net_kw = jax.lax.stop_gradient(site.net_load_kw(glob, sockets, squash(socket_mean, self.squash)))
+            head_in.append((net_kw / site.grid_ref_kw)[..., None].astype(embed.dtype))
+        b = MLP(self.hidden_sizes, self.activation, self.dtype, name="battery_head")(jnp.concatenate(head_in, axis=-1))
+        n_levels = 1 if site is None else 2  # the battery's mean, or the discharge and charge levels
+        battery_out = _dense(n_levels + n_out - 1, self.dtype, 0.01, name="battery_out")(b).astype(_F32)
+        battery_mean = battery_out[..., :1]
+        if site is not None:  # import levels, fractions of grid_ref_kw: discharge above L, charge below C <= L
+            level_kw = (battery_out[..., :1] + self.import_target_init) * site.grid_ref_kw
+            charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
+            net = net_kw[..., None]
+            battery_mean = (jnp.clip(net, charge_kw, level_kw) - net) / site.power_kw
 
-        mean = jnp.concatenate([battery_out[..., :1], socket_out[..., 0] + self.socket_action_init], axis=-1)
+        mean = jnp.concatenate([battery_mean, socket_mean], axis=-1)
         if state_dep:
-            raw = jnp.concatenate([battery_out[..., 1:], socket_out[..., 1]], axis=-1)
+            raw = jnp.concatenate([battery_out[..., n_levels:], socket_out[..., 1]], axis=-1)
             log_std = _bound_log_std(raw, self.log_std_init)
         else:
             pair = _LogStd(2, self.log_std_init)()  # battery, sockets
@@ -383,11 +447,42 @@ def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = 
             net_cfg["log_std_init"], dtype, offset,
         )
     n_g, n_f = _layout(env, env_params, f"kind: {net_cfg['kind']!r}", "'mlp'")
+    site = import_site(env, env_params) if net_cfg["battery_head"] == "import" else None
     return SocketSharedActor(
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
-        net_cfg["log_std_init"], dtype, socket_init,
+        net_cfg["log_std_init"], dtype, socket_init, site, net_cfg["squash"], net_cfg["import_target_init"],
     )
+
+
+def import_site(env: Any, env_params: Any) -> ImportSite:
+    """The observation indices and site constants the ``import`` battery head needs."""
+    names = tuple(getattr(env, "global_features", ()))
+    scenario = getattr(env, "scenario", None)
+    if scenario is None or "pv_0h" not in names or "mall_0h" not in names:
+        raise ConfigError(
+            "network.battery_head: 'import' needs the EV park with the forecasts of the current hour "
+            f"(forecast_offsets containing 0); {env.name} has none; accepted here: 'power'"
+        )
+    return ImportSite(
+        pv_index=names.index("pv_0h"), mall_index=names.index("mall_0h"),
+        pv_ac_kw=float(env_params.pv_ac_kw), mall_ref_kw=float(env_params.mall_ref_kw),
+        grid_ref_kw=float(env_params.grid_ref_kw), power_kw=float(env_params.power_kw),
+        moto_kw=float(scenario.moto_kw), taxi_kw=float(scenario.taxi_kw),
+        moto_battery_kwh=float(scenario.moto_battery_kwh), taxi_battery_kwh=float(scenario.taxi_battery_kwh),
+    )
+
+
+def check_battery_head(net_cfg: dict[str, Any], algo_cfg: Any, section: str) -> None:
+    """The ``import`` head reads kW off the raw observation: refuse a normalised one."""
+    if net_cfg["battery_head"] != "import":
+        return
+    if net_cfg["kind"] != "socket_shared":
+        raise ConfigError(f"network.battery_head: 'import' needs network.kind 'socket_shared', got "
+                          f"{net_cfg['kind']!r}; accepted with 'mlp': 'power'")
+    if algo_cfg.get("normalize_obs", False):
+        raise ConfigError(f"{section}.normalize_obs: network.battery_head 'import' reads the raw observation; "
+                          "expected false, got true")
 
 
 def make_critic(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = _F32) -> nn.Module:

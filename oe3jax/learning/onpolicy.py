@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from oe3jax.learning import networks, normalize, stepping
+from oe3jax.learning import networks, normalize, shaping, stepping
 from oe3jax.learning.normalize import Normalizer, ObsNormState
 from oe3jax.learning.precision import LossScaler, LossScaleState, compute_dtype, make_loss_scaler
 from oe3jax.schema import ConfigError, Field
@@ -56,6 +56,7 @@ def config_spec(**defaults: Any) -> dict[str, Field]:
         **normalize.config_spec(enabled=True),
         "reward_scale": Field(1.0, float, low=0.0, low_open=True,
                               help="rewards are multiplied by this for learning (not in reward_avg)"),
+        "shaping": shaping.config_field(),
     }
     for key, value in defaults.items():
         spec[key] = dataclasses.replace(spec[key], default=value)
@@ -112,8 +113,11 @@ def with_learning_rate(opt_state: Any, lr: jax.Array) -> Any:
 class ActorCritic:
     """The Gaussian actor and the state-value critic of a configuration, and the policy's squash mode."""
 
-    def __init__(self, env: Any, env_params: Any, cfg: Mapping[str, Any]):
+    def __init__(self, env: Any, env_params: Any, cfg: Mapping[str, Any], name: str | None = None):
         dtype = compute_dtype(cfg["precision"])
+        name = name if name is not None else cfg.get("algo")
+        if name is not None:
+            networks.check_battery_head(cfg["network"], cfg[name], name)
         self.actor: nn.Module = networks.make_actor(cfg["network"], env, env_params, dtype)
         self.critic: nn.Module = networks.make_critic(cfg["network"], env, env_params, dtype)
         self.squash: str = cfg["network"]["squash"]
@@ -230,15 +234,18 @@ def gae(
 
 
 def make_batch(
-    nets: ActorCritic, norm: Normalizer, algo_cfg: Mapping[str, Any], state: OnPolicyState, traj: Trajectory
+    nets: ActorCritic, norm: Normalizer, algo_cfg: Mapping[str, Any], state: OnPolicyState, traj: Trajectory,
+    phi: shaping.Potential | None = None,
 ) -> Batch:
-    """Normalise the trajectory's observations, evaluate the critic, and compute GAE targets."""
+    """Normalise the trajectory's observations, evaluate the critic, and compute GAE targets (on the
+    rewards shaped by the potential ``phi``, if any, then scaled by ``reward_scale``)."""
     obs = norm(state.obs_norm, traj.obs)
     final_obs = norm(state.obs_norm, traj.final_obs)
     critic = state.params["critic"]
     values = nets.critic.apply(critic, obs)
     next_values = nets.critic.apply(critic, final_obs)
-    adv, target = gae(traj.reward * algo_cfg["reward_scale"], values, next_values, traj.terminated, traj.done,
+    reward = shaping.shaped_reward(phi, traj.reward, traj.obs, traj.final_obs, traj.terminated, algo_cfg["gamma"])
+    adv, target = gae(reward * algo_cfg["reward_scale"], values, next_values, traj.terminated, traj.done,
                       algo_cfg["gamma"], algo_cfg["gae_lambda"])
     return Batch(obs, traj.u, traj.log_prob, values, adv, target)
 
@@ -289,7 +296,7 @@ class OnPolicy:
     def init(self, key: jax.Array, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> OnPolicyState:
         """A fresh train state: initial parameters, optimizer state and ``num_envs`` reset environments."""
         c = self.section(cfg)
-        nets = ActorCritic(env, env_params, cfg)
+        nets = ActorCritic(env, env_params, cfg, self.name)
         k_actor, k_critic, k_env, k_next = jax.random.split(stepping.as_key(key), 4)
         dummy = jnp.zeros((nets.obs_dim,), _F32)
         params = {"actor": nets.actor.init(k_actor, dummy), "critic": nets.critic.init(k_critic, dummy)}
@@ -311,17 +318,18 @@ class OnPolicy:
         collect a trajectory, build the batch, ``learn`` (the algorithm's gradient steps), update the
         observation statistics. Metrics: sums for :data:`SUM_METRICS`, means over updates for the rest."""
         c = self.section(cfg)
-        nets = ActorCritic(env, env_params, cfg)
+        nets = ActorCritic(env, env_params, cfg, self.name)
         learn = self.make_learn(LearnSetup(c, nets, self.optimizer(c), make_loss_scaler(cfg["precision"])))
         norm = normalize.normalizer(c)
         n_total = total_updates(cfg, c, self.name) if c["lr_schedule"] == "linear" else 1
+        phi = shaping.potential(c["shaping"], env, env_params, f"{self.name}.shaping")
 
         def one_update(state: OnPolicyState, _: None) -> tuple[OnPolicyState, dict[str, jax.Array]]:
             lr = learning_rate(c, n_total, state.update_count)
             state = state.replace(opt_state=with_learning_rate(state.opt_state, lr))
             key, k_collect, k_learn = jax.random.split(stepping.as_key(state.rng), 3)
             state, traj, episode_sums = collect(env, env_params, nets, norm, c["num_steps"], state, k_collect)
-            batch = make_batch(nets, norm, c, state, traj)
+            batch = make_batch(nets, norm, c, state, traj, phi)
             flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)  # [num_steps * num_envs, ...]
             state, learn_metrics = learn(k_learn, state, flat)
             state = state.replace(
@@ -343,7 +351,7 @@ class OnPolicy:
 
     def make_policy(self, env: Any, env_params: Any, cfg: Mapping[str, Any]) -> Callable[[Any, jax.Array], jax.Array]:
         """``act(policy_params, obs) -> action``: the squashed mean of the actor, float32."""
-        nets = ActorCritic(env, env_params, cfg)
+        nets = ActorCritic(env, env_params, cfg, self.name)
         norm = normalize.normalizer(self.section(cfg))
 
         def act(params: dict[str, Any], obs: jax.Array) -> jax.Array:

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from oe3jax.learning import EPISODE_TOTALS, METRIC_KEYS, gradient, networks, normalize, stepping
+from oe3jax.learning import EPISODE_TOTALS, METRIC_KEYS, gradient, networks, normalize, shaping, stepping
 from oe3jax.learning import buffer as rb
 from oe3jax.learning.normalize import ObsNormState
 from oe3jax.learning.precision import LossScaleState, all_finite, compute_dtype, make_loss_scaler
@@ -77,6 +77,7 @@ CONFIG_SPEC: dict[str, Field] = {
     "reward_scale": Field(1.0, float, low=0.0, low_open=True,
                           help="rewards are multiplied by this for learning (not in reward_avg)"),
     **normalize.config_spec(enabled=False),
+    "shaping": shaping.config_field(),
 }
 
 NUM_CRITICS = 2
@@ -101,6 +102,7 @@ class SACNetworks:
                 f"network.squash: SAC needs a tanh-squashed policy; expected 'tanh', got {net_cfg['squash']!r}"
             )
         dtype = compute_dtype(cfg["precision"])
+        networks.check_battery_head(net_cfg, cfg[NAME], NAME)
         self.actor = networks.make_actor(net_cfg, env, env_params, dtype)
         self.critic = networks.make_q_critic(net_cfg, env, env_params, dtype, NUM_CRITICS)
         self.obs_dim, self.action_dim = networks.space_dims(env, env_params)
@@ -343,6 +345,7 @@ def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_upd
     num_envs, batch_size = int(c["num_envs"]), int(c["batch_size"])
     learning_starts = max(int(c["learning_starts"]), batch_size)
     actor_lr = _learning_rates(c)[0]
+    phi = shaping.potential(c["shaping"], env, env_params, f"{NAME}.shaping")
     loss_names = ("actor_loss", "critic_loss", "entropy", "q_mean")
 
     def learn(ln: Learner, buffer: rb.BufferState, obs_norm: ObsNormState, key: jax.Array) -> tuple[Learner, dict]:
@@ -369,7 +372,9 @@ def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_upd
         env_action = low + (action + 1.0) * 0.5 * (high - low)
         s = stepping.step_envs(env, env_params, k_env, state.env_state, env_action, state.ep_return)
         stored = rb.Transition(
-            obs=state.obs, action=action, reward=s.reward, next_obs=s.final_obs,
+            obs=state.obs, action=action,
+            reward=shaping.shaped_reward(phi, s.reward, state.obs, s.final_obs, s.terminated, float(c["gamma"])),
+            next_obs=s.final_obs,
             terminated=s.terminated.astype(jnp.bool_),
         )
         state = state.replace(

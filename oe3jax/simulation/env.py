@@ -239,6 +239,18 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         # static per-socket layout: motos first, then mototaxis
         self._is_taxi = np.r_[np.zeros(self.n_moto, bool), np.ones(self.n_taxi, bool)]
 
+    @property
+    def global_features(self) -> tuple[str, ...]:
+        """The names of the ``n_global`` global observation features, in order (docs/physics.md):
+        ``pv_<k>h`` and ``mall_<k>h`` are the forecasts at offset ``k``."""
+        calendar = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "day_sin", "day_cos")
+        forecasts = tuple(f"{kind}_{k}h" for kind in ("pv", "mall") for k in self.forecast_offsets)
+        park = ("soc", "occupied_moto", "occupied_taxi", "need", "tariff", "month_peak", "month_elapsed")
+        return calendar + forecasts + park
+
+    #: The names of the ``n_socket_features`` features of each socket, in order.
+    SOCKET_FEATURES = ("occupied", "need", "hours_left", "is_taxi")
+
     # ----------------------------------------------------------------- gymnax plumbing
     @property
     def default_params(self) -> EnvParams:

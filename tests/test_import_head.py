@@ -1,0 +1,117 @@
+"""The ``import`` battery head: import levels between which the battery keeps the hour's net load.
+
+The net load is recomputed here from the environment's state and profiles (not from the
+observation the head reads), with the step's own EV delivery rule.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from oe3jax.learning import networks
+from oe3jax.schema import ConfigError, resolve
+from oe3jax.simulation.env import make_env
+
+NET = {"kind": "socket_shared", "battery_head": "import", "hidden_sizes": [8], "socket_hidden_sizes": [8],
+       "global_embed_size": 8, "socket_action_init": 1.0}
+
+
+def _net(**over):
+    return resolve(networks.NETWORK_SPEC, {**NET, **over})
+
+
+@pytest.fixture(scope="module")
+def park():
+    """iquitos-38 at an evening hour with vehicles plugged, a partly charged battery."""
+    env, params = make_env("iquitos-38", reward="peak", start_hour=17 * 24 + 16)
+    obs, state = env.reset(jax.random.key(4), params)
+    for k in range(3):  # 16:00 -> 19:00, vehicles arriving, battery idle
+        action = jnp.concatenate([jnp.zeros(1), jnp.ones(env.n_sockets)])
+        obs, state, *_ = env.step(jax.random.key(10 + k), state, action, params)
+    assert int(state.occupied.sum()) > 0
+    return env, params, obs, state
+
+
+def _net_load_kw(env, params, state, socket_action):
+    """mall + EV - PV of the state's hour, EV as the step delivers it (independent of the observation)."""
+    t, y = int(state.t), int(state.year)
+    rating = np.asarray(params.socket_kw)
+    a = np.clip(np.asarray(socket_action, np.float64), -1.0, 1.0)
+    ev = np.where(np.asarray(state.occupied), np.minimum(np.maximum(a, 0.0) * rating, np.asarray(state.need_kwh)), 0.0)
+    return float(params.mall_kw[y, t]) + ev.sum() - float(params.pv_kw[y, t])
+
+
+def _with_levels(actor_params, level_frac, charge_frac=0.0):
+    """The actor's parameters with the import head's levels fixed (fractions of grid_ref_kw)."""
+    p = jax.tree.map(jnp.asarray, actor_params)
+    out = p["params"]["battery_out"]
+    out["kernel"] = jnp.zeros_like(out["kernel"])
+    out["bias"] = jnp.zeros_like(out["bias"]).at[0].set(level_frac).at[1].set(charge_frac)
+    return p
+
+
+@pytest.mark.parametrize("level_kw, charge_kw", [(0.0, 0.0), (400.0, 0.0), (1500.0, 0.0), (1500.0, 1400.0),
+                                                 (3000.0, 2900.0), (500.0, 900.0)])
+def test_battery_mean_keeps_the_import_between_the_levels(park, level_kw, charge_kw):
+    env, params, obs, state = park
+    actor = networks.make_actor(_net(), env, params)
+    p = actor.init(jax.random.key(0), obs)
+    ref = float(params.grid_ref_kw)
+    p = _with_levels(p, level_kw / ref, charge_kw / ref)
+    mean, _ = actor.apply(p, obs)
+    net = _net_load_kw(env, params, state, mean[1:])
+    charge_kw = min(charge_kw, level_kw)  # a charge level above the discharge level is the discharge level
+    expected = (min(max(net, charge_kw), level_kw) - net) / float(params.power_kw)
+    assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_ev_estimate_follows_the_socket_actions(park):
+    # sockets off (a socket mean of -1): the net load is the mall's minus PV, whatever is plugged
+    env, params, obs, state = park
+    actor = networks.make_actor(_net(socket_action_init=-1.0), env, params)
+    p = actor.init(jax.random.key(0), obs)
+    p["params"]["socket_out"]["kernel"] = jnp.zeros_like(p["params"]["socket_out"]["kernel"])
+    p = _with_levels(p, 0.0)
+    mean, _ = actor.apply(p, obs)
+    t, y = int(state.t), int(state.year)
+    mall_minus_pv = float(params.mall_kw[y, t] - params.pv_kw[y, t])
+    assert float(mean[0]) == pytest.approx(-mall_minus_pv / float(params.power_kw), abs=1e-4)
+    assert _net_load_kw(env, params, state, np.ones(env.n_sockets)) > mall_minus_pv + 1.0  # vehicles want energy
+
+
+def test_zero_target_is_the_greedy_rule(park):
+    # T = 0: discharge the net load (the step caps it at the load and the SOC window), store a PV surplus
+    env, params, obs, state = park
+    actor = networks.make_actor(_net(), env, params)
+    p = _with_levels(actor.init(jax.random.key(0), obs), 0.0)
+    mean, _ = actor.apply(p, obs)
+    from oe3jax.control.rules import make_greedy
+
+    greedy = make_greedy(env.scenario)(obs, state, params)
+    # both discharge at the net load (greedy asks for the full rating; the step caps it at the net load)
+    step = lambda a: env.step_env(jax.random.key(0), state, a, params)[4]["flows"]["bess_discharge"]
+    a_head = jnp.concatenate([jnp.clip(mean[:1], -1, 1), greedy[1:]])
+    assert float(step(a_head)) == pytest.approx(float(step(greedy)), rel=1e-4)
+
+
+def test_global_feature_names_index_the_observation(park):
+    env, params, obs, state = park
+    names = env.global_features
+    assert len(names) == env.obs_layout.n_global
+    assert float(obs[names.index("soc")]) == pytest.approx(float(state.energy_kwh / params.capacity_kwh))
+    t, y = int(state.t), int(state.year)
+    assert float(obs[names.index("mall_1h")]) == pytest.approx(float(params.mall_kw[y, t + 1] / params.mall_ref_kw))
+    assert float(obs[names.index("month_peak")]) == pytest.approx(float(state.month_peak_kw / params.grid_ref_kw))
+
+
+def test_import_head_refusals():
+    env, params = make_env("iquitos-38", forecast_offsets=(1, 2))
+    with pytest.raises(ConfigError, match="network.battery_head: 'import' needs the EV park with the forecasts"):
+        networks.make_actor(_net(), env, params)
+    with pytest.raises(ConfigError, match="ppo.normalize_obs: network.battery_head 'import' reads the raw"):
+        networks.check_battery_head(_net(), {"normalize_obs": True}, "ppo")
+    with pytest.raises(ConfigError, match="network.battery_head: 'import' needs network.kind 'socket_shared'"):
+        networks.check_battery_head(_net(kind="mlp"), {"normalize_obs": False}, "sac")
+    networks.check_battery_head(_net(battery_head="power"), {"normalize_obs": True}, "ppo")  # no constraint
