@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""Trained agents beside every baseline on held-out weather years, with confidence intervals.
+
+    python scripts/peak_results.py baselines --reward peak --out results/peak_baselines.json
+    python scripts/peak_results.py report RUN_DIR... --baselines results/peak_baselines.json \\
+        --out results/peak --title "..."
+
+``baselines`` runs every controller of :data:`BASELINES` (the rules, the MPCs and the optima) on
+the conditions ``--years x --eval-seeds`` (arrival seeds ``--first-eval-seed`` onwards, 1000 by
+default as in ``scripts/evaluate.py``) of iquitos-128 under the reward ``--reward``, and keeps
+every per-condition KPI in a JSON file: the MPCs take minutes a condition, so they are run once.
+``report`` evaluates every training seed's deterministic policy of each run directory on the
+same conditions (one vmapped program per run), adds the cached baselines and writes
+``OUT.json`` (every per-condition value, the intervals and shares of
+:func:`oe3jax.evaluation.compare.statistics_report`) and ``OUT.md`` (the tables, the bar: sum of
+monthly peaks below the rule's at >= 99 % of the uncontrolled EV energy and at most 1 % more CO2
+than the rule; and the commands). Baselines and agents must have been run on the same
+conditions and reward.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+HOURS = 8760
+FIRST_EVAL_SEED = 1000
+
+
+def _baselines() -> tuple[Any, ...]:
+    from oe3jax.evaluation.compare import BASELINES, registered
+
+    extra = (
+        registered("mpc", per_condition=True, costly=True),
+        registered("mpc_ev", per_condition=True, costly=True),
+        registered("optimum_reward", per_condition=True, oracle=True, costly=True),
+    )
+    return tuple(b for b in BASELINES if b.name != "optimum_cost") + extra
+
+
+def _year_env(year: str, reward: str, overrides: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    from oe3jax.simulation.env import make_env
+
+    return make_env("iquitos-128", episode_hours=HOURS, reward=reward, **{**(overrides or {}),
+                                                                         "weather_years": (year,)})
+
+
+def run_baselines(args: argparse.Namespace, command: str) -> int:
+    import jax
+
+    from oe3jax.evaluation.compare import evaluate_conditions
+
+    seeds = list(range(args.first_eval_seed, args.first_eval_seed + args.eval_seeds))
+    chosen = [b for b in _baselines() if not args.only or b.name in args.only]
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.exists() else {"values": {}, "seconds": {}}
+    for key in ("reward", "years", "arrival_seeds"):
+        if key in doc and doc[key] != {"reward": args.reward, "years": args.years, "arrival_seeds": seeds}[key]:
+            print(f"error: {out} holds other conditions ({key} = {doc[key]})", file=sys.stderr)
+            return 2
+    envs = {year: _year_env(year, args.reward) for year in args.years}
+    for b in chosen:
+        if b.name in doc["values"] and not args.redo:
+            print(f"  {b.name}: cached")
+            continue
+        res = evaluate_conditions({}, lambda year: envs[year], seeds, args.years, HOURS, baseline_list=[b],
+                                  progress=lambda line: print("  " + line, flush=True))
+        doc["values"][b.name] = {k: v.tolist() for k, v in res.values[b.name].items()}
+        doc["seconds"][b.name] = res.seconds[b.name]
+        doc["describe"] = {**doc.get("describe", {}), b.name: b.describe}
+        doc.update(reward=args.reward, years=args.years, arrival_seeds=seeds, scenario="iquitos-128", hours=HOURS,
+                   commands=sorted(set(doc.get("commands", [])) | {command}),
+                   device=str(jax.devices()[0]), versions={"jax": jax.__version__,
+                                                           "python": platform.python_version()})
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc) + "\n")
+    return 0
+
+
+def _load_agents(run_dirs: list[str], names: list[str] | None) -> tuple[dict[str, list[Any]], dict[str, dict]]:
+    from oe3jax import load_policy
+
+    agents: dict[str, list[Any]] = {}
+    info: dict[str, dict] = {}
+    for i, run_dir in enumerate(run_dirs):
+        first = load_policy(run_dir)
+        seeds = int(first.config["seeds"])
+        policies = [first] + [load_policy(run_dir, step=first.step, seed=k) for k in range(1, seeds)]
+        name = names[i] if names else first.algo
+        agents[name] = policies
+        status = Path(run_dir) / "timing.json"
+        info[name] = {"run_dir": str(run_dir), "algo": first.algo, "checkpoint_step": first.step,
+                      "total_steps": first.config.get("total_steps"), "training_seeds": [p.seed for p in policies],
+                      "training_years": list(first.env.scenario.weather_years),
+                      "wall_s": json.loads(status.read_text()) if status.exists() else None}
+    return agents, info
+
+
+def run_report(args: argparse.Namespace, command: str) -> int:
+    import jax
+    import numpy as np
+
+    from oe3jax.evaluation.compare import (ConditionResults, evaluate_conditions, statistics_markdown,
+                                           statistics_report)
+
+    base = json.loads(Path(args.baselines).read_text())
+    years, seeds = base["years"], base["arrival_seeds"]
+    agents, info = _load_agents(args.run_dirs, args.names)
+    overrides = {k: v for k, v in agents[next(iter(agents))][0].config.get("scenario_overrides", {}).items()
+                 if k != "weather_years"}
+    envs = {year: _year_env(year, base["reward"], overrides) for year in years}
+    for name, pols in agents.items():
+        if pols[0].env.scenario.reward != base["reward"]:
+            print(f"error: {name} was trained on reward {pols[0].env.scenario.reward!r}, the baselines on "
+                  f"{base['reward']!r}", file=sys.stderr)
+            return 2
+        print(f"== {name}: {len(pols)} seeds, step {pols[0].step}", flush=True)
+    res = evaluate_conditions(agents, lambda year: envs[year], seeds, years, HOURS, baseline_list=[],
+                              progress=lambda line: print("  " + line, flush=True))
+    order = [b.name for b in _baselines() if b.name in base["values"]]
+    all_b = {b.name: b for b in _baselines()}
+    values = {**res.values, **{n: {k: np.asarray(v) for k, v in base["values"][n].items()} for n in order}}
+    kinds = {**res.kinds, **{n: "baseline" for n in order}}
+    merged = ConditionResults(
+        scenario=res.scenario, hours=HOURS, conditions=res.conditions, values=values, kinds=kinds,
+        seconds={**res.seconds, **base["seconds"]}, baselines={n: all_b[n] for n in order},
+        optimises={n: tuple(all_b[n].optimises) for n in order},
+    )
+    report = statistics_report(merged)
+    report.update(command=command, baseline_commands=base["commands"], reward=base["reward"], years=years,
+                  arrival_seeds=seeds, agents_info=info, device=str(jax.devices()[0]))
+    report["bar"] = _bar(values, list(agents))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    text = _markdown(report, args.title)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+def _bar(values: dict[str, dict[str, Any]], agents: list[str]) -> dict[str, Any]:
+    """Per agent, seed and condition: monthly peaks below the rule's, EV share and CO2 against the rule."""
+    import numpy as np
+
+    rule, unc = values["rule"], values["uncontrolled"]
+    out = {}
+    for name in agents:
+        v = values[name]
+        peaks = np.asarray(v["monthly_peaks_sum_kw"]) < np.asarray(rule["monthly_peaks_sum_kw"])[0]
+        ev = np.asarray(v["ev_delivered_kwh"]) / np.asarray(unc["ev_delivered_kwh"])[0]
+        co2 = np.asarray(v["co2_kg"]) / np.asarray(rule["co2_kg"])[0] - 1.0
+        out[name] = {"peaks_below_rule_frac": float(peaks.mean()), "ev_share_min": float(ev.min()),
+                     "ev_share_mean": float(ev.mean()), "co2_vs_rule_max": float(co2.max()),
+                     "co2_vs_rule_mean": float(co2.mean()),
+                     "met": bool(peaks.all() and ev.min() >= 0.99 and co2.max() <= 0.01)}
+    return out
+
+
+def _markdown(report: dict[str, Any], title: str) -> str:
+    from oe3jax.evaluation.compare import statistics_markdown
+
+    seeds, years = report["arrival_seeds"], report["years"]
+    lines = [f"# {title}\n",
+             f"Agents: `{report['command']}`; baselines: "
+             + "; ".join(f"`{c}`" for c in report["baseline_commands"]) + ".\n",
+             f"- **conditions**: iquitos-128, reward `{report['reward']}`, {report['hours']:,} hours from 1 January; "
+             f"arrival seeds {seeds[0]}-{seeds[-1]} x weather years {', '.join(years)} "
+             f"({len(seeds) * len(years)} conditions); every policy sees the same vehicles in a condition"]
+    for name, a in report["agents_info"].items():
+        lines.append(f"- **{name}**: `{a['run_dir']}`, {a['checkpoint_step']:,} steps per environment "
+                     f"(total_steps {a['total_steps']:,}), training seeds "
+                     f"{', '.join(map(str, a['training_seeds']))}, trained on {', '.join(a['training_years'])}")
+    lines.append("")
+    lines.append("## The bar, per agent (every training seed x condition)\n")
+    lines.append("| agent | monthly peaks below the rule's | EV energy / uncontrolled (min, mean) "
+                 "| CO2 vs the rule (max, mean) | met |")
+    lines.append("|---|---:|---:|---:|:---:|")
+    for name, b in report["bar"].items():
+        lines.append(f"| {name} | {100 * b['peaks_below_rule_frac']:.0f} % | {100 * b['ev_share_min']:.2f} %, "
+                     f"{100 * b['ev_share_mean']:.2f} % | {100 * b['co2_vs_rule_max']:+.2f} %, "
+                     f"{100 * b['co2_vs_rule_mean']:+.2f} % | {'yes' if b['met'] else 'no'} |")
+    lines.append("")
+    return "\n".join(lines) + "\n" + statistics_markdown(report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("baselines")
+    b.add_argument("--reward", default="peak")
+    b.add_argument("--years", nargs="+", default=["syn4", "syn5"])
+    b.add_argument("--eval-seeds", type=int, default=5)
+    b.add_argument("--first-eval-seed", type=int, default=FIRST_EVAL_SEED)
+    b.add_argument("--only", nargs="+", default=None, help="these baselines only")
+    b.add_argument("--redo", action="store_true", help="recompute cached baselines")
+    b.add_argument("--out", required=True)
+    r = sub.add_parser("report")
+    r.add_argument("run_dirs", nargs="+")
+    r.add_argument("--names", nargs="+", default=None)
+    r.add_argument("--baselines", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--title", default="Agents beside the baselines")
+    args = ap.parse_args(argv)
+    command = "python scripts/peak_results.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    return run_baselines(args, command) if args.cmd == "baselines" else run_report(args, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
