@@ -67,6 +67,23 @@ def test_battery_mean_keeps_the_import_between_the_levels(park, level_kw, charge
     assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("month_peak_kw, offset_kw", [(2200.0, 0.0), (2200.0, -700.0), (900.0, 300.0)])
+def test_month_peak_base_discharges_above_the_month_to_date_peak(park, month_peak_kw, offset_kw):
+    # import_level_base month_peak: the discharge level is the state's month-to-date peak plus the output
+    env, params, _, state = park
+    state = state.replace(month_peak_kw=jnp.float32(month_peak_kw))
+    obs = env.get_obs(state, params)
+    actor = networks.make_actor(_net(import_level_base="month_peak"), env, params)
+    ref = float(params.grid_ref_kw)
+    p = _with_levels(actor.init(jax.random.key(0), obs), offset_kw / ref)
+    mean, _ = actor.apply(p, obs)
+    net = _net_load_kw(env, params, state, mean[1:])
+    level_kw = month_peak_kw + offset_kw
+    assert net > 0.0
+    expected = (min(max(net, 0.0), level_kw) - net) / float(params.power_kw)
+    assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
+
+
 def test_ev_estimate_follows_the_socket_actions(park):
     # sockets off (a socket mean of -1): the net load is the mall's minus PV, whatever is plugged
     env, params, obs, state = park

@@ -59,6 +59,7 @@ SQUASHES = ("clip", "tanh")
 LOG_STD_MODES = ("state_independent", "state_dependent")
 POOLS = ("mean", "mean_max")
 BATTERY_HEADS = ("power", "import")
+IMPORT_LEVEL_BASES = ("zero", "month_peak")
 
 # Bounds of a state-dependent log standard deviation (the usual SAC range).
 LOG_STD_MIN = -5.0
@@ -88,6 +89,9 @@ NETWORK_SPEC: dict[str, Field] = {
     "import_target_init": Field(0.0, float, low=-1.0, high=1.0,
                                 help="battery_head import: the initial discharge level, a fraction of the largest "
                                      "import (grid_ref_kw); 0 starts from the greedy rule"),
+    "import_level_base": Field("zero", str, choices=IMPORT_LEVEL_BASES,
+                               help="battery_head import: the discharge level is the head's output (zero) or the "
+                                    "month-to-date peak import plus it (month_peak; 0 then holds the month's peak)"),
     "squash": Field("clip", str, choices=SQUASHES,
                     help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
 }
@@ -254,6 +258,7 @@ class ImportSite:
 
     pv_index: int            # global feature: PV forecast of the current hour / pv_ac_kw
     mall_index: int          # global feature: mall forecast of the current hour / mall_ref_kw
+    month_peak_index: int    # global feature: month-to-date peak import / grid_ref_kw
     pv_ac_kw: float
     mall_ref_kw: float
     grid_ref_kw: float
@@ -295,6 +300,7 @@ class SocketSharedActor(nn.Module):
     import_site: ImportSite | None = None  # set: the battery head outputs grid-import levels
     squash: str = "clip"  # the policy's squash (the import head's EV estimate uses the socket actions)
     import_target_init: float = 0.0  # the import head's initial discharge level, a fraction of grid_ref_kw
+    import_level_base: str = "zero"  # month_peak: the discharge level is relative to the month-to-date peak
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -325,6 +331,8 @@ class SocketSharedActor(nn.Module):
         battery_mean = battery_out[..., :1]
         if site is not None:  # import levels, fractions of grid_ref_kw: discharge above L, charge below C <= L
             level_kw = (battery_out[..., :1] + self.import_target_init) * site.grid_ref_kw
+            if self.import_level_base == "month_peak":
+                level_kw = level_kw + glob[..., site.month_peak_index, None].astype(_F32) * site.grid_ref_kw
             charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
             net = net_kw[..., None]
             battery_mean = (jnp.clip(net, charge_kw, level_kw) - net) / site.power_kw
@@ -452,6 +460,7 @@ def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = 
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
         net_cfg["log_std_init"], dtype, socket_init, site, net_cfg["squash"], net_cfg["import_target_init"],
+        net_cfg["import_level_base"],
     )
 
 
@@ -465,7 +474,7 @@ def import_site(env: Any, env_params: Any) -> ImportSite:
             f"(forecast_offsets containing 0); {env.name} has none; accepted here: 'power'"
         )
     return ImportSite(
-        pv_index=names.index("pv_0h"), mall_index=names.index("mall_0h"),
+        pv_index=names.index("pv_0h"), mall_index=names.index("mall_0h"), month_peak_index=names.index("month_peak"),
         pv_ac_kw=float(env_params.pv_ac_kw), mall_ref_kw=float(env_params.mall_ref_kw),
         grid_ref_kw=float(env_params.grid_ref_kw), power_kw=float(env_params.power_kw),
         moto_kw=float(scenario.moto_kw), taxi_kw=float(scenario.taxi_kw),
