@@ -132,3 +132,25 @@ def test_import_head_refusals():
     with pytest.raises(ConfigError, match="network.battery_head: 'import' needs network.kind 'socket_shared'"):
         networks.check_battery_head(_net(kind="mlp"), {"normalize_obs": False}, "sac")
     networks.check_battery_head(_net(battery_head="power"), {"normalize_obs": True}, "ppo")  # no constraint
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "sac"])
+def test_peak_configs_resolve_to_the_month_peak_head_on_training_years(algo):
+    from pathlib import Path
+
+    from oe3jax.training.config import default_components, make_run_env, resolve_config
+
+    comps = default_components()
+    path = Path(__file__).resolve().parent.parent / "configs" / f"peak_{algo}.yaml"
+    cfg = resolve_config(algo, comps, config_file=str(path))
+    assert cfg["algo"] == algo and cfg["env"]["reward"] == "peak"
+    assert cfg["network"]["battery_head"] == "import" and cfg["network"]["import_level_base"] == "month_peak"
+    assert cfg[algo]["shaping"] == "stored_energy" and cfg[algo]["normalize_obs"] is False
+    env, params = make_run_env(cfg, comps)
+    assert env.scenario.weather_years == ("2024", "syn1", "syn2", "syn3")  # syn4, syn5 held out
+    networks.check_battery_head(cfg["network"], cfg[algo], algo)
+
+
+def test_import_level_base_refuses_an_unknown_base():
+    with pytest.raises(ConfigError, match="network.import_level_base: .*'zero', 'month_peak'"):
+        resolve({"network": networks.NETWORK_SPEC}, {"network": {**NET, "import_level_base": "peak"}})
