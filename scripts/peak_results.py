@@ -2,7 +2,7 @@
 """Trained agents beside every baseline on held-out weather years, with confidence intervals.
 
     python scripts/peak_results.py baselines --reward peak --out results/peak_baselines.json
-    python scripts/peak_results.py report RUN_DIR... --baselines results/peak_baselines.json \\
+    python scripts/peak_results.py report RUN_DIR... --baselines results/peak_baselines.json [MORE.json] \\
         --out results/peak --title "..."
 
 ``baselines`` runs every controller of :data:`BASELINES` (the rules, the MPCs and the optima) on
@@ -102,6 +102,22 @@ def _load_agents(run_dirs: list[str], names: list[str] | None) -> tuple[dict[str
     return agents, info
 
 
+def _merged_baselines(paths: list[str]) -> dict[str, Any] | None:
+    """The baseline files' values in one document; None (after a message) if their conditions differ."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    base = {**docs[0], "values": {}, "seconds": {}, "describe": {}, "commands": []}
+    for path, doc in zip(paths, docs):
+        for key in ("reward", "years", "arrival_seeds", "hours"):
+            if doc[key] != base[key]:
+                print(f"error: {path} holds other conditions ({key} = {doc[key]}, {paths[0]}: {base[key]})",
+                      file=sys.stderr)
+                return None
+        for key in ("values", "seconds", "describe"):
+            base[key].update(doc[key])
+        base["commands"] += doc["commands"]
+    return base
+
+
 def run_report(args: argparse.Namespace, command: str) -> int:
     import jax
     import numpy as np
@@ -109,7 +125,9 @@ def run_report(args: argparse.Namespace, command: str) -> int:
     from oe3jax.evaluation.compare import (ConditionResults, evaluate_conditions, statistics_markdown,
                                            statistics_report)
 
-    base = json.loads(Path(args.baselines).read_text())
+    base = _merged_baselines(args.baselines)
+    if base is None:
+        return 2
     years, seeds = base["years"], base["arrival_seeds"]
     agents, info = _load_agents(args.run_dirs, args.names)
     overrides = {k: v for k, v in agents[next(iter(agents))][0].config.get("scenario_overrides", {}).items()
@@ -204,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report")
     r.add_argument("run_dirs", nargs="+")
     r.add_argument("--names", nargs="+", default=None)
-    r.add_argument("--baselines", required=True)
+    r.add_argument("--baselines", nargs="+", required=True, help="files written by `baselines` (same conditions)")
     r.add_argument("--out", required=True)
     r.add_argument("--title", default="Agents beside the baselines")
     args = ap.parse_args(argv)

@@ -29,6 +29,10 @@ start at 0 (``import_target_init`` moves ``L``): the greedy rule, discharging wh
 net load and storing every PV surplus. With ``squash: tanh`` the battery's action is ``tanh`` of
 that mean, so a level is met exactly only near idle. The head needs the raw observation (the
 algorithm's ``normalize_obs: false``) and the forecasts of the current hour (a forecast offset 0).
+With ``import_level_base: month_peak`` the discharge level is the month-to-date peak import (an
+observation feature) plus the head's output: the starting policy then never lets the import rise
+above the month's peak while the battery holds energy, which is what a demand charge pays for,
+and the network learns where to go below it (emptying the battery for the next day's PV).
 
 Precision: every layer computes in ``dtype`` (the configured precision) and stores its
 parameters in float32 (``param_dtype``); outputs (means, log-stds, values, Q-values) are cast to
