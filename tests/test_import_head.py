@@ -154,3 +154,29 @@ def test_peak_configs_resolve_to_the_month_peak_head_on_training_years(algo):
 def test_import_level_base_refuses_an_unknown_base():
     with pytest.raises(ConfigError, match="network.import_level_base: .*'zero', 'month_peak'"):
         resolve({"network": networks.NETWORK_SPEC}, {"network": {**NET, "import_level_base": "peak"}})
+
+
+def test_stored_energy_shaping_adds_the_discounted_change_of_the_stored_energy_value():
+    # Phi = (w_co2 + w_cost * mean tariff / max tariff) / grid_ref_kw * eta_discharge * stored kWh,
+    # here from the scenario's own numbers and the state's energy (not the observation)
+    from oe3jax.learning import shaping
+
+    env, params = make_env("iquitos-128", reward="peak", start_hour=40 * 24 + 10)
+    w = env.scenario.reward_weights
+    tariff = np.asarray(params.tariff, np.float64)
+    per_kwh = (w["co2"] + w["cost"] * tariff.mean() / tariff.max()) / float(params.grid_ref_kw)
+    value = lambda state: per_kwh * float(params.eta_discharge) * float(state.energy_kwh)
+    phi = shaping.potential("stored_energy", env, params)
+    assert shaping.potential("none", env, params) is None
+    obs, state = env.reset(jax.random.key(1), params)
+    gamma = 0.97
+    for k, battery in enumerate([1.0, 1.0, -1.0, 0.0]):  # charge (PV at 10:00-11:00), discharge, idle
+        action = jnp.concatenate([jnp.full(1, battery), jnp.ones(env.n_sockets)])
+        next_obs, next_state, reward, *_ = env.step(jax.random.key(20 + k), state, action, params)
+        for terminated in (False, True):
+            got = shaping.shaped_reward(phi, reward, obs, next_obs, jnp.asarray(terminated), gamma)
+            expected = float(reward) + (0.0 if terminated else gamma * value(next_state)) - value(state)
+            assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        assert float(shaping.shaped_reward(None, reward, obs, next_obs, jnp.asarray(False), gamma)) == float(reward)
+        obs, state = next_obs, next_state
+    assert value(state) > 0.0
