@@ -205,7 +205,31 @@ def _markdown(report: dict[str, Any], title: str) -> str:
                      f"{100 * b['ev_share_mean']:.2f} % | {100 * b['co2_vs_rule_max']:+.2f} %, "
                      f"{100 * b['co2_vs_rule_mean']:+.2f} % | {'yes' if b['met'] else 'no'} |")
     lines.append("")
+    lines += _gap_lines(report)
     return "\n".join(lines) + "\n" + statistics_markdown(report)
+
+
+def _gap_lines(report: dict[str, Any]) -> list[str]:
+    """Per agent and for the MPCs: the sum of monthly peaks and the share of the rule-to-optimum gap
+    closed (mean and 95 % interval over training seeds x conditions)."""
+    peaks = report["kpis"]["monthly_peaks_sum_kw"]["policies"]
+    names = [*report["agents_info"], *(n for n in ("mpc", "mpc_ev") if n in peaks)]
+    lines = ["## Sum of monthly peaks: the rule-to-optimum gap closed\n",
+             "| policy | sum of monthly peaks (kW) [95 % CI] | gap closed, rule to optimum [95 % CI] |",
+             "|---|---:|---:|"]
+    for name in names:
+        p, g = peaks[name], peaks[name].get("gap_closed_rule") or {}
+        gap = (f"{100 * g['mean']:.1f} % [{100 * g['ci'][0]:.1f}, {100 * g['ci'][1]:.1f}]"
+               if g.get("defined") else "undefined")
+        lines.append(f"| {name} | {p['mean']:,.0f} [{p['ci'][0]:,.0f}, {p['ci'][1]:,.0f}] | {gap} |")
+    best = max(report["agents_info"], key=lambda n: (peaks[n].get("gap_closed_rule") or {}).get("mean", -1e9))
+    g = peaks[best].get("gap_closed_rule") or {}
+    if g.get("defined"):
+        verdict = "meets" if g["mean"] >= 0.5 else "falls short of"
+        lines.append(f"\nBest agent: **{best}**, closing {100 * g['mean']:.1f} % of the gap on average: it "
+                     f"{verdict} the bar of half the gap.")
+    lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
