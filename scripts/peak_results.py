@@ -205,8 +205,34 @@ def _markdown(report: dict[str, Any], title: str) -> str:
                      f"{100 * b['ev_share_mean']:.2f} % | {100 * b['co2_vs_rule_max']:+.2f} %, "
                      f"{100 * b['co2_vs_rule_mean']:+.2f} % | {'yes' if b['met'] else 'no'} |")
     lines.append("")
+    lines += _seed_lines(report)
     lines += _gap_lines(report)
     return "\n".join(lines) + "\n" + statistics_markdown(report)
+
+
+def _seed_lines(report: dict[str, Any]) -> list[str]:
+    """Per agent and training seed, over the conditions: the bar's three quantities and the gap closed."""
+    import numpy as np
+
+    v = report["values"]
+    rule_p, opt_p = (np.asarray(v[n]["monthly_peaks_sum_kw"])[0] for n in ("rule", "optimum_monthly_peaks"))
+    rule_c, unc_ev = np.asarray(v["rule"]["co2_kg"])[0], np.asarray(v["uncontrolled"]["ev_delivered_kwh"])[0]
+    lines = ["## Per training seed (mean over the conditions; bar: every condition)\n",
+             "| agent | seed | sum of monthly peaks (kW) | below the rule's | gap closed, rule to optimum "
+             "| EV / uncontrolled (min) | CO2 vs the rule (max) | bar met |",
+             "|---|---:|---:|---:|---:|---:|---:|:---:|"]
+    for name, info in report["agents_info"].items():
+        peaks, co2 = np.asarray(v[name]["monthly_peaks_sum_kw"]), np.asarray(v[name]["co2_kg"])
+        ev = np.asarray(v[name]["ev_delivered_kwh"]) / unc_ev
+        for i, seed in enumerate(info["training_seeds"]):
+            below = peaks[i] < rule_p
+            dco2 = co2[i] / rule_c - 1.0
+            gap = np.mean((rule_p - peaks[i]) / (rule_p - opt_p))
+            met = bool(below.all() and ev[i].min() >= 0.99 and dco2.max() <= 0.01)
+            lines.append(f"| {name} | {seed} | {peaks[i].mean():,.0f} | {below.sum()}/{below.size} | {100 * gap:.1f} % "
+                         f"| {100 * ev[i].min():.2f} % | {100 * dco2.max():+.2f} % | {'yes' if met else 'no'} |")
+    lines.append("")
+    return lines
 
 
 def _gap_lines(report: dict[str, Any]) -> list[str]:
