@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--title", default="Agents beside the baselines")
     args = ap.parse_args(argv)
-    command = "python scripts/peak_results.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python scripts/peak_results.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     return run_baselines(args, command) if args.cmd == "baselines" else run_report(args, command)
 
 
