@@ -180,3 +180,19 @@ def test_stored_energy_shaping_adds_the_discounted_change_of_the_stored_energy_v
         assert float(shaping.shaped_reward(None, reward, obs, next_obs, jnp.asarray(False), gamma)) == float(reward)
         obs, state = next_obs, next_state
     assert value(state) > 0.0
+
+
+def test_a_run_saved_before_the_head_options_loads_with_their_defaults():
+    from oe3jax.training.config import build_schema, default_components, resolve_config, with_new_defaults
+
+    comps = default_components()
+    saved = resolve_config("ppo", comps)
+    for key in ("battery_head", "import_target_init", "import_level_base"):
+        del saved["network"][key]
+    del saved["ppo"]["shaping"]
+    saved["network"]["hidden_sizes"] = [7]
+    filled = with_new_defaults(saved, build_schema(comps, ("ppo",)))
+    assert filled["network"]["battery_head"] == "power" and filled["network"]["import_level_base"] == "zero"
+    assert filled["network"]["import_target_init"] == 0.0 and filled["ppo"]["shaping"] == "none"
+    assert filled["network"]["hidden_sizes"] == [7]  # what was saved stays
+    assert "battery_head" not in saved["network"]  # the saved config itself is not changed

@@ -264,6 +264,23 @@ def resolve_config(
     return cfg
 
 
+def with_new_defaults(saved: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved configuration with every key the schema has gained since given its default.
+
+    A run saved before an option existed ran with what is now that option's default, so filling
+    it in keeps the run loadable; keys already present are kept as saved, sections the schema
+    does not know (another algorithm's) are left as they are.
+    """
+    out = copy.deepcopy(dict(saved))
+    for key, spec in schema.items():
+        if isinstance(spec, Field):
+            if key not in out:
+                out[key] = copy.deepcopy(spec.default)
+        elif isinstance(spec, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = with_new_defaults(out[key], spec)
+    return out
+
+
 def make_run_env(cfg: Mapping[str, Any], comps: Components) -> tuple[Any, Any]:
     """The training environment of a resolved config; a bad scenario value is a :class:`ConfigError`."""
     overrides = cfg.get("scenario_overrides", {})

@@ -82,7 +82,7 @@ def load_policy(
     import jax
 
     from oe3jax.learning.sweep import members
-    from oe3jax.training.config import default_components, make_run_env
+    from oe3jax.training.config import build_schema, default_components, make_run_env, with_new_defaults
 
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)):
         raise ValueError(f"load_policy: step: expected an integer (the name of a step directory) or None, got {step!r}")
@@ -99,6 +99,7 @@ def load_policy(
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < rows:
         raise ValueError(f"load_policy: seed: expected an index in [0, {rows - 1}], got {seed!r}")
     comps = components or default_components()
+    cfg = with_new_defaults(cfg, build_schema(comps, (cfg["algo"],)))
     algo_module = comps.get_algo(cfg["algo"])
     env, env_params = make_run_env(cfg, comps)
     if meta.get("fingerprint") not in (None, tree_fingerprint(env_params)):
