@@ -190,9 +190,11 @@ def test_a_run_saved_before_the_head_options_loads_with_their_defaults():
     for key in ("battery_head", "import_target_init", "import_level_base"):
         del saved["network"][key]
     del saved["ppo"]["shaping"]
+    del saved["log"]  # a whole section added since: every key at its default
     saved["network"]["hidden_sizes"] = [7]
     filled = with_new_defaults(saved, build_schema(comps, ("ppo",)))
     assert filled["network"]["battery_head"] == "power" and filled["network"]["import_level_base"] == "zero"
     assert filled["network"]["import_target_init"] == 0.0 and filled["ppo"]["shaping"] == "none"
     assert filled["network"]["hidden_sizes"] == [7]  # what was saved stays
+    assert filled["log"]["print_every_s"] == 2.0 and filled["log"]["chunk_updates"] is None
     assert "battery_head" not in saved["network"]  # the saved config itself is not changed

@@ -276,8 +276,8 @@ def with_new_defaults(saved: Mapping[str, Any], schema: Mapping[str, Any]) -> di
         if isinstance(spec, Field):
             if key not in out:
                 out[key] = copy.deepcopy(spec.default)
-        elif isinstance(spec, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = with_new_defaults(out[key], spec)
+        elif isinstance(spec, Mapping) and isinstance(out.get(key, {}), Mapping):
+            out[key] = with_new_defaults(out.get(key, {}), spec)
     return out
 
 
