@@ -1016,14 +1016,37 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"--out: {out} cannot be created ({exc.strerror or type(exc).__name__})") from None
-    missing: list[str] = []
-    notes: list[str] = []
-    files: list[Path] = []
-    data: dict[str, Any] = {"run_dirs": [str(Path(r)) for r in run_dirs], "agents": {}}
+    b = _Build(out, {"run_dirs": [str(Path(r)) for r in run_dirs], "agents": {}})
     md = _section_header(agents, command)
-    header = list(md)
+    header_len = len(md)
+    md += _training_section(b, agents, checkpoints)
+    objective = objective_of(agents[0].cfg)
+    tables = _kpi_tables(agents)
+    md += _kpi_section(b, tables, objective)
+    best = _best([t for _, t in tables], agents, objective)
+    summary = _summary([t for _, t in tables], best, objective)
+    if summary:
+        md[header_len:header_len] = [summary]
+    md += _episode_sections(b, agents, best, objective, load_policies)
+    return _finish(b, md, objective, best)
 
-    # ---- training
+
+@dataclasses.dataclass
+class _Build:
+    """What the sections of a report add to as it is written: the output directory, the JSON
+    record, the files written, what is missing (a partial report) and notes on the data."""
+
+    out: Path
+    data: dict[str, Any]
+    files: list[Path] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _training_section(b: _Build, agents: Sequence[Any], checkpoints: Checkpoints | None) -> list[str]:
+    """The training table (and what is missing per agent) and the learning curves."""
+    out, missing, notes, files, data = b.out, b.missing, b.notes, b.files, b.data
+    md: list[str] = []
     ckpts: dict[str, Mapping[str, Any] | None] = {}
     for a in agents:
         if checkpoints is not None:
@@ -1070,13 +1093,20 @@ def write_report(
                "dashed vertical line marks where an unfinished run is; the moving mean weighs each chunk by its env steps (a "
                "run's last chunk may be short, and its thin line noisier). Training time: the chunks' wall time from "
                "their `steps_per_s` (compilation and evaluation not counted)."]
+    return md
 
-    # ---- KPIs
+
+def _kpi_tables(agents: Sequence[Any]) -> list[tuple[Path, dict[str, Any]]]:
     tables: list[tuple[Path, dict[str, Any]]] = []
     for run_dir in dict.fromkeys(a.run_dir for a in agents):
         tables += [(run_dir, t) for t in kpi_tables([a for a in agents if a.run_dir == run_dir])]
-    objective = objective_of(agents[0].cfg)
-    objective_label = "the sum of monthly peak imports" if objective == "monthly_peaks_sum_kw" else "CO2"
+    return tables
+
+
+def _kpi_section(b: _Build, tables: list[tuple[Path, dict[str, Any]]], objective: str) -> list[str]:
+    """The KPI tables of agents and baselines, with the verdict against the strongest baseline."""
+    missing, data = b.missing, b.data
+    md: list[str] = []
     if tables:
         md += ["", "## KPIs", ""]
         for run_dir, table in tables:
@@ -1098,12 +1128,15 @@ def write_report(
         data["kpi_tables"] = [{"run_dir": str(r), **t} for r, t in tables]
     else:
         missing.append("the KPI table: no agent has an evaluation")
+    return md
 
-    # ---- episodes: dispatch, monthly, load duration
-    best = _best([t for _, t in tables], agents, objective)
-    summary = _summary([t for _, t in tables], best, objective)
-    if summary:
-        md[len(header):len(header)] = [summary]
+
+def _episode_sections(b: _Build, agents: Sequence[Any], best: Any, objective: str,
+                      load_policies: LoadPolicies | None) -> list[str]:
+    """The dispatch, monthly and load-duration plots from the end-of-training evaluation's episode."""
+    out, missing, notes, files, data = b.out, b.missing, b.notes, b.files, b.data
+    objective_label = "the sum of monthly peak imports" if objective == "monthly_peaks_sum_kw" else "CO2"
+    md: list[str] = []
     episodes = None
     if best is None:
         missing.append("the dispatch, monthly and load-duration plots: no agent has an end-of-training evaluation")
@@ -1160,8 +1193,12 @@ def write_report(
                             "monthly": monthly,
                             "totals": {e.name: {"label": e.label, "grid_import_kwh": float(e.flows["grid_import"].sum()),
                                                 "peak_import_kw": float(e.flows["grid_import"].max())} for e in eps}}
+    return md
 
-    # ---- partial marker and notes
+
+def _finish(b: _Build, md: list[str], objective: str, best: Any) -> Report:
+    """The partial marker and notes, then report.md and report.json written atomically."""
+    out, missing, notes, files, data = b.out, b.missing, b.notes, b.files, b.data
     partial = bool(missing)
     head = ["", "> **Partial report.** Missing:"] + [f"> - {m}" for m in missing] if partial else []
     md = md[:1] + head + md[1:]
