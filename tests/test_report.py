@@ -17,6 +17,7 @@ import yaml
 
 import dummy_algo
 import runner_fixtures as rf
+from oe3jax.evaluation import plots as P
 from oe3jax.evaluation import report as R
 from oe3jax.training.checkpoint import complete_steps
 from oe3jax.training.policy import load_policies
@@ -222,12 +223,12 @@ def test_typical_days_median_of_the_top_and_bottom_deciles():
     rng = np.random.default_rng(3)
     daily = rng.permutation(np.arange(1, 366)).astype(float)     # day d makes daily[d] kWh
     pv = np.repeat(daily / 24.0, 24)
-    days = R.typical_days(pv)
+    days = P.typical_days(pv)
     # 36 days per decile: the sunniest are 330..365 kWh, the 19th of them (upper median) 348;
     # the least sunny 1..36, the 19th 19
     assert days["decile_days"] == 36 and days["days"] == 365
     assert daily[days["sunny"]] == 348.0 and daily[days["cloudy"]] == 19.0
-    assert R.day_name(0) == "1 Jan" and R.day_name(24 * 59) == "1 Mar" and R.day_name(8759) == "31 Dec"
+    assert P.day_name(0) == "1 Jan" and P.day_name(24 * 59) == "1 Mar" and P.day_name(8759) == "31 Dec"
 
 
 def test_train_all_writes_the_report_and_a_failure_costs_the_training_nothing(tmp_path, capsys, monkeypatch):
@@ -371,15 +372,15 @@ def test_hidden_under_names_the_curves_another_covers():
     curves = [(a, np.array([2_800.0, 2_500.0]), 3), (c, np.array([2_700.0, 2_400.0]), 3),
               (b, np.array([2_800.0, 2_504.0]), 4)]
     # 4 kW apart is within 0.2 % of 2,800 kW (5.6 kW): the uncontrolled curve lies under sac's
-    assert R.hidden_under(curves) == ["uncontrolled: under sac"]
-    assert R.hidden_under(curves, rel_tol=0.001) == []
+    assert P.hidden_under(curves) == ["uncontrolled: under sac"]
+    assert P.hidden_under(curves, rel_tol=0.001) == []
 
 
 def test_moving_mean_weighs_points_by_their_chunk_length():
     # window 3 around the middle point: (1*2 + 4*2 + 10*1) / (2 + 2 + 1) = 4; the ends see 2 points
-    out = R.moving_mean(np.array([1.0, 4.0, 10.0]), 3, np.array([2.0, 2.0, 1.0]))
+    out = P.moving_mean(np.array([1.0, 4.0, 10.0]), 3, np.array([2.0, 2.0, 1.0]))
     assert out.tolist() == pytest.approx([(1 * 2 + 4 * 2) / 4, 4.0, (4 * 2 + 10 * 1) / 3])
-    assert R.moving_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == pytest.approx([1.0, 1.5, 2.5, 3.5])
+    assert P.moving_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == pytest.approx([1.0, 1.5, 2.5, 3.5])
 
 
 def test_several_runs_side_by_side(base, tmp_path):
