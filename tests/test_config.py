@@ -113,3 +113,14 @@ def test_resolved_config_is_written(tmp_path, capsys):
         flags={"scenario": "pendulum", "total_steps": 32},
     )
     assert results[0].updates == 2  # 32 steps / (2 envs x 8 steps)
+
+
+def test_a_relative_profile_path_is_recorded_absolute(tmp_path, monkeypatch):
+    """A profile file named relative to the current directory is recorded with its absolute path,
+    so evaluating or resuming the run from another directory reads the same file."""
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config("dummy", dummy_algo.components(), sets=[
+        "scenario_overrides.pv_profile.path=data/pv.csv", "scenario_overrides.pv_profile.column=kW",
+        f"scenario_overrides.mall_profile.path={tmp_path / 'mall.csv'}", "scenario_overrides.mall_profile.column=kW"])
+    assert cfg["scenario_overrides"]["pv_profile"] == {"path": str(tmp_path / "data" / "pv.csv"), "column": "kW"}
+    assert cfg["scenario_overrides"]["mall_profile"]["path"] == str(tmp_path / "mall.csv")

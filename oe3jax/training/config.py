@@ -68,6 +68,9 @@ class SweepField(Field):
         return out
 
 
+#: Scenario overrides that name a profile file.
+PROFILE_OVERRIDES = ("pv_profile", "mall_profile")
+
 TOP_SPEC: dict[str, Any] = {
     "algo": Field("ppo", str, help="training algorithm"),
     "scenario": Field("iquitos-128", str, help="scenario preset name"),
@@ -254,6 +257,7 @@ def resolve_config(
     for name, where in _NOT_OVERRIDES.items():
         if name in cfg["scenario_overrides"]:
             raise ConfigError(f"scenario_overrides.{name}: not an override; set {where} instead")
+    _absolute_profile_paths(cfg["scenario_overrides"])
     if cfg["log"]["tensorboard"]:
         try:
             importlib.import_module("tensorboardX")
@@ -262,6 +266,17 @@ def resolve_config(
                 "log.tensorboard: true needs the tensorboardX package (pip install 'oe3jax[tensorboard]')"
             ) from None
     return cfg
+
+
+def _absolute_profile_paths(overrides: dict[str, Any]) -> None:
+    """A profile file given by a relative path is found from the current directory; the resolved
+    config records it absolute, so the run's evaluation and resume find the same file from
+    anywhere (and a resume from elsewhere that means another file is told the paths differ)."""
+    for name in PROFILE_OVERRIDES:
+        spec = overrides.get(name)
+        if isinstance(spec, Mapping) and isinstance(spec.get("path"), str) and spec["path"]:
+            path = Path(spec["path"]).expanduser()
+            overrides[name] = {**spec, "path": str(path if path.is_absolute() else Path.cwd() / path)}
 
 
 def with_new_defaults(saved: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
