@@ -184,3 +184,21 @@ def test_resume_from_the_previous_step_after_damage(base, tmp_path, capsys):
     assert [p.name[:13] for p in ck.iterdir() if "discarded" in p.name] == ["64.discarded-"]
     assert main(rf.ARGV + ["--run-dir", str(run_dir), "--resume-from", "5"], dummy_algo.components()) == 1
     assert "no complete checkpoint of step 5" in capsys.readouterr().err
+
+
+def test_a_key_added_since_the_checkpoint_counts_with_its_default(base):
+    """A checkpoint written before a configuration key existed resumes when the key is at its
+    default now (the run was trained with that value), and is refused when it is not."""
+    from oe3jax.training.config import build_schema
+    from oe3jax.training.loop import check_resume
+
+    base_dir, _ = base
+    where = base_dir / "checkpoints" / "dummy" / str(max(complete_steps(base_dir / "checkpoints" / "dummy")))
+    meta = read_meta(where)
+    schema = build_schema(dummy_algo.components(), ("dummy",))
+    cfg = json.loads(json.dumps(meta["config"]))
+    assert cfg["sweep"] == {} and cfg["scenario_overrides"] == {}  # the defaults
+    older = {**meta, "config": {k: v for k, v in cfg.items() if k not in ("sweep", "scenario_overrides")}}
+    check_resume(older, cfg, meta["fingerprint"], where, schema)
+    with pytest.raises(ResumeMismatch, match=r"^resume: sweep\.dummy\.lr is '\(absent\)' in the checkpoint"):
+        check_resume(older, {**cfg, "sweep": {"dummy.lr": [0.1, 0.2]}}, meta["fingerprint"], where, schema)

@@ -35,7 +35,9 @@ from oe3jax.learning.sweep import member_label, members as sweep_members
 from oe3jax.training.checkpoint import (
     Checkpoints, ResumeMismatch, read_meta, resume_step, tree_fingerprint, versions,
 )
-from oe3jax.training.config import RESUMABLE_KEYS, Components, load_algo, make_run_env
+from oe3jax.training.config import (
+    RESUMABLE_KEYS, Components, build_schema, load_algo, make_run_env, with_new_defaults,
+)
 from oe3jax.training.files import atomic_write_text
 from oe3jax.training import resources
 from oe3jax.training.devices import Placement, host_copy, placement
@@ -64,6 +66,7 @@ class Plan:
     run_dir: Path
     placement: Placement
     members: list[dict[str, float]]  # a sweep's hyperparameters per member; [{}] without a sweep
+    schema: dict[str, Any]  # the run's configuration schema (its defaults fill keys older runs lack)
     resume_step: int | None = None
     resume_meta: dict[str, Any] | None = None
 
@@ -126,7 +129,7 @@ def plan_agent(cfg: dict[str, Any], run_dir: Path, comps: Components) -> Plan:
         cfg=cfg, algo=algo, env=env, env_params=env_params, fingerprint=tree_fingerprint(env_params),
         num_envs=num_envs, steps_per_env=steps_per_env, total_updates=total_updates,
         chunk_updates=chunk, every_updates=every_updates, run_dir=Path(run_dir), placement=where,
-        members=members,
+        members=members, schema=build_schema(comps, tuple(k for k in cfg if k in comps.algo_names)),
     )
 
 
@@ -136,7 +139,7 @@ def find_resume(plan: Plan, resume_from: int | None = None) -> Plan:
     step = resume_step(plan.ckpt_dir, resume_from)
     if step is not None:
         meta = read_meta(plan.ckpt_dir / str(step))
-        check_resume(meta, plan.cfg, plan.fingerprint, plan.ckpt_dir / str(step))
+        check_resume(meta, plan.cfg, plan.fingerprint, plan.ckpt_dir / str(step), plan.schema)
         plan.resume_step, plan.resume_meta = step, meta
     return plan
 
@@ -169,12 +172,15 @@ def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def check_resume(meta: Mapping[str, Any], cfg: Mapping[str, Any], fingerprint: str, where: Path) -> None:
+def check_resume(meta: Mapping[str, Any], cfg: Mapping[str, Any], fingerprint: str, where: Path,
+                 schema: Mapping[str, Any]) -> None:
     """Raise :class:`ResumeMismatch` naming the first difference between a checkpoint and now.
 
-    Only ``total_steps``, ``checkpoint``, ``log`` and ``eval`` may change (to extend a run, say).
+    Only the keys of :data:`RESUMABLE_KEYS` may change (to extend a run, say). A key added since
+    the checkpoint was written counts with its default, the value the run was trained with
+    (:func:`~oe3jax.training.config.with_new_defaults`).
     """
-    saved = {"scenario_overrides": {}, **meta.get("config", {})}  # runs saved before overrides existed
+    saved = with_new_defaults(meta.get("config", {}), schema)
     hint = "rerun with the checkpoint's configuration, another --run-dir, or --fresh to start over"
     for section in (k for k in ("algo", "scenario", "scenario_overrides", "network", "env") if k in cfg):
         a, b = saved.get(section, "(absent)"), cfg[section]
