@@ -515,9 +515,10 @@ def _variables(site: Site, hz: Horizon, relax: bool) -> TermContext:
     x_session = np.repeat(np.arange(s.n), lengths)
     x_step = (np.concatenate([np.arange(a, b) for a, b in zip(s.start, s.stop)]) if s.n
               else np.zeros(0, np.int64))
-    x = m.var(x_step.size, 0.0, ratings[s.socket[x_session]])
+    x_rating = ratings[s.socket[x_session]]
+    x = m.var(x_step.size, 0.0, x_rating)
     ev_max = np.zeros(steps)
-    np.add.at(ev_max, x_step, ratings[s.socket[x_session]])
+    np.add.at(ev_max, x_step, x_rating)
     fix_short = (hz.pv_kw <= hz.mall_kw) & (not relax)
     v = {"x": x}
     v["u"] = m.var(steps, np.where(fix_short, hz.pv_kw, 0.0), hz.pv_kw)
