@@ -257,3 +257,36 @@ def test_compare_table():
     assert lines[0] == "| KPI | uncontrolled | optimal |"
     assert any(line.startswith("| grid import (MWh) |") for line in lines)
     assert len({len(line.split("|")) for line in lines}) == 1
+
+
+def test_ratchet_rule_holds_the_month_to_date_peak_by_day_and_empties_at_night():
+    # Checked against the flows of a rollout: the month-to-date peak is recomputed here from the
+    # grid import (the rollout starts on 1 January, one month of 28 days of it and 3 of February).
+    env, params = make_env("iquitos-128", reward="peak")
+    scn = env.scenario
+    floor = 1500.0
+    trace = rollout(env, params, B.make_ratchet(scn, floor_kw=floor), KEY, 34 * 24)
+    f, hod = trace["flows"], trace["t"] % 24
+    grid, net = f["grid_import"], f["mall_kwh"] + f["ev_kwh"] - f["pv_kwh"]
+    assert np.all(f["grid_to_bess"] == 0.0) and np.all(f["bess_charge"][net >= 0] == 0.0)
+    e_after = np.r_[trace["energy_kwh"][1:], trace["final"]["energy_kwh"]]
+    room = e_after > scn.soc_min * scn.capacity_kwh + 1.0  # the step was not stopped by the SOC window
+    mtd = 0.0
+    held = night = 0
+    for k in range(grid.size):
+        if trace["t"][k] == 31 * 24:  # 1 February: a new month
+            mtd = 0.0
+        level = max(mtd, floor)
+        if net[k] > 0 and room[k] and f["bess_discharge"][k] < scn.power_kw - 1e-3:
+            if 9 <= hod[k] <= 22:  # hold hours: the import is kept at the level, no lower
+                assert grid[k] == pytest.approx(max(min(net[k], level), 0.0), abs=0.5), k
+                held += net[k] > level
+            else:  # the night: the battery covers the whole net load
+                assert grid[k] == pytest.approx(0.0, abs=0.5), k
+                night += 1
+        mtd = max(mtd, grid[k])
+    assert held > 0 and night > 0  # both branches were exercised
+    with pytest.raises(ValueError, match="hold_hours: expected hours of day in 0..23"):
+        B.make_ratchet(scn, hold_hours=(9, 24))
+    with pytest.raises(ValueError, match="floor_kw: expected a finite number of kW >= 0"):
+        B.make_ratchet(scn, floor_kw=-1.0)

@@ -84,6 +84,22 @@ def test_month_peak_base_discharges_above_the_month_to_date_peak(park, month_pea
     assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("level_kw, residual", [(1500.0, -0.3), (3000.0, -0.5), (400.0, 0.2)])
+def test_residual_action_is_added_to_the_dispatch(park, level_kw, residual):
+    # import_residual: a third output, a battery action added to the levels' dispatch (here at an hour
+    # where the dispatch idles, one where it discharges, and one where it adds a charge)
+    env, params, obs, state = park
+    actor = networks.make_actor(_net(import_residual=True), env, params)
+    ref = float(params.grid_ref_kw)
+    p = _with_levels(actor.init(jax.random.key(0), obs), level_kw / ref)
+    p["params"]["battery_out"]["bias"] = p["params"]["battery_out"]["bias"].at[2].set(residual)
+    assert p["params"]["battery_out"]["bias"].shape == (3,)
+    mean, _ = actor.apply(p, obs)
+    net = _net_load_kw(env, params, state, mean[1:])
+    expected = (min(max(net, 0.0), level_kw) - net) / float(params.power_kw) + residual
+    assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
+
+
 def test_ev_estimate_follows_the_socket_actions(park):
     # sockets off (a socket mean of -1): the net load is the mall's minus PV, whatever is plugged
     env, params, obs, state = park
@@ -132,6 +148,9 @@ def test_import_head_refusals():
     with pytest.raises(ConfigError, match="network.battery_head: 'import' needs network.kind 'socket_shared'"):
         networks.check_battery_head(_net(kind="mlp"), {"normalize_obs": False}, "sac")
     networks.check_battery_head(_net(battery_head="power"), {"normalize_obs": True}, "ppo")  # no constraint
+    for key, value in (("import_residual", True), ("import_level_base", "month_peak"), ("import_target_init", 0.1)):
+        with pytest.raises(ConfigError, match=f"network.{key}: only used with battery_head 'import'"):
+            networks.check_battery_head(_net(battery_head="power", **{key: value}), {"normalize_obs": False}, "ppo")
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "sac"])
@@ -145,6 +164,7 @@ def test_peak_configs_resolve_to_the_month_peak_head_on_training_years(algo):
     cfg = resolve_config(algo, comps, config_file=str(path))
     assert cfg["algo"] == algo and cfg["env"]["reward"] == "peak"
     assert cfg["network"]["battery_head"] == "import" and cfg["network"]["import_level_base"] == "month_peak"
+    assert cfg["network"]["import_residual"] is True
     assert cfg[algo]["shaping"] == "stored_energy" and cfg[algo]["normalize_obs"] is False
     env, params = make_run_env(cfg, comps)
     assert env.scenario.weather_years == ("2024", "syn1", "syn2", "syn3")  # syn4, syn5 held out
@@ -187,7 +207,7 @@ def test_a_run_saved_before_the_head_options_loads_with_their_defaults():
 
     comps = default_components()
     saved = resolve_config("ppo", comps)
-    for key in ("battery_head", "import_target_init", "import_level_base"):
+    for key in ("battery_head", "import_target_init", "import_level_base", "import_residual"):
         del saved["network"][key]
     del saved["ppo"]["shaping"]
     del saved["log"]  # a whole section added since: every key at its default
@@ -195,6 +215,7 @@ def test_a_run_saved_before_the_head_options_loads_with_their_defaults():
     filled = with_new_defaults(saved, build_schema(comps, ("ppo",)))
     assert filled["network"]["battery_head"] == "power" and filled["network"]["import_level_base"] == "zero"
     assert filled["network"]["import_target_init"] == 0.0 and filled["ppo"]["shaping"] == "none"
+    assert filled["network"]["import_residual"] is False
     assert filled["network"]["hidden_sizes"] == [7]  # what was saved stays
     assert filled["log"]["print_every_s"] == 2.0 and filled["log"]["chunk_updates"] is None
     assert "battery_head" not in saved["network"]  # the saved config itself is not changed

@@ -19,13 +19,15 @@ import jax
 
 from oe3jax.control.mpc import DEFAULT_HORIZON, MPC, expected_ev_by_hour
 from oe3jax.control.optimum import OBJECTIVES, optimum_plan
-from oe3jax.control.rules import Act, make_greedy, make_rule_based, uncontrolled
+from oe3jax.control.rules import Act, make_greedy, make_ratchet, make_rule_based, uncontrolled
 from oe3jax.control.sessions import record_sessions
 
 CONTROLLERS: dict[str, str] = {
     "uncontrolled": "every plugged vehicle at full power, battery idle",
     "rule": "evening rule: PV surplus into the battery, discharge 18:00-22:59",
     "greedy": "greedy rule: PV surplus into the battery, discharge whenever there is net load",
+    "ratchet": "ratchet rule: PV surplus into the battery; 09:00-22:59 hold the import at max(month-to-date "
+               "peak, 60 % of the mall's peak), discharge freely at night",
     "mpc": f"rolling-horizon optimum re-solved each hour ({DEFAULT_HORIZON} h, monthly peaks by default; "
            "PV and mall forecast, vehicles known once plugged)",
     "mpc_ev": "the mpc plus an expected EV load by hour of day (mean uncontrolled EV load of another "
@@ -37,6 +39,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "uncontrolled": (),
     "rule": ("discharge_hours",),
     "greedy": (),
+    "ratchet": ("hold_hours", "floor_kw"),
     "mpc": ("objective", "horizon", "forecast", "expected_ev_kw", "known_vehicles", "clip_to_episode", "time_limit_s"),
     "mpc_ev": ("objective", "horizon", "forecast", "history_key", "clip_to_episode", "time_limit_s"),
     **{f"optimum_{obj}": ("time_limit_s",) for obj in OBJECTIVES},
@@ -50,7 +53,7 @@ def make_controller(name: str, env: Any, params: Any, key: jax.Array | None = No
 
     ``key`` and ``hours`` fix the episode (needed by the optima, which plan its vehicles, and by
     the MPC with ``known_vehicles=True``); the rules ignore them. Options by controller:
-    ``rule``: ``discharge_hours``; ``mpc``: ``objective`` (default ``monthly_peaks``), ``horizon``
+    ``rule``: ``discharge_hours``; ``ratchet``: ``hold_hours``, ``floor_kw``; ``mpc``: ``objective`` (default ``monthly_peaks``), ``horizon``
     (hours, default 36), ``forecast`` (``(t, hours) -> (pv_kw, mall_kw)``), ``expected_ev_kw`` (24
     values), ``known_vehicles`` (all vehicles of the episode known in advance), ``clip_to_episode``,
     ``time_limit_s``; ``mpc_ev``: the same but ``expected_ev_kw`` and ``known_vehicles``, plus
@@ -72,6 +75,8 @@ def make_controller(name: str, env: Any, params: Any, key: jax.Array | None = No
         return make_rule_based(env.scenario, **options)
     if name == "greedy":
         return make_greedy(env.scenario)
+    if name == "ratchet":
+        return make_ratchet(env.scenario, **options)
     if name == "mpc_ev":
         history = options.pop("history_key", None)
         if history is None:

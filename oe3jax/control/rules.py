@@ -1,4 +1,4 @@
-"""Rule-based controllers: uncontrolled charging, the evening rule and the greedy rule.
+"""Rule-based controllers: uncontrolled charging, the evening, greedy and ratchet rules.
 
 Every controller is a jittable ``act(obs, state, params) -> action`` with the environment's action
 layout ``[battery, socket_0, ..., socket_{n-1}]`` in ``[-1, 1]`` (battery: + charge, - discharge,
@@ -11,6 +11,8 @@ PV and mall load from the state and params, and charge every plugged vehicle at 
 - :func:`make_greedy` (the greedy rule): PV surplus into the battery, discharge whenever there is
   net load, at any hour. The step caps every discharge at the load PV leaves and at the SOC
   window, so the battery never exports.
+- :func:`make_ratchet` (the ratchet rule, for a demand charge): PV surplus into the battery; by
+  day it holds the import at the month-to-date peak (at least a floor), at night it discharges.
 """
 from __future__ import annotations
 
@@ -86,6 +88,51 @@ def make_rule_based(scenario: Scenario, discharge_hours: Sequence[int] = RULE_DI
         battery = jnp.where(
             surplus_kwh > 0.0, charge_frac, jnp.where(discharge_j[t % 24], -1.0, 0.0)
         )
+        sockets = jnp.ones(ratings.shape, jnp.float32)
+        return jnp.concatenate([battery[None].astype(jnp.float32), sockets])
+
+    return act
+
+
+#: The ratchet rule's defaults: hours at which it holds the import (09:00-22:59) and its floor, a
+#: fraction of the mall's annual peak (chosen on the training year syn3 of iquitos-128).
+RATCHET_HOLD_HOURS = tuple(range(9, 23))
+RATCHET_FLOOR_FRAC = 0.6
+
+
+def make_ratchet(scenario: Scenario, hold_hours: Sequence[int] = RATCHET_HOLD_HOURS,
+                 floor_kw: float | None = None) -> Act:
+    """The ratchet rule, a demand-charge heuristic: PV surplus into the battery; in ``hold_hours``
+    the battery discharges what the net load exceeds ``max(month-to-date peak, floor_kw)``; at
+    other hours (the night) it discharges freely, emptying for the next day's PV.
+
+    Vehicles at full power, as in the evening rule. The month-to-date peak only rises, so the
+    level ratchets up through the month; the floor (default ``RATCHET_FLOOR_FRAC`` of the mall's
+    annual peak over the packaged years) keeps the battery from being spent on the low loads of a
+    month's first days.
+    """
+    from oe3jax.simulation.env import mall_peak_kw
+
+    ratings = jnp.asarray(socket_ratings_kw(scenario), jnp.float32)
+    power_kw = float(scenario.power_kw)
+    floor = RATCHET_FLOOR_FRAC * mall_peak_kw(scenario) if floor_kw is None else float(floor_kw)
+    if not (np.isfinite(floor) and floor >= 0.0):
+        raise ValueError(f"floor_kw: expected a finite number of kW >= 0, got {floor_kw!r}")
+    hours = np.zeros(24, bool)
+    for h in hold_hours:
+        if not (isinstance(h, (int, np.integer)) and not isinstance(h, bool) and 0 <= h < 24):
+            raise ValueError(f"hold_hours: expected hours of day in 0..23, got {h!r}")
+        hours[h] = True
+    hold_j = jnp.asarray(hours)
+
+    def act(obs: jax.Array, state: Any, params: Any) -> jax.Array:
+        t = state.t
+        ev_kwh = jnp.sum(jnp.where(state.occupied, jnp.minimum(ratings, state.need_kwh), 0.0))
+        net_kwh = params.mall_kw[state.year, t] + ev_kwh - params.pv_kw[state.year, t]
+        charge_frac = jnp.minimum(-net_kwh, power_kw) / power_kw * (1.0 - _SURPLUS_MARGIN_FRAC)
+        level_kwh = jnp.maximum(state.month_peak_kw, floor)
+        hold = -jnp.maximum(net_kwh - level_kwh, 0.0) / power_kw
+        battery = jnp.where(net_kwh < 0.0, charge_frac, jnp.where(hold_j[t % 24], hold, -1.0))
         sockets = jnp.ones(ratings.shape, jnp.float32)
         return jnp.concatenate([battery[None].astype(jnp.float32), sockets])
 

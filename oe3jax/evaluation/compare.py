@@ -157,6 +157,7 @@ BASELINES: tuple[Baseline, ...] = (
     registered("uncontrolled"),
     registered("rule"),
     registered("greedy"),
+    registered("ratchet"),
     _optimum("optimum_grid", "grid_import_kwh", "co2_kg"),
     _optimum("optimum_cost", "cost"),
     _optimum("optimum_monthly_peaks", "monthly_peaks_sum_kw"),

@@ -33,6 +33,11 @@ With ``import_level_base: month_peak`` the discharge level is the month-to-date 
 observation feature) plus the head's output: the starting policy then never lets the import rise
 above the month's peak while the battery holds energy, which is what a demand charge pays for,
 and the network learns where to go below it (emptying the battery for the next day's PV).
+The dispatch has no gradient where it idles (the net load between ``C`` and ``L``): a policy
+gradient cannot move the levels from an hour at which the battery idled, however good a
+discharge sampled there turned out. ``import_residual: true`` adds a third output, a battery
+action (a fraction of the rating, starting at 0) added to the dispatch, so the network can also
+act where the levels leave the battery idle, such as emptying it at night.
 
 Precision: every layer computes in ``dtype`` (the configured precision) and stores its
 parameters in float32 (``param_dtype``); outputs (means, log-stds, values, Q-values) are cast to
@@ -96,6 +101,10 @@ NETWORK_SPEC: dict[str, Field] = {
     "import_level_base": Field("zero", str, choices=IMPORT_LEVEL_BASES,
                                help="battery_head import: the discharge level is the head's output (zero) or the "
                                     "month-to-date peak import plus it (month_peak; 0 then holds the month's peak)"),
+    "import_residual": Field(False, bool,
+                             help="battery_head import: add a battery action of the network's own to the levels' "
+                                  "dispatch, so that it can move the battery where the dispatch idles (e.g. empty it "
+                                  "at night for the next day's PV)"),
     "squash": Field("clip", str, choices=SQUASHES,
                     help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
 }
@@ -305,6 +314,7 @@ class SocketSharedActor(nn.Module):
     squash: str = "clip"  # the policy's squash (the import head's EV estimate uses the socket actions)
     import_target_init: float = 0.0  # the import head's initial discharge level, a fraction of grid_ref_kw
     import_level_base: str = "zero"  # month_peak: the discharge level is relative to the month-to-date peak
+    import_residual: bool = False  # a battery action of the network's own is added to the levels' dispatch
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -330,7 +340,9 @@ class SocketSharedActor(nn.Module):
             net_kw = jax.lax.stop_gradient(site.net_load_kw(glob, sockets, squash(socket_mean, self.squash)))
             head_in.append((net_kw / site.grid_ref_kw)[..., None].astype(embed.dtype))
         b = MLP(self.hidden_sizes, self.activation, self.dtype, name="battery_head")(jnp.concatenate(head_in, axis=-1))
-        n_levels = 1 if site is None else 2  # the battery's mean, or the discharge and charge levels
+        residual = site is not None and self.import_residual
+        # the battery's mean; or the discharge and charge levels (and, residual, an action added to their dispatch)
+        n_levels = 1 if site is None else (3 if residual else 2)
         battery_out = _dense(n_levels + n_out - 1, self.dtype, 0.01, name="battery_out")(b).astype(_F32)
         battery_mean = battery_out[..., :1]
         if site is not None:  # import levels, fractions of grid_ref_kw: discharge above L, charge below C <= L
@@ -340,6 +352,8 @@ class SocketSharedActor(nn.Module):
             charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
             net = net_kw[..., None]
             battery_mean = (jnp.clip(net, charge_kw, level_kw) - net) / site.power_kw
+            if residual:  # the dispatch has no gradient where it idles; this term has one at every hour
+                battery_mean = battery_mean + battery_out[..., 2:3]
 
         mean = jnp.concatenate([battery_mean, socket_mean], axis=-1)
         if state_dep:
@@ -464,7 +478,7 @@ def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = 
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
         net_cfg["log_std_init"], dtype, socket_init, site, net_cfg["squash"], net_cfg["import_target_init"],
-        net_cfg["import_level_base"],
+        net_cfg["import_level_base"], net_cfg["import_residual"],
     )
 
 
@@ -487,8 +501,15 @@ def import_site(env: Any, env_params: Any) -> ImportSite:
 
 
 def check_battery_head(net_cfg: dict[str, Any], algo_cfg: Any, section: str) -> None:
-    """The ``import`` head reads kW off the raw observation: refuse a normalised one."""
+    """The ``import`` head reads kW off the raw observation: refuse a normalised one. Its options
+    are refused with another head (every key is used or refused)."""
     if net_cfg["battery_head"] != "import":
+        for key, default in (("import_residual", False), ("import_level_base", "zero"),
+                             ("import_target_init", 0.0)):
+            if net_cfg.get(key, default) != default:
+                raise ConfigError(f"network.{key}: only used with battery_head 'import' (got battery_head "
+                                  f"{net_cfg['battery_head']!r}); expected {default!r} or battery_head 'import', "
+                                  f"got {net_cfg[key]!r}")
         return
     if net_cfg["kind"] != "socket_shared":
         raise ConfigError(f"network.battery_head: 'import' needs network.kind 'socket_shared', got "

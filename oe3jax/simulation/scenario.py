@@ -48,10 +48,10 @@ from oe3jax.simulation.profiles import HOURS_PER_YEAR
 
 
 # The "peak" preset's weights (docs/physics.md, "Why these weights").
-PEAK_PRESET_CO2 = 0.30
-PEAK_PRESET_SOLAR = 0.10
-PEAK_PRESET_EV = 0.20
-PEAK_PRESET_DEMAND = 0.40
+PEAK_PRESET_CO2 = 0.05
+PEAK_PRESET_SOLAR = 0.02
+PEAK_PRESET_EV = 0.13
+PEAK_PRESET_DEMAND = 0.80
 
 REWARD_PRESETS: dict[str, dict[str, float]] = {
     # weights of the terms co2, cost, solar, ev, peak, demand (each sums to 1); docs/physics.md
