@@ -290,3 +290,5 @@ def test_ratchet_rule_holds_the_month_to_date_peak_by_day_and_empties_at_night()
         B.make_ratchet(scn, hold_hours=(9, 24))
     with pytest.raises(ValueError, match="floor_kw: expected a finite number of kW >= 0"):
         B.make_ratchet(scn, floor_kw=-1.0)
+    with pytest.raises(ValueError, match="floor_kw: expected a finite number of kW >= 0, got 'high'"):
+        B.make_ratchet(scn, floor_kw="high")

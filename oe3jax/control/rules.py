@@ -57,6 +57,16 @@ def schedule_policy(actions: np.ndarray) -> Schedule:
     return Schedule(np.asarray(actions, np.float32))
 
 
+def _hour_mask(hours: Sequence[int], field: str) -> jax.Array:
+    """A boolean mask over the 24 hours of the day, true at ``hours`` (checked: integers 0..23)."""
+    mask = np.zeros(24, bool)
+    for h in hours:
+        if not (isinstance(h, (int, np.integer)) and not isinstance(h, bool) and 0 <= h < 24):
+            raise ValueError(f"{field}: expected hours of day in 0..23, got {h!r}")
+        mask[h] = True
+    return jnp.asarray(mask)
+
+
 def make_rule_based(scenario: Scenario, discharge_hours: Sequence[int] = RULE_DISCHARGE_HOURS) -> Act:
     """The evening rule: PV surplus into the battery, battery out in ``discharge_hours``.
 
@@ -72,12 +82,7 @@ def make_rule_based(scenario: Scenario, discharge_hours: Sequence[int] = RULE_DI
     """
     ratings = jnp.asarray(socket_ratings_kw(scenario), jnp.float32)
     power_kw = float(scenario.power_kw)
-    hours = np.zeros(24, bool)
-    for h in discharge_hours:
-        if not (isinstance(h, (int, np.integer)) and not isinstance(h, bool) and 0 <= h < 24):
-            raise ValueError(f"discharge_hours: expected hours of day in 0..23, got {h!r}")
-        hours[h] = True
-    discharge_j = jnp.asarray(hours)
+    discharge_j = _hour_mask(discharge_hours, "discharge_hours")
 
     def act(obs: jax.Array, state: Any, params: Any) -> jax.Array:
         t = state.t
@@ -115,15 +120,12 @@ def make_ratchet(scenario: Scenario, hold_hours: Sequence[int] = RATCHET_HOLD_HO
 
     ratings = jnp.asarray(socket_ratings_kw(scenario), jnp.float32)
     power_kw = float(scenario.power_kw)
-    floor = RATCHET_FLOOR_FRAC * mall_peak_kw(scenario) if floor_kw is None else float(floor_kw)
-    if not (np.isfinite(floor) and floor >= 0.0):
+    floor = RATCHET_FLOOR_FRAC * mall_peak_kw(scenario) if floor_kw is None else floor_kw
+    if isinstance(floor, bool) or not isinstance(floor, (int, float, np.number)) or not (
+            np.isfinite(floor) and floor >= 0.0):
         raise ValueError(f"floor_kw: expected a finite number of kW >= 0, got {floor_kw!r}")
-    hours = np.zeros(24, bool)
-    for h in hold_hours:
-        if not (isinstance(h, (int, np.integer)) and not isinstance(h, bool) and 0 <= h < 24):
-            raise ValueError(f"hold_hours: expected hours of day in 0..23, got {h!r}")
-        hours[h] = True
-    hold_j = jnp.asarray(hours)
+    floor = float(floor)
+    hold_j = _hour_mask(hold_hours, "hold_hours")
 
     def act(obs: jax.Array, state: Any, params: Any) -> jax.Array:
         t = state.t
