@@ -21,6 +21,7 @@ from gymnax.environments import environment, spaces
 from scipy import special, stats
 
 from oe3jax.schema import Field
+from oe3jax.simulation import rng
 from oe3jax.simulation.calendar import MONTH_START_HOURS
 from oe3jax.simulation.checks import check_action
 from oe3jax.simulation.scenario import (HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, get_scenario,
@@ -131,38 +132,6 @@ class EnvParams:
 
 # ndtri of the midpoints of the 2**16 equal bins of [0, 1): the forecast errors' standard normals
 _MIDPOINT_QUANTILES = special.ndtri((np.arange(2**16) + 0.5) / 2**16).astype(np.float32)
-
-_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_THREEFRY_PARITY = 0x1BD11BDA
-
-
-def _threefry_words_apply(key: Any) -> bool:
-    """Whether :func:`_threefry_words` gives ``jax.random.bits(key, (n,), uint32)`` for this key."""
-    try:
-        impl = jax.random.key_impl(key)
-    except (TypeError, ValueError):
-        return False
-    return str(impl) == "threefry2x32" and bool(jax.config.jax_threefry_partitionable)
-
-
-def _threefry_words(key_data: jax.Array, n: int) -> jax.Array:
-    """``n`` random uint32 words of a threefry key's data (uint32[2]), as ``jax.random.bits``
-    makes them (partitionable mode): Threefry-2x32 (20 rounds) of the counters ``(0, i)``,
-    ``i = 0..n-1``, the two output words XORed. Written out so that XLA fuses the rounds."""
-    u32 = jnp.uint32
-    k0, k1 = key_data[0], key_data[1]
-    ks = (k0, k1, k0 ^ k1 ^ u32(_THREEFRY_PARITY))
-    x0 = jnp.zeros(n, u32) + ks[0]
-    x1 = jnp.arange(n, dtype=u32) + ks[1]
-    for block in range(5):
-        for r in _THREEFRY_ROTATIONS[block % 2]:
-            x0 = x0 + x1
-            x1 = (x1 << u32(r)) | (x1 >> u32(32 - r))
-            x1 = x1 ^ x0
-        x0 = x0 + ks[(block + 1) % 3]
-        x1 = x1 + ks[(block + 2) % 3] + u32(block + 1)
-    return x0 ^ x1
-
 
 def _exclusive_count(flags: jax.Array) -> jax.Array:
     """``int32[n]``: how many of ``flags[:i]`` are true, for each ``i`` (an exclusive prefix count).
@@ -343,14 +312,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
     def draw(self, key: jax.Array) -> jax.Array:
         """The random words of one step (uint32[4]): ``jax.random.bits(key, (4,), jnp.uint32)``.
 
-        For a threefry key (JAX's default) the same words come from :func:`_threefry_words`, whose
-        20 rounds XLA fuses into one elementwise loop; ``jax.random.bits`` runs them as a loop of 5
-        iterations on CPU, which took about a tenth of a vmapped step. Other key types use
-        ``jax.random.bits``.
+        Computed by :func:`oe3jax.simulation.rng.bits`, whose Threefry rounds XLA fuses into one
+        elementwise loop (``jax.random.bits`` runs them as a loop on CPU, which took about a tenth
+        of a vmapped step).
         """
-        if _threefry_words_apply(key):
-            return _threefry_words(jax.random.key_data(key), 4)
-        return jax.random.bits(key, (4,), jnp.uint32)
+        return rng.bits(key, 4)
 
     @staticmethod
     def _slot_bits(seed: jax.Array, slot: jax.Array) -> tuple[jax.Array, jax.Array]:
