@@ -405,7 +405,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         frac = params.need_frac_min + (params.need_frac_max - params.need_frac_min) * u_need
         new_need = params.socket_battery_kwh * frac
         n_stay = params.stay_cum.shape[0]
-        stay = 1 + jnp.minimum(jnp.sum(params.stay_cum[None, :] <= u_stay[:, None], axis=1), n_stay - 1)
+        # how many cumulative probabilities u_stay reaches, as n_stay compares added up (one elementwise loop)
+        reached = sum((params.stay_cum[j] <= u_stay).astype(jnp.int32) for j in range(n_stay))
+        stay = 1 + jnp.minimum(reached, n_stay - 1)
         stay = jnp.minimum(stay, params.close_hour - t % 24).astype(jnp.int32)
         occupied = occupied | admit
         need_kwh = jnp.where(admit, new_need, need_kwh)
@@ -541,9 +543,10 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         with jax.named_scope("departures"):
             hours_left = jnp.where(state.occupied, state.hours_left - 1, 0)
             departing = state.occupied & (hours_left <= 0)
-            unmet = jnp.sum(jnp.where(departing, need, 0.0))
-            n_departed = jnp.sum(departing).astype(f32)
-            n_served = jnp.sum(departing & (need <= params.served_tol_kwh)).astype(f32)
+            # the three sums over the sockets in one reduction
+            unmet, n_departed, n_served = jnp.sum(jnp.stack([
+                jnp.where(departing, need, 0.0), departing.astype(f32),
+                (departing & (need <= params.served_tol_kwh)).astype(f32)]), axis=1)
             occupied = state.occupied & ~departing
             need = jnp.where(departing, 0.0, need)
             hours_left = jnp.where(departing, 0, hours_left).astype(jnp.int32)
