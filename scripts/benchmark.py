@@ -353,13 +353,14 @@ def network_cost_markdown(algos: Mapping[str, Any]) -> list[str]:
             f"`{name}` ({', '.join(f'{k}={v}' for k, v in overrides.items())}) runs "
             f"{var['env_steps_per_s']['median']:,.0f} ({ratio:.2f}x) with {_si(var['flops_per_env_step'])} "
             f"({100 * var.get('flops_fraction_of_matmul', float('nan')):.1f} %). The socket-shared layers multiply "
-            "thin matrices (one row per env and socket, 32 columns: `[batch x sockets, 4 + 32] x [36, 32]`, "
-            "`[., 64] x [64, 32]`), whose few FLOPs per byte moved keep the matmul units waiting, and apply "
-            "`tanh` to every socket's hidden units; the MLP's `[batch, 537] x [537, 256]` products are the dense "
-            "work the peak is measured on. The layers that read a socket's features beside the global embedding "
-            "(or its hidden vector beside the park summary) split their kernel: the embedding's or summary's "
-            "product is made once per env instead of once per socket, with the same parameters. That removed "
-            "FLOPs, so the share of the peak counts fewer FLOPs per second while the env steps per second rose.",
+            "thin matrices (one row per env and socket, a few dozen columns: `[batch x sockets, features] x "
+            "[features, hidden]`), whose few FLOPs per byte moved keep the matmul units waiting, and apply `tanh` "
+            "(one counted FLOP, many cycles) and its gradient to every socket's hidden units; the MLP's "
+            "`[batch, obs] x [obs, 256]` products are the dense work the peak is measured on. The per-socket "
+            "layers that read the global embedding (or the park summary) beside a socket's own vector split their "
+            "kernel: the embedding's or summary's product is made once per env instead of once per socket, with "
+            "the same parameters. That removed FLOPs, so the share of the peak counts fewer FLOPs per second while "
+            "the env steps per second rose.",
             "",
         ]
     return lines
