@@ -82,6 +82,37 @@ def test_rollout_makes_the_steps_it_counts():
     assert np.isfinite(float(reward_sum)) and float(reward_sum) != 0.0
 
 
+def test_obs_mode_actions_read_every_observation_feature():
+    """In mode ``obs`` the actions depend on each observation feature: the battery's on every
+    global one, socket i's on its own features only (a policy-shaped dependency XLA cannot drop)."""
+    env, params = make_env("iquitos-38")
+    layout = env.obs_layout
+    policy = bench._obs_policy(env, layout.size, 1 + layout.n_sockets)
+    obs = jnp.asarray(np.random.default_rng(0).uniform(0.0, 0.5, layout.size), jnp.float32)
+    base = jnp.zeros(1 + layout.n_sockets, jnp.float32)
+    jac = np.asarray(jax.jacfwd(lambda o: policy(o, base))(obs))  # [actions, features]
+    g, f = layout.n_global, layout.n_socket_features
+    assert np.all(jac[0, :g] != 0) and np.all(jac[0, g:] == 0)
+    for i in range(layout.n_sockets):
+        own = slice(g + i * f, g + (i + 1) * f)
+        assert np.all(jac[1 + i, own] != 0)
+        assert np.count_nonzero(jac[1 + i]) == f
+    rollout, args = bench.make_rollout(env, params, 2, 3, "obs", pool_size=8)
+    out = jax.jit(rollout)(*args)
+    assert np.isfinite(float(out[3]))
+
+
+def test_step_stages_attribute_the_profiled_step_to_its_named_scopes():
+    env, params = make_env("iquitos-38")
+    row = bench.step_stages(env, params, 4, "pool", num_steps=4, calls=1, top=3)
+    stages = {r["stage"]: r for r in row["stages"]}
+    assert {"observation", "arrivals"} <= set(stages)
+    assert set(stages) <= set(bench.STEP_STAGES) | {"other", bench.HARNESS_STAGE}
+    assert sum(r["share"] for r in row["stages"]) == pytest.approx(1.0)
+    assert sum(r["us_per_step"] for r in row["stages"]) == pytest.approx(row["thunk_us_per_step"])
+    assert row["steps"] == 4 and row["wall_us_per_step"] > 0 and len(row["top_thunks"]) == 3
+
+
 def test_reference_throughput_counts_steps():
     row = bench.reference_throughput("iquitos-38", 20)
     assert row["steps"] == 20 and row["reward_finite"]

@@ -306,3 +306,35 @@ def test_bad_inputs_give_one_line_errors(kwargs, match):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="iquitos-128"):
         get_scenario("lima-5")
+
+
+# ---------------------------------------------------------------------------- fast paths of the step
+def test_step_words_are_jax_random_bits(env128):
+    """The fused Threefry of ``draw`` gives the words ``jax.random.bits`` gives for the same keys."""
+    env, _ = env128
+    keys = jax.random.split(jax.random.key(11), 257)
+    expected = jax.vmap(lambda k: jax.random.bits(k, (4,), jnp.uint32))(keys)
+    np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(env.draw))(keys)), np.asarray(expected))
+    rbg = jax.random.key(3, impl="rbg")  # another key type goes through jax.random.bits itself
+    np.testing.assert_array_equal(np.asarray(env.draw(rbg)), np.asarray(jax.random.bits(rbg, (4,), jnp.uint32)))
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 112])
+def test_free_socket_rank_is_an_exclusive_prefix_count(n):
+    from oe3jax.simulation.env import _exclusive_count
+
+    flags = np.random.default_rng(n).random((40, n)) < np.linspace(0.0, 1.0, 40)[:, None]
+    got = np.asarray(jax.jit(jax.vmap(_exclusive_count))(jnp.asarray(flags)))
+    expected = np.array([[row[:i].sum() for i in range(n)] for row in flags], dtype=np.int64).reshape(40, n)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_forecast_errors_are_normal_quantiles_of_bin_midpoints(env128):
+    """Every z is ndtri((i + 1/2) / 2**16) for a whole i: its normal CDF sits on a bin midpoint."""
+    env, params = env128
+    keys = jax.random.split(jax.random.key(5), 300)
+    z = np.asarray(jax.vmap(lambda k: env.arrivals(env.draw(k), jnp.int32(12), params).forecast_z)(keys), np.float64)
+    position = stats.norm.cdf(z) * 2**16 - 0.5
+    assert np.max(np.abs(position - np.round(position))) < 0.02
+    assert np.all((np.round(position) >= 0) & (np.round(position) < 2**16))
+    assert abs(z.mean()) < 0.1 and abs(z.std() - 1.0) < 0.05  # 300 x 2 x n_forecasts standard normals

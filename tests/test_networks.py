@@ -176,6 +176,50 @@ def test_socket_shared_any_park_size_and_permutation_equivariance():
     chex.assert_shape(actor7.apply(a_params, obs[0])[0], (8,))
 
 
+def test_context_dense_is_the_dense_of_the_concatenation():
+    """x @ K[:a] + (context @ K[a:] + b), broadcast over the rows, equals the NumPy Dense of
+    concat([x, broadcast(context)]) with the same kernel and bias."""
+    layer = networks._ContextDense(6)
+    x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+    context = jax.random.normal(jax.random.key(1), (2, 4))
+    params = layer.init(jax.random.key(2), x, context)
+    kernel = np.asarray(params["params"]["kernel"], np.float64)
+    bias = np.asarray(params["params"]["bias"], np.float64) + 0.3  # a non-zero bias
+    params = {"params": {"kernel": params["params"]["kernel"], "bias": jnp.asarray(bias, jnp.float32)}}
+    assert kernel.shape == (3 + 4, 6)
+    joined = np.concatenate([np.asarray(x, np.float64), np.repeat(np.asarray(context, np.float64)[:, None], 5, 1)], -1)
+    np.testing.assert_allclose(np.asarray(layer.apply(params, x, context)), joined @ kernel + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_socket_shared_parameter_tree_is_that_of_the_concatenated_layers():
+    """Checkpoints keep loading: each per-socket layer's kernel has the rows of its concatenated
+    input ([socket features, embedding] and [hidden, summary]), as the layers on the concatenation had."""
+    from oe3jax.simulation.env import make_env
+
+    env, params = make_env("iquitos-38")
+    obs = jnp.zeros(env.obs_layout.size)
+    n_g, n_f = env.obs_layout.n_global, env.obs_layout.n_socket_features
+    shapes = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): tuple(v.shape)
+                           for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+    actor = shapes(networks.make_actor(NET, env, params).init(jax.random.key(0), obs))
+    assert actor == {
+        "params/torso/global_embed/kernel": (n_g, 32), "params/torso/global_embed/bias": (32,),
+        "params/torso/socket_net/Dense_0/kernel": (n_f + 32, 32), "params/torso/socket_net/Dense_0/bias": (32,),
+        "params/torso/socket_net/Dense_1/kernel": (32, 32), "params/torso/socket_net/Dense_1/bias": (32,),
+        "params/socket_head/Dense_0/kernel": (32 + 32, 32), "params/socket_head/Dense_0/bias": (32,),
+        "params/socket_out/kernel": (32, 1), "params/socket_out/bias": (1,),
+        "params/battery_head/Dense_0/kernel": (32 + 32, 64), "params/battery_head/Dense_0/bias": (64,),
+        "params/battery_head/Dense_1/kernel": (64, 64), "params/battery_head/Dense_1/bias": (64,),
+        "params/battery_out/kernel": (64, 1), "params/battery_out/bias": (1,),
+        "params/_LogStd_0/log_std": (2,),
+    }
+    q = shapes(networks.make_q_critic(NET, env, params).init(jax.random.key(0), obs, jnp.zeros(1 + env.n_sockets)))
+    # two critics stacked; the battery action joins the global features, a socket's its socket's
+    assert q["params/q_module/torso/global_embed/kernel"] == (2, n_g + 1, 32)
+    assert q["params/q_module/torso/socket_net/Dense_0/kernel"] == (2, n_f + 1 + 32, 32)
+    assert q["params/q_module/torso/socket_net/Dense_1/kernel"] == (2, 32, 32)
+
+
 def test_socket_shared_needs_a_socket_layout():
     env = TargetActionEnv()
     with pytest.raises(ConfigError, match="network.kind: 'socket_shared' needs an environment with a socket layout"):

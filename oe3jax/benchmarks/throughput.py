@@ -131,12 +131,44 @@ def _calls_for(seconds_per_call: float, min_repeat_s: float) -> int:
 # 1. Environment throughput
 # --------------------------------------------------------------------------------------------
 
-ACTION_MODES = ("fresh", "pool")
+ACTION_MODES = ("fresh", "pool", "obs")
 ACTION_MODE_HELP = {
     "fresh": "uniform actions drawn with jax.random (threefry) inside the scan, every step and env",
     "pool": "actions read from a pre-sampled pool of random action vectors, indexed by step and env "
             "(isolates the environment)",
+    "obs": "the observation consumed as a policy would: each action is a pool action plus a fixed linear "
+           "map of the observation (every socket's features drive its socket's action, every global "
+           "feature the battery's), so the next step waits for this step's whole observation",
 }
+
+
+def _obs_policy(env: Any, obs_dim: int, act_dim: int, scale: float = 0.1) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """``policy(obs, pool_action) -> action`` for the ``obs`` mode: a fixed, cheap linear map.
+
+    With an :class:`~oe3jax.simulation.env.ObsLayout` (``n_global`` features, then ``n_sockets x
+    n_socket_features``) the battery action reads every global feature and socket i's action its own
+    features (about two FLOPs per observation feature); otherwise every action reads the mean of the
+    observation. Weights are fixed random numbers of mean zero, scaled so that the term stays small.
+    """
+    layout = getattr(env, "obs_layout", None)
+    rng = np.random.default_rng(7)
+    if layout is not None and layout.size == obs_dim and layout.n_sockets + 1 == act_dim:
+        g, n, f = layout.n_global, layout.n_sockets, layout.n_socket_features
+        w_glob = jnp.asarray(rng.normal(size=g) * scale / g, jnp.float32)
+        w_sock = jnp.asarray(rng.normal(size=f) * scale / f, jnp.float32)
+
+        def policy(obs: jax.Array, pool_action: jax.Array) -> jax.Array:
+            # written out as products and adds (not dots or reductions), so that XLA fuses them into
+            # elementwise loops: on CPU a [n, 4] x [4] dot or sum costs more than the step's physics
+            battery = sum(obs[..., j] * w_glob[j] for j in range(g))
+            per_socket = obs[..., g:].reshape(obs.shape[:-1] + (n, f))
+            sockets = sum(per_socket[..., j] * w_sock[j] for j in range(f))
+            term = jnp.concatenate([battery[..., None], sockets], axis=-1)
+            return jnp.clip(pool_action + term, -1.0, 1.0)
+    else:
+        def policy(obs: jax.Array, pool_action: jax.Array) -> jax.Array:
+            return jnp.clip(pool_action + scale * jnp.mean(obs, axis=-1, keepdims=True), -1.0, 1.0)
+    return policy
 
 
 def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode: str,
@@ -145,11 +177,14 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
 
     Each step vmaps ``env.step`` (with auto-reset, one PRNG key per env split from the carry) over
     the environments. The carry keeps the last observations and a sum of rewards, so XLA cannot
-    drop the observation or reward computation. Returns the function and its first arguments.
+    drop the observation or reward computation; in mode ``obs`` the actions are computed from the
+    carried observations (see :data:`ACTION_MODE_HELP`). Returns the function and its first arguments.
     """
     if mode not in ACTION_MODES:
         raise ValueError(f"mode: expected one of {', '.join(ACTION_MODES)}, got {mode!r}")
     act_dim = int(env.action_space(env_params).shape[0])
+    obs_dim = int(env.observation_space(env_params).shape[0])
+    policy = _obs_policy(env, obs_dim, act_dim) if mode == "obs" else None
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     env_index = jnp.arange(num_envs, dtype=jnp.int32)
     # env i reads pool rows i*stride + t (mod pool size): different rows across envs and steps
@@ -163,6 +198,8 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
                 actions = jax.random.uniform(k_act, (num_envs, act_dim), jnp.float32, -1.0, 1.0)
             else:
                 actions = pool[(env_index * stride + t) % pool_size]
+                if policy is not None:
+                    actions = policy(obs, actions)
             obs, env_state, reward, _, _, _ = step(jax.random.split(k_env, num_envs), env_state, actions, env_params)
             return (key, env_state, obs, reward_sum + jnp.sum(reward)), None
 
@@ -211,6 +248,115 @@ def env_throughput(
         "repeat_s": [round(t, 4) for t in timing.repeats_s],
         "env_steps_per_s": timing.rate(work), "reward_finite": math.isfinite(reward_sum),
     }
+
+
+#: The named scopes of ``EVChargingEnv.step`` (``jax.named_scope``), in step order, and what each holds.
+STEP_STAGES = {
+    "draw": "the step's random words (Threefry-2x32 of the env's key)",
+    "sockets": "EV charging per socket (rating, energy still wanted)",
+    "dispatch": "PV, mall load, battery, grid limit, energy update",
+    "departures": "departures, unmet energy, vehicles served",
+    "arrivals": "Poisson counts, free-socket ranks, new vehicles' needs and stays",
+    "reward": "month peak, reward terms, flows",
+    "totals": "the running episode totals",
+    "auto_reset": "the next episode's first state, selected where an episode ended",
+    "observation": "calendar, forecasts with their errors, park and per-socket features",
+}
+HARNESS_STAGE = "harness"  # outside env.step: per-env keys, actions, the scan's loop
+
+
+def _op_stages(hlo_text: str, stages: Sequence[str]) -> dict[str, str]:
+    """Each top-level HLO instruction (what the CPU runtime runs as one thunk) mapped to a stage:
+    the first of ``stages`` among the named scopes of its op (for a fusion, of its root op, else of
+    most of the ops fused into it), :data:`HARNESS_STAGE` for ops outside ``env.step``, or ``"other"``."""
+    comps, _ = _hlo_computations(hlo_text)
+    name_re = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=")
+    op_re = re.compile(r'op_name="([^"]*)"')
+
+    def stage_of(op_name: str) -> str:
+        parts = op_name.split("/")
+        for part in parts:
+            if part in stages:
+                return part
+        return "other" if any(p.startswith(("vmap(jit(_step))", "jit(_step)")) for p in parts) else HARNESS_STAGE
+
+    out: dict[str, str] = {}
+    for lines in comps.values():
+        for line in lines:
+            m = name_re.match(line)
+            if not m:
+                continue
+            own = op_re.findall(line)
+            stage = stage_of(own[0]) if own else None
+            called = re.search(r"calls=%?([\w.\-]+)", line)
+            if called and stage not in stages:  # the fusion's root says nothing: ask the ops fused into it
+                votes: dict[str, int] = {}
+                for inner in comps.get(called.group(1), []):
+                    for op in op_re.findall(inner):
+                        st = stage_of(op)
+                        votes[st] = votes.get(st, 0) + 1
+                named = {st: v for st, v in votes.items() if st in stages}
+                if named or votes:
+                    stage = max(named or votes, key=(named or votes).get)
+            if stage is not None:
+                out[m.group(1)] = stage
+    return out
+
+
+def step_stages(env: Any, env_params: Any, num_envs: int, mode: str = "obs", *, num_steps: int = 64,
+                calls: int = 3, stages: Mapping[str, str] = STEP_STAGES, top: int = 0) -> dict[str, Any]:
+    """Where the time of a vmapped step goes, from the XLA CPU profiler.
+
+    The rollout of :func:`make_rollout` runs ``calls`` times under ``jax.profiler.trace``; each
+    thunk the CPU runtime executes (a fusion, a copy, a loop, ...) is attributed to a stage by the
+    named scope of its ops (:data:`STEP_STAGES`; a fusion that mixes stages goes to the stage of its
+    root op, the value it writes). Reported per stage: microseconds per vmapped step (all ``num_envs``
+    environments) and the share of the summed thunk time. Thunks of the two cores may overlap, so
+    the sum can exceed the wall-clock time, which is reported beside it. ``top > 0`` adds the
+    ``top`` most expensive thunks (name, stage, microseconds per step).
+    """
+    import gzip
+    import json
+
+    rollout, args = make_rollout(env, env_params, num_envs, num_steps, mode)
+    compiled = jax.jit(rollout).lower(*args).compile()
+    state = jax.block_until_ready(compiled(*args))
+    ops = _op_stages(compiled.as_text(), tuple(stages))
+    root = Path(tempfile.mkdtemp(prefix="oe3jax-bench-trace-"))
+    try:
+        with jax.profiler.trace(str(root), create_perfetto_trace=True):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                state = compiled(*state)
+            jax.block_until_ready(state)
+            wall = time.perf_counter() - t0
+        traces = sorted(root.rglob("*.trace.json.gz"))
+        if not traces:
+            raise RuntimeError("step_stages: the profiler wrote no trace")
+        events = json.loads(gzip.decompress(traces[-1].read_bytes()))["traceEvents"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    per_stage: dict[str, float] = {}
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in ops:
+            st = ops[e["name"]]
+            per_stage[st] = per_stage.get(st, 0.0) + float(e["dur"])  # microseconds
+            per_op[e["name"]] = per_op.get(e["name"], 0.0) + float(e["dur"])
+    total = sum(per_stage.values())
+    steps = calls * num_steps
+    order = [*stages, "other", HARNESS_STAGE]
+    rows = [{"stage": st, "what": stages.get(st, "step ops outside the named stages" if st == "other"
+                                              else "outside env.step: keys, actions, loop"),
+             "us_per_step": per_stage[st] / steps, "share": per_stage[st] / total if total else 0.0}
+            for st in order if st in per_stage]
+    out = {"num_envs": num_envs, "mode": mode, "steps": steps, "wall_us_per_step": 1e6 * wall / steps,
+           "thunk_us_per_step": total / steps, "env_steps_per_s_traced": steps * num_envs / wall,
+           "load_avg": load_average(), "stages": rows}
+    if top:
+        out["top_thunks"] = [{"name": name, "stage": ops[name], "us_per_step": us / steps}
+                             for name, us in sorted(per_op.items(), key=lambda kv: -kv[1])[:top]]
+    return out
 
 
 def reference_throughput(scenario: str, num_steps: int, seed: int = 0) -> dict[str, Any]:
@@ -333,14 +479,8 @@ def _dims(shape_text: str) -> list[int]:
     return [int(d) for d in m.group(2).split(",")] if m and m.group(2) else []
 
 
-def hlo_flops(hlo_text: str) -> dict[str, Any]:
-    """FLOPs of an optimised HLO module (``compiled.as_text()``), loops counted trip-count times.
-
-    ``dot`` costs ``2 * output elements * contracted size``; elementwise arithmetic and reduce
-    cost one per element. A ``while`` body counts ``known_trip_count`` times (once, and listed in
-    ``unknown_trip_counts``, when XLA does not know it); a ``conditional`` counts its most
-    expensive branch; fusions and calls count their computation once per call.
-    """
+def _hlo_computations(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
+    """The instruction lines of each computation of an HLO module's text, and the ENTRY's name."""
     comps: dict[str, list[str]] = {}
     entry, current = None, None
     for line in hlo_text.splitlines():
@@ -355,6 +495,18 @@ def hlo_flops(hlo_text: str) -> dict[str, Any]:
             current = None
         else:
             comps[current].append(line)
+    return comps, entry
+
+
+def hlo_flops(hlo_text: str) -> dict[str, Any]:
+    """FLOPs of an optimised HLO module (``compiled.as_text()``), loops counted trip-count times.
+
+    ``dot`` costs ``2 * output elements * contracted size``; elementwise arithmetic and reduce
+    cost one per element. A ``while`` body counts ``known_trip_count`` times (once, and listed in
+    ``unknown_trip_counts``, when XLA does not know it); a ``conditional`` counts its most
+    expensive branch; fusions and calls count their computation once per call.
+    """
+    comps, entry = _hlo_computations(hlo_text)
     if entry is None:
         raise ValueError("hlo_flops: no ENTRY computation in the HLO text")
 
@@ -736,7 +888,7 @@ def checkpoint_cost(name: str, *, overrides: Mapping[str, Any] | None = None, sa
 
 
 __all__ = [
-    "ACTION_MODES", "Timing", "checkpoint_cost", "env_section", "env_throughput", "hlo_flops", "load_average",
+    "ACTION_MODES", "HARNESS_STAGE", "STEP_STAGES", "Timing", "checkpoint_cost", "env_section", "env_throughput", "hlo_flops", "load_average",
     "machine_info", "make_rollout", "Program", "build_program", "matmul_flops", "reference_throughput", "resolve_algo_config",
-    "time_repeats", "train_throughput", "xla_cost_flops",
+    "step_stages", "time_repeats", "train_throughput", "xla_cost_flops",
 ]

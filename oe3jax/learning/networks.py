@@ -142,6 +142,47 @@ class MLP(nn.Module):
         return x
 
 
+class _ContextDense(nn.Module):
+    """``Dense`` over ``concat([x, broadcast(context)], -1)``, computed without the concatenation.
+
+    ``x`` is ``[..., n, a]`` (one row per socket) and ``context`` ``[..., c]`` (one per env). The
+    parameters are those of ``nn.Dense`` on the concatenated input (``kernel`` ``[a + c, features]``,
+    ``bias``), and the output is ``x @ kernel[:a] + (context @ kernel[a:] + bias)`` broadcast over
+    the ``n`` rows: mathematically the same, but the context's product is computed once per env
+    instead of once per row, and no ``[..., n, a + c]`` copy is made.
+    """
+
+    features: int
+    dtype: Any = _F32
+    scale: float = math.sqrt(2.0)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        a = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.orthogonal(self.scale), (a + context.shape[-1], self.features),
+                            _F32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), _F32)
+        x, context, kernel, bias = (v.astype(self.dtype) for v in (x, context, kernel, bias))
+        return x @ kernel[:a] + (context @ kernel[a:] + bias)[..., None, :]
+
+
+class _ContextMLP(nn.Module):
+    """:class:`MLP` on ``concat([x, broadcast(context)])`` with the first layer a :class:`_ContextDense`
+    (parameter names and shapes those of the MLP on the concatenation)."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+    dtype: Any = _F32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        x = act(_ContextDense(self.hidden_sizes[0], self.dtype, name="Dense_0")(x, context))
+        for i, size in enumerate(self.hidden_sizes[1:], start=1):
+            x = act(_dense(size, self.dtype, name=f"Dense_{i}")(x))
+        return x
+
+
 class _LogStd(nn.Module):
     """A learned state-independent log-std vector of ``size`` entries, float32."""
 
@@ -254,11 +295,9 @@ class SocketTorso(nn.Module):
         if socket_extra is not None:
             sockets = jnp.concatenate([sockets, socket_extra.astype(sockets.dtype)], axis=-1)
         embed = act(_dense(self.global_embed_size, self.dtype, name="global_embed")(glob))
-        n_sockets = sockets.shape[-2]
-        context = jnp.broadcast_to(embed[..., None, :], (*embed.shape[:-1], n_sockets, embed.shape[-1]))
-        hidden = MLP(self.socket_hidden_sizes, self.activation, self.dtype, name="socket_net")(
-            jnp.concatenate([sockets.astype(self.dtype), context.astype(self.dtype)], axis=-1)
-        )
+        # each socket reads concat([its features, embed]); the embedding's product is made once per env
+        hidden = _ContextMLP(self.socket_hidden_sizes, self.activation, self.dtype, name="socket_net")(
+            sockets, embed)
         summary = jnp.mean(hidden, axis=-2)
         if self.pool == "mean_max":
             summary = jnp.concatenate([summary, jnp.max(hidden, axis=-2)], axis=-1)
@@ -326,10 +365,8 @@ class SocketSharedActor(nn.Module):
         state_dep = self.log_std_mode == "state_dependent"
         n_out = 2 if state_dep else 1
 
-        per_socket = jnp.concatenate(
-            [hidden, jnp.broadcast_to(summary[..., None, :], (*hidden.shape[:-1], summary.shape[-1]))], axis=-1
-        )
-        x = MLP(self.socket_hidden_sizes[-1:], self.activation, self.dtype, name="socket_head")(per_socket)
+        # each socket's head reads concat([its hidden vector, summary]); the summary's product once per env
+        x = _ContextMLP(self.socket_hidden_sizes[-1:], self.activation, self.dtype, name="socket_head")(hidden, summary)
         socket_out = _dense(n_out, self.dtype, 0.01, name="socket_out")(x).astype(_F32)  # [..., n, n_out]
 
         socket_mean = socket_out[..., 0] + self.socket_action_init

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
-from scipy import stats
+from scipy import special, stats
 
 from oe3jax.schema import Field
+from oe3jax.simulation import rng
 from oe3jax.simulation.calendar import MONTH_START_HOURS
 from oe3jax.simulation.checks import check_action
 from oe3jax.simulation.scenario import (HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, get_scenario,
@@ -127,6 +128,33 @@ class EnvParams:
     max_steps_in_episode: jax.Array  # int32, episode length in hours
     start_hour: jax.Array  # int32, used when random_start is off
     random_start: jax.Array  # bool
+
+
+# ndtri of the midpoints of the 2**16 equal bins of [0, 1): the forecast errors' standard normals
+_MIDPOINT_QUANTILES = special.ndtri((np.arange(2**16) + 0.5) / 2**16).astype(np.float32)
+
+
+def _exclusive_count(flags: jax.Array) -> jax.Array:
+    """``int32[n]``: how many of ``flags[:i]`` are true, for each ``i`` (an exclusive prefix count).
+
+    The flags are packed 32 to a word and each count is a population count of the word's lower
+    bits plus those of the words before: a few elementwise loops, where a prefix sum over the
+    flags (``cumsum`` or a log-depth scan) runs as several passes over a vmapped batch.
+    """
+    n = flags.shape[0]
+    if n == 0:
+        return jnp.zeros(0, jnp.int32)
+    u32 = jnp.uint32
+    n_words = -(-n // 32)
+    bits = jnp.pad(flags, (0, 32 * n_words - n)).reshape(n_words, 32).astype(u32)
+    words = jnp.sum(bits << jnp.arange(32, dtype=u32), axis=1, dtype=u32)  # distinct bits: the sum is an OR
+    per_word = jax.lax.population_count(words).astype(jnp.int32)
+    before = [jnp.int32(0)]
+    for w in range(n_words - 1):
+        before.append(before[-1] + per_word[w])
+    lower = jnp.asarray((np.uint64(1) << (np.arange(n) % 32).astype(np.uint64)) - np.uint64(1), u32)
+    own = jax.lax.population_count(jnp.repeat(words, 32)[:n] & lower).astype(jnp.int32)
+    return own + jnp.repeat(jnp.stack(before), 32)[:n] if n_words > 1 else own
 
 
 def _is_int(value: Any) -> bool:
@@ -283,20 +311,31 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
     # a step costs the same few random blocks whatever the size of the park; the forecast errors
     # of the observation use the same hash at slots n_sockets, n_sockets + 1, ... (one per offset).
     def draw(self, key: jax.Array) -> jax.Array:
-        """The random words of one step (uint32[4])."""
-        return jax.random.bits(key, (4,), jnp.uint32)
+        """The random words of one step (uint32[4]): ``jax.random.bits(key, (4,), jnp.uint32)``.
+
+        Computed by :func:`oe3jax.simulation.rng.bits`, whose Threefry rounds XLA fuses into one
+        elementwise loop (``jax.random.bits`` runs them as a loop on CPU, which took about a tenth
+        of a vmapped step).
+        """
+        return rng.bits(key, 4)
 
     @staticmethod
-    def _slot_uniforms(seed: jax.Array, slot: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Two 16-bit uniforms in [0, 1) per slot from a murmur3-style finaliser of (seed, slot)."""
+    def _slot_bits(seed: jax.Array, slot: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Two 16-bit integers (uint32) per slot from a murmur3-style finaliser of (seed, slot)."""
         x = seed + (slot.astype(jnp.uint32) + jnp.uint32(1)) * jnp.uint32(0x9E3779B9)
         x = x ^ (x >> 16)
         x = x * jnp.uint32(0x85EBCA6B)
         x = x ^ (x >> 13)
         x = x * jnp.uint32(0xC2B2AE35)
         x = x ^ (x >> 16)
+        return x >> 16, x & jnp.uint32(0xFFFF)
+
+    @classmethod
+    def _slot_uniforms(cls, seed: jax.Array, slot: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Two 16-bit uniforms in [0, 1) per slot: :meth:`_slot_bits` times 2**-16."""
+        hi, lo = cls._slot_bits(seed, slot)
         scale = jnp.float32(2.0**-16)
-        return (x >> 16).astype(jnp.float32) * scale, (x & jnp.uint32(0xFFFF)).astype(jnp.float32) * scale
+        return hi.astype(jnp.float32) * scale, lo.astype(jnp.float32) * scale
 
     def _counts(self, words: jax.Array, t: jax.Array, params: EnvParams) -> tuple[jax.Array, jax.Array]:
         """Poisson arrival counts of hour ``t`` by inverse CDF (24-bit uniforms)."""
@@ -319,12 +358,12 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
     def _forecast_z(self, seed: jax.Array) -> jax.Array:
         """Standard normals ``[2, n_forecasts]`` (PV row, mall row) from the hash at slots n_sockets + j.
 
-        Each 16-bit uniform u becomes ``ndtri(u + 2**-17)``: 65,536 equally likely values, the
-        normal quantiles of the midpoints, so |z| <= 4.3.
+        Each 16-bit integer i becomes ``ndtri((i + 0.5) / 2**16)``: 65,536 equally likely values, the
+        normal quantiles of the midpoints, so |z| <= 4.3. They are read from a table (computed in
+        float64, rounded to float32): evaluating ``ndtri`` took about a tenth of a vmapped step.
         """
-        u_pv, u_mall = self._slot_uniforms(seed, self.n_sockets + jnp.arange(len(self.forecast_offsets)))
-        half = jnp.float32(2.0**-17)
-        return jax.scipy.special.ndtri(jnp.stack([u_pv, u_mall]) + half)
+        i_pv, i_mall = self._slot_bits(seed, self.n_sockets + jnp.arange(len(self.forecast_offsets)))
+        return jnp.asarray(_MIDPOINT_QUANTILES)[jnp.stack([i_pv, i_mall]).astype(jnp.int32)]
 
     def arrivals(self, words: jax.Array, t: jax.Array, params: EnvParams) -> Arrivals:
         """The draw of hour ``t`` made from a step's random words (for the NumPy reference)."""
@@ -355,10 +394,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         if all_free:
             rank = jnp.asarray(np.r_[np.arange(self.n_moto), np.arange(self.n_taxi)], jnp.int32)
         else:
-            # inclusive prefix count of free sockets; a log-depth scan is ~3x faster than jnp.cumsum on CPU
-            csum = jax.lax.associative_scan(jnp.add, free.astype(jnp.int32))
-            free_moto = csum[self.n_moto - 1] if self.n_moto > 0 else jnp.int32(0)
-            rank = csum - 1 - jnp.where(is_taxi, free_moto, 0)  # rank among free sockets of the type
+            # rank among the free sockets of the type (what matters of it: at free sockets)
+            rank = jnp.concatenate([_exclusive_count(free[: self.n_moto]), _exclusive_count(free[self.n_moto:])])
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
         if all_free:  # slot k is socket k
@@ -369,7 +406,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         frac = params.need_frac_min + (params.need_frac_max - params.need_frac_min) * u_need
         new_need = params.socket_battery_kwh * frac
         n_stay = params.stay_cum.shape[0]
-        stay = 1 + jnp.minimum(jnp.sum(params.stay_cum[None, :] <= u_stay[:, None], axis=1), n_stay - 1)
+        # how many cumulative probabilities u_stay reaches, as n_stay compares added up (one elementwise loop)
+        reached = sum((params.stay_cum[j] <= u_stay).astype(jnp.int32) for j in range(n_stay))
+        stay = 1 + jnp.minimum(reached, n_stay - 1)
         stay = jnp.minimum(stay, params.close_hour - t % 24).astype(jnp.int32)
         occupied = occupied | admit
         need_kwh = jnp.where(admit, new_need, need_kwh)
@@ -429,12 +468,14 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
     @partial(jax.jit, static_argnames=("self",))
     def _step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None):
         params = self.default_params if params is None else params
-        words = self.draw(key)
+        with jax.named_scope("draw"):
+            words = self.draw(key)
         obs_st, state_st, reward, terminated, info = self._transition(words, state, action, params)
         truncated = self.is_truncated(state_st, params)
         done = terminated | truncated
-        _, state_re = self._fresh(words, params)
-        state = jax.tree.map(lambda r, s: jnp.where(done, r, s), state_re, state_st)
+        with jax.named_scope("auto_reset"):
+            _, state_re = self._fresh(words, params)
+            state = jax.tree.map(lambda r, s: jnp.where(done, r, s), state_re, state_st)
         # one observation of the selected state; obs_st is computed only where final_observation
         # is used (XLA drops it otherwise)
         obs = self.get_obs(state, params)
@@ -451,122 +492,131 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         h = t % 24
 
         # EV charging: at most the socket rating and at most what the vehicle still wants
-        ev_i = jnp.where(state.occupied,
-                         jnp.minimum(jnp.maximum(a[1:], 0.0) * params.socket_kw, state.need_kwh), 0.0)
-        ev = jnp.sum(ev_i)
+        with jax.named_scope("sockets"):
+            ev_i = jnp.where(state.occupied,
+                             jnp.minimum(jnp.maximum(a[1:], 0.0) * params.socket_kw, state.need_kwh), 0.0)
+            ev = jnp.sum(ev_i)
 
         # PV serves the loads first
-        pv = params.pv_kw[state.year, t]
-        mall = params.mall_kw[state.year, t]
-        load = mall + ev
-        pv_to_load = jnp.minimum(pv, load)
-        surplus = pv - pv_to_load
-        net_load = load - pv_to_load
+        with jax.named_scope("dispatch"):
+            pv = params.pv_kw[state.year, t]
+            mall = params.mall_kw[state.year, t]
+            load = mall + ev
+            pv_to_load = jnp.minimum(pv, load)
+            surplus = pv - pv_to_load
+            net_load = load - pv_to_load
 
-        # battery: power rating, SOC window, one-way efficiencies, no export
-        e = state.energy_kwh
-        req = a[0] * params.power_kw
-        charge = jnp.where(req > 0, jnp.minimum(req, jnp.maximum(params.e_max_kwh - e, 0.0) / params.eta_charge), 0.0)
-        discharge = jnp.where(
-            req < 0,
-            jnp.minimum(jnp.minimum(-req, jnp.maximum(e - params.e_min_kwh, 0.0) * params.eta_discharge), net_load),
-            0.0,
-        )
-        pv_to_bess = jnp.minimum(surplus, charge)
-        grid_to_bess = charge - pv_to_bess
-        grid = net_load - discharge + grid_to_bess
+            # battery: power rating, SOC window, one-way efficiencies, no export
+            e = state.energy_kwh
+            req = a[0] * params.power_kw
+            room = jnp.maximum(params.e_max_kwh - e, 0.0)
+            charge = jnp.where(req > 0, jnp.minimum(req, room / params.eta_charge), 0.0)
+            discharge = jnp.where(
+                req < 0,
+                jnp.minimum(jnp.minimum(-req, jnp.maximum(e - params.e_min_kwh, 0.0) * params.eta_discharge), net_load),
+                0.0,
+            )
+            pv_to_bess = jnp.minimum(surplus, charge)
+            grid_to_bess = charge - pv_to_bess
+            grid = net_load - discharge + grid_to_bess
 
-        # grid-connection limit: cut the battery's grid charging, then EV charging (each socket by
-        # the same fraction); what is left above the limit is imported and counted as a violation
-        over = grid > params.grid_limit_kw
-        bess_cut = jnp.where(over, jnp.minimum(grid - params.grid_limit_kw, grid_to_bess), 0.0)
-        ev_cut = jnp.where(over, jnp.clip(grid - bess_cut - params.grid_limit_kw, 0.0, ev), 0.0)
-        cut = over & (ev_cut > 0.0)
-        ev_i = jnp.where(cut, ev_i * (1.0 - ev_cut / jnp.where(cut, ev, 1.0)), ev_i)
-        ev = jnp.where(over, ev - ev_cut, ev)
-        charge = jnp.where(over, charge - bess_cut, charge)
-        grid_to_bess = jnp.where(over, grid_to_bess - bess_cut, grid_to_bess)
-        net_load = jnp.where(over, net_load - ev_cut, net_load)
-        grid = jnp.where(over, grid - bess_cut - ev_cut, grid)
-        violation = jnp.maximum(grid - params.grid_limit_kw, 0.0)
-        need = state.need_kwh - ev_i
+            # grid-connection limit: cut the battery's grid charging, then EV charging (each socket by
+            # the same fraction); what is left above the limit is imported and counted as a violation
+            over = grid > params.grid_limit_kw
+            bess_cut = jnp.where(over, jnp.minimum(grid - params.grid_limit_kw, grid_to_bess), 0.0)
+            ev_cut = jnp.where(over, jnp.clip(grid - bess_cut - params.grid_limit_kw, 0.0, ev), 0.0)
+            cut = over & (ev_cut > 0.0)
+            ev_i = jnp.where(cut, ev_i * (1.0 - ev_cut / jnp.where(cut, ev, 1.0)), ev_i)
+            ev = jnp.where(over, ev - ev_cut, ev)
+            charge = jnp.where(over, charge - bess_cut, charge)
+            grid_to_bess = jnp.where(over, grid_to_bess - bess_cut, grid_to_bess)
+            net_load = jnp.where(over, net_load - ev_cut, net_load)
+            grid = jnp.where(over, grid - bess_cut - ev_cut, grid)
+            violation = jnp.maximum(grid - params.grid_limit_kw, 0.0)
+            need = state.need_kwh - ev_i
 
-        e_next = jnp.clip(e + params.eta_charge * charge - discharge / params.eta_discharge,
-                          params.e_min_kwh, params.e_max_kwh)
-        pv_used = pv_to_load + pv_to_bess
-        curtailed = pv - pv_used
+            e_next = jnp.clip(e + params.eta_charge * charge - discharge / params.eta_discharge,
+                              params.e_min_kwh, params.e_max_kwh)
+            pv_used = pv_to_load + pv_to_bess
+            curtailed = pv - pv_used
 
         # departures: the energy still wanted leaves unmet
-        hours_left = jnp.where(state.occupied, state.hours_left - 1, 0)
-        departing = state.occupied & (hours_left <= 0)
-        unmet = jnp.sum(jnp.where(departing, need, 0.0))
-        n_departed = jnp.sum(departing).astype(f32)
-        n_served = jnp.sum(departing & (need <= params.served_tol_kwh)).astype(f32)
-        occupied = state.occupied & ~departing
-        need = jnp.where(departing, 0.0, need)
-        hours_left = jnp.where(departing, 0, hours_left).astype(jnp.int32)
+        with jax.named_scope("departures"):
+            hours_left = jnp.where(state.occupied, state.hours_left - 1, 0)
+            departing = state.occupied & (hours_left <= 0)
+            # the three sums over the sockets in one reduction
+            unmet, n_departed, n_served = jnp.sum(jnp.stack([
+                jnp.where(departing, need, 0.0), departing.astype(f32),
+                (departing & (need <= params.served_tol_kwh)).astype(f32)]), axis=1)
+            occupied = state.occupied & ~departing
+            need = jnp.where(departing, 0.0, need)
+            hours_left = jnp.where(departing, 0, hours_left).astype(jnp.int32)
 
         # arrivals for the next hour
-        t_next = (t + 1) % HOURS_PER_YEAR
-        occupied, need, hours_left, n_arrived, n_admitted = self._admit(
-            occupied, need, hours_left, words, t_next, params)
+        with jax.named_scope("arrivals"):
+            t_next = (t + 1) % HOURS_PER_YEAR
+            occupied, need, hours_left, n_arrived, n_admitted = self._admit(
+                occupied, need, hours_left, words, t_next, params)
 
         # the month-to-date peak: the demand term charges each rise of it, so a month's terms add
         # up to minus that month's peak import; it restarts at 0 with each month
-        month_peak = jnp.maximum(state.month_peak_kw, grid)
-        peak_rise = month_peak - state.month_peak_kw
-        next_month_peak = jnp.where(jnp.any(t_next == _MONTH_STARTS[:12]), 0.0, month_peak)
+        with jax.named_scope("reward"):
+            month_peak = jnp.maximum(state.month_peak_kw, grid)
+            peak_rise = month_peak - state.month_peak_kw
+            next_month_peak = jnp.where(jnp.any(t_next == _MONTH_STARTS[:12]), 0.0, month_peak)
 
-        # reward: weighted terms, each in [-1, 1], and the grid-limit penalty
-        terms = {
-            "co2": -grid / params.grid_ref_kw,
-            "cost": -grid * params.tariff[h] / (params.grid_ref_kw * jnp.max(params.tariff)),
-            "solar": (pv_used - curtailed) / params.pv_ac_kw,
-            "ev": jnp.clip((ev - unmet) / params.ev_installed_kw, -1.0, 1.0),
-            "peak": -jnp.maximum(grid - params.peak_threshold_kw, 0.0) / (params.grid_ref_kw - params.peak_threshold_kw),
-            "demand": -peak_rise / params.grid_ref_kw,
-            "grid_limit": -violation / params.grid_ref_kw,
-        }
-        reward = sum(params.weights[i] * terms[name] for i, name in enumerate(REWARD_TERMS))
-        reward = reward + params.grid_limit_penalty * terms["grid_limit"]
+            # reward: weighted terms, each in [-1, 1], and the grid-limit penalty
+            terms = {
+                "co2": -grid / params.grid_ref_kw,
+                "cost": -grid * params.tariff[h] / (params.grid_ref_kw * jnp.max(params.tariff)),
+                "solar": (pv_used - curtailed) / params.pv_ac_kw,
+                "ev": jnp.clip((ev - unmet) / params.ev_installed_kw, -1.0, 1.0),
+                "peak": -jnp.maximum(grid - params.peak_threshold_kw, 0.0)
+                        / (params.grid_ref_kw - params.peak_threshold_kw),
+                "demand": -peak_rise / params.grid_ref_kw,
+                "grid_limit": -violation / params.grid_ref_kw,
+            }
+            reward = sum(params.weights[i] * terms[name] for i, name in enumerate(REWARD_TERMS))
+            reward = reward + params.grid_limit_penalty * terms["grid_limit"]
 
-        flows = {
-            "pv_kwh": pv, "mall_kwh": mall, "ev_kwh": ev, "pv_to_load": pv_to_load, "pv_to_bess": pv_to_bess,
-            "grid_to_bess": grid_to_bess, "pv_used": pv_used, "pv_curtailed": curtailed, "grid_import": grid,
-            "bess_charge": charge, "bess_discharge": discharge, "unmet_kwh": unmet,
-            "limit_ev_cut": ev_cut, "limit_bess_cut": bess_cut, "grid_limit_violation": violation,
-        }
-        vehicles = {"arrived": n_arrived, "admitted": n_admitted, "rejected": n_arrived - n_admitted,
-                    "departed": n_departed, "served": n_served}
-        tot = state.totals
-        evening = (h >= EVENING_PEAK_HOURS[0]) & (h < EVENING_PEAK_HOURS[1])
-        totals = {
-            "return": tot["return"] + reward,
-            "grid_kwh": tot["grid_kwh"] + grid,
-            "co2_kg": tot["co2_kg"] + grid * params.co2_kg_per_kwh,
-            "cost": tot["cost"] + grid * params.tariff[h],
-            "pv_kwh": tot["pv_kwh"] + pv,
-            "pv_used_kwh": tot["pv_used_kwh"] + pv_used,
-            "pv_curtailed_kwh": tot["pv_curtailed_kwh"] + curtailed,
-            "mall_kwh": tot["mall_kwh"] + mall,
-            "ev_kwh": tot["ev_kwh"] + ev,
-            "unmet_kwh": tot["unmet_kwh"] + unmet,
-            "vehicles_arrived": tot["vehicles_arrived"] + n_arrived,
-            "vehicles_admitted": tot["vehicles_admitted"] + n_admitted,
-            "vehicles_rejected": tot["vehicles_rejected"] + n_arrived - n_admitted,
-            "vehicles_departed": tot["vehicles_departed"] + n_departed,
-            "vehicles_served": tot["vehicles_served"] + n_served,
-            "peak_import_kw": jnp.maximum(tot["peak_import_kw"], grid),
-            "peak_import_evening_kw": jnp.where(evening, jnp.maximum(tot["peak_import_evening_kw"], grid),
-                                                tot["peak_import_evening_kw"]),
-            "bess_charge_kwh": tot["bess_charge_kwh"] + charge,
-            "bess_discharge_kwh": tot["bess_discharge_kwh"] + discharge,
-            "grid_to_bess_kwh": tot["grid_to_bess_kwh"] + grid_to_bess,
-            "monthly_peaks_sum_kw": tot["monthly_peaks_sum_kw"] + peak_rise,
-            "grid_limit_violation_kwh": tot["grid_limit_violation_kwh"] + violation,
-            "limit_ev_cut_kwh": tot["limit_ev_cut_kwh"] + ev_cut,
-            "limit_bess_cut_kwh": tot["limit_bess_cut_kwh"] + bess_cut,
-        }
+            flows = {
+                "pv_kwh": pv, "mall_kwh": mall, "ev_kwh": ev, "pv_to_load": pv_to_load, "pv_to_bess": pv_to_bess,
+                "grid_to_bess": grid_to_bess, "pv_used": pv_used, "pv_curtailed": curtailed, "grid_import": grid,
+                "bess_charge": charge, "bess_discharge": discharge, "unmet_kwh": unmet,
+                "limit_ev_cut": ev_cut, "limit_bess_cut": bess_cut, "grid_limit_violation": violation,
+            }
+            vehicles = {"arrived": n_arrived, "admitted": n_admitted, "rejected": n_arrived - n_admitted,
+                        "departed": n_departed, "served": n_served}
+        with jax.named_scope("totals"):
+            tot = state.totals
+            evening = (h >= EVENING_PEAK_HOURS[0]) & (h < EVENING_PEAK_HOURS[1])
+            totals = {
+                "return": tot["return"] + reward,
+                "grid_kwh": tot["grid_kwh"] + grid,
+                "co2_kg": tot["co2_kg"] + grid * params.co2_kg_per_kwh,
+                "cost": tot["cost"] + grid * params.tariff[h],
+                "pv_kwh": tot["pv_kwh"] + pv,
+                "pv_used_kwh": tot["pv_used_kwh"] + pv_used,
+                "pv_curtailed_kwh": tot["pv_curtailed_kwh"] + curtailed,
+                "mall_kwh": tot["mall_kwh"] + mall,
+                "ev_kwh": tot["ev_kwh"] + ev,
+                "unmet_kwh": tot["unmet_kwh"] + unmet,
+                "vehicles_arrived": tot["vehicles_arrived"] + n_arrived,
+                "vehicles_admitted": tot["vehicles_admitted"] + n_admitted,
+                "vehicles_rejected": tot["vehicles_rejected"] + n_arrived - n_admitted,
+                "vehicles_departed": tot["vehicles_departed"] + n_departed,
+                "vehicles_served": tot["vehicles_served"] + n_served,
+                "peak_import_kw": jnp.maximum(tot["peak_import_kw"], grid),
+                "peak_import_evening_kw": jnp.where(evening, jnp.maximum(tot["peak_import_evening_kw"], grid),
+                                                    tot["peak_import_evening_kw"]),
+                "bess_charge_kwh": tot["bess_charge_kwh"] + charge,
+                "bess_discharge_kwh": tot["bess_discharge_kwh"] + discharge,
+                "grid_to_bess_kwh": tot["grid_to_bess_kwh"] + grid_to_bess,
+                "monthly_peaks_sum_kw": tot["monthly_peaks_sum_kw"] + peak_rise,
+                "grid_limit_violation_kwh": tot["grid_limit_violation_kwh"] + violation,
+                "limit_ev_cut_kwh": tot["limit_ev_cut_kwh"] + ev_cut,
+                "limit_bess_cut_kwh": tot["limit_bess_cut_kwh"] + bess_cut,
+            }
         state = EnvState(t=t_next, k=state.k + 1, year=state.year, month_peak_kw=next_month_peak,
                          obs_seed=words[2], energy_kwh=e_next, occupied=occupied, need_kwh=need,
                          hours_left=hours_left, totals=totals)
@@ -576,6 +626,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         return self.get_obs(state, params), state, reward.astype(f32), terminated, info
 
     # ----------------------------------------------------------------- observation
+    @jax.named_scope("observation")
     def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
         params = self.default_params if params is None else params
         f32 = jnp.float32
@@ -619,7 +670,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             state.hours_left.astype(f32) / params.stay_cum.shape[0],
             jnp.asarray(self._is_taxi, f32),
         ], axis=1)
-        return jnp.concatenate([glob, per_socket.reshape(-1)]).astype(f32)
+        # the sockets written into place (a concatenate of the two parts measured slower under vmap)
+        g = glob.shape[0]
+        return jnp.concatenate([glob, jnp.zeros(per_socket.size, f32)]).at[g:].set(per_socket.reshape(-1))
 
 
 def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = HOURS_PER_YEAR,
