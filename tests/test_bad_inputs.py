@@ -441,7 +441,7 @@ def test_evaluate_statistics_of_a_run(trained_run, tmp_path, capsys):
         text = (where / "statistics.md").read_text()
         assert report["arrival_seeds"] == [1000, 1001] and report["years"] == [None] and report["hours"] == 24
         assert report["command"] == "python scripts/evaluate.py " + " ".join(str(a) for a in argv)
-        assert report["agents"] == ["ppo"] and list(report["baselines"]) == ["uncontrolled", "rule", "greedy"]
+        assert report["agents"] == ["ppo"] and list(report["baselines"]) == ["uncontrolled", "rule", "greedy", "ratchet"]
         assert np.shape(report["values"]["ppo"]["co2_kg"]) == (1, 2)
         assert report["kpis"]["co2_kg"]["policies"]["ppo"]["n_conditions"] == 2
         assert f"Made by `{report['command']}`" in text and "2 arrival seeds (1000-1001)" in text

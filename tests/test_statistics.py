@@ -138,8 +138,8 @@ def test_every_policy_sees_the_same_vehicles(evaluated):
     arrived = results.values["fixed"]["vehicles_arrived"]
     assert arrived.shape == (2, 2)
     assert arrived[0, 0] != arrived[0, 1]  # the two arrival seeds draw different vehicles
-    assert list(results.values) == ["fixed", "uncontrolled", "rule", "greedy", "optimum_grid", "optimum_cost",
-                                    "optimum_monthly_peaks"]
+    assert list(results.values) == ["fixed", "uncontrolled", "rule", "greedy", "ratchet", "optimum_grid",
+                                    "optimum_cost", "optimum_monthly_peaks"]
     for name in list(results.values)[1:]:
         assert np.array_equal(results.values[name]["vehicles_arrived"][0], arrived[0])
         assert np.array_equal(results.values[name]["vehicles_arrived"][0], arrived[1])
