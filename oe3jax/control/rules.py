@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oe3jax.control.site import socket_ratings_kw
+from oe3jax.simulation.env import mall_peak_kw
 from oe3jax.simulation.episode import Schedule
 from oe3jax.simulation.scenario import Scenario
 
@@ -57,6 +58,24 @@ def schedule_policy(actions: np.ndarray) -> Schedule:
     return Schedule(np.asarray(actions, np.float32))
 
 
+def _net_load_full_power(ratings: jax.Array, state: Any, params: Any) -> jax.Array:
+    """The hour's ``mall + EV - PV`` (kWh) with every plugged vehicle at full power
+    (``sum_i min(rating_i, need_i)``)."""
+    ev_kwh = jnp.sum(jnp.where(state.occupied, jnp.minimum(ratings, state.need_kwh), 0.0))
+    return params.mall_kw[state.year, state.t] + ev_kwh - params.pv_kw[state.year, state.t]
+
+
+def _surplus_charge(net_kwh: jax.Array, power_kw: float) -> jax.Array:
+    """The battery action that stores a PV surplus (a negative net load), capped at the rating,
+    less a 1e-5 relative margin against rounding; 0 without a surplus."""
+    return jnp.minimum(jnp.maximum(-net_kwh, 0.0), power_kw) / power_kw * (1.0 - _SURPLUS_MARGIN_FRAC)
+
+
+def _with_sockets_at_full_power(battery: jax.Array, ratings: jax.Array) -> jax.Array:
+    """The action ``[battery, 1, ..., 1]``: every socket at its full rating."""
+    return jnp.concatenate([battery[None].astype(jnp.float32), jnp.ones(ratings.shape, jnp.float32)])
+
+
 def _hour_mask(hours: Sequence[int], field: str) -> jax.Array:
     """A boolean mask over the 24 hours of the day, true at ``hours`` (checked: integers 0..23)."""
     mask = np.zeros(24, bool)
@@ -85,16 +104,10 @@ def make_rule_based(scenario: Scenario, discharge_hours: Sequence[int] = RULE_DI
     discharge_j = _hour_mask(discharge_hours, "discharge_hours")
 
     def act(obs: jax.Array, state: Any, params: Any) -> jax.Array:
-        t = state.t
-        ev_kwh = jnp.sum(jnp.where(state.occupied, jnp.minimum(ratings, state.need_kwh), 0.0))
-        load_kwh = params.mall_kw[state.year, t] + ev_kwh
-        surplus_kwh = jnp.maximum(params.pv_kw[state.year, t] - load_kwh, 0.0)
-        charge_frac = jnp.minimum(surplus_kwh, power_kw) / power_kw * (1.0 - _SURPLUS_MARGIN_FRAC)
-        battery = jnp.where(
-            surplus_kwh > 0.0, charge_frac, jnp.where(discharge_j[t % 24], -1.0, 0.0)
-        )
-        sockets = jnp.ones(ratings.shape, jnp.float32)
-        return jnp.concatenate([battery[None].astype(jnp.float32), sockets])
+        net_kwh = _net_load_full_power(ratings, state, params)
+        battery = jnp.where(net_kwh < 0.0, _surplus_charge(net_kwh, power_kw),
+                            jnp.where(discharge_j[state.t % 24], -1.0, 0.0))
+        return _with_sockets_at_full_power(battery, ratings)
 
     return act
 
@@ -116,8 +129,6 @@ def make_ratchet(scenario: Scenario, hold_hours: Sequence[int] = RATCHET_HOLD_HO
     annual peak over the packaged years) keeps the battery from being spent on the low loads of a
     month's first days.
     """
-    from oe3jax.simulation.env import mall_peak_kw
-
     ratings = jnp.asarray(socket_ratings_kw(scenario), jnp.float32)
     power_kw = float(scenario.power_kw)
     floor = RATCHET_FLOOR_FRAC * mall_peak_kw(scenario) if floor_kw is None else floor_kw
@@ -128,15 +139,11 @@ def make_ratchet(scenario: Scenario, hold_hours: Sequence[int] = RATCHET_HOLD_HO
     hold_j = _hour_mask(hold_hours, "hold_hours")
 
     def act(obs: jax.Array, state: Any, params: Any) -> jax.Array:
-        t = state.t
-        ev_kwh = jnp.sum(jnp.where(state.occupied, jnp.minimum(ratings, state.need_kwh), 0.0))
-        net_kwh = params.mall_kw[state.year, t] + ev_kwh - params.pv_kw[state.year, t]
-        charge_frac = jnp.minimum(-net_kwh, power_kw) / power_kw * (1.0 - _SURPLUS_MARGIN_FRAC)
-        level_kwh = jnp.maximum(state.month_peak_kw, floor)
-        hold = -jnp.maximum(net_kwh - level_kwh, 0.0) / power_kw
-        battery = jnp.where(net_kwh < 0.0, charge_frac, jnp.where(hold_j[t % 24], hold, -1.0))
-        sockets = jnp.ones(ratings.shape, jnp.float32)
-        return jnp.concatenate([battery[None].astype(jnp.float32), sockets])
+        net_kwh = _net_load_full_power(ratings, state, params)
+        hold = -jnp.maximum(net_kwh - jnp.maximum(state.month_peak_kw, floor), 0.0) / power_kw
+        battery = jnp.where(net_kwh < 0.0, _surplus_charge(net_kwh, power_kw),
+                            jnp.where(hold_j[state.t % 24], hold, -1.0))
+        return _with_sockets_at_full_power(battery, ratings)
 
     return act
 

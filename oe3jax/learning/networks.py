@@ -541,8 +541,8 @@ def check_battery_head(net_cfg: dict[str, Any], algo_cfg: Any, section: str) -> 
     """The ``import`` head reads kW off the raw observation: refuse a normalised one. Its options
     are refused with another head (every key is used or refused)."""
     if net_cfg["battery_head"] != "import":
-        for key, default in (("import_residual", False), ("import_level_base", "zero"),
-                             ("import_target_init", 0.0)):
+        for key in ("import_residual", "import_level_base", "import_target_init"):
+            default = NETWORK_SPEC[key].default
             if net_cfg.get(key, default) != default:
                 raise ConfigError(f"network.{key}: only used with battery_head 'import' (got battery_head "
                                   f"{net_cfg['battery_head']!r}); expected {default!r} or battery_head 'import', "
