@@ -16,6 +16,14 @@ same conditions (one vmapped program per run), adds the cached baselines and wri
 monthly peaks below the rule's at >= 99 % of the uncontrolled EV energy and at most 1 % more CO2
 than the rule; and the commands). Baselines and agents must have been run on the same
 conditions and reward.
+
+``select RUN_DIR --years syn3 --eval-seeds 1 --first-eval-seed 7`` is early stopping on a
+validation condition of the training years: it evaluates every kept checkpoint of every training
+seed (train with ``--set checkpoint.max_to_keep=...`` large enough to keep them) by its return
+under the run's own reward, and writes ``RUN_DIR/selection.json`` with each seed's checkpoint of
+the highest return (the later one on a tie). ``report --selected`` then judges each seed's
+selected checkpoint instead of the last. The validation years must be training years: a held-out
+year there would leak into the held-out result, and is refused.
 """
 from __future__ import annotations
 
@@ -84,7 +92,23 @@ def run_baselines(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _load_agents(run_dirs: list[str], names: list[str] | None) -> tuple[dict[str, list[Any]], dict[str, dict]]:
+SELECTION = "selection.json"
+
+
+def _selected_steps(run_dir: str, seeds: int) -> list[int]:
+    """Each training seed's checkpoint step chosen by ``select`` (``RUN_DIR/selection.json``)."""
+    path = Path(run_dir) / SELECTION
+    if not path.exists():
+        raise SystemExit(f"error: --selected: {path} does not exist; run `python scripts/peak_results.py select "
+                         f"{run_dir} ...` first")
+    chosen = json.loads(path.read_text())["selected_steps"]
+    if len(chosen) != seeds:
+        raise SystemExit(f"error: --selected: {path} chose {len(chosen)} seeds, the run has {seeds}")
+    return [int(s) for s in chosen]
+
+
+def _load_agents(run_dirs: list[str], names: list[str] | None,
+                 selected: bool = False) -> tuple[dict[str, list[Any]], dict[str, dict]]:
     from oe3jax import load_policy
 
     agents: dict[str, list[Any]] = {}
@@ -92,7 +116,9 @@ def _load_agents(run_dirs: list[str], names: list[str] | None) -> tuple[dict[str
     for i, run_dir in enumerate(run_dirs):
         first = load_policy(run_dir)
         seeds = int(first.config["seeds"])
-        policies = [first] + [load_policy(run_dir, step=first.step, seed=k) for k in range(1, seeds)]
+        steps = _selected_steps(run_dir, seeds) if selected else [first.step] * seeds
+        policies = [load_policy(run_dir, step=steps[k], seed=k) if (k, steps[k]) != (0, first.step) else first
+                    for k in range(seeds)]
         name = names[i] if names else first.algo
         agents[name] = policies
         status = Path(run_dir) / "timing.json"
@@ -100,7 +126,48 @@ def _load_agents(run_dirs: list[str], names: list[str] | None) -> tuple[dict[str
                       "total_steps": first.config.get("total_steps"), "training_seeds": [p.seed for p in policies],
                       "training_years": list(first.env.scenario.weather_years),
                       "wall_s": json.loads(status.read_text()) if status.exists() else None}
+        if selected:
+            info[name]["selected_steps"] = steps
     return agents, info
+
+
+def run_select(args: argparse.Namespace, command: str) -> int:
+    """Every kept checkpoint of every seed on the validation conditions; each seed's best by return."""
+    import numpy as np
+
+    from oe3jax import load_policy
+    from oe3jax.evaluation.compare import evaluate_conditions
+    from oe3jax.evaluation.selection import best_steps
+    from oe3jax.training.checkpoint import complete_steps
+
+    last = load_policy(args.run_dir)
+    training_years = list(last.env.scenario.weather_years)
+    outside = [y for y in args.years if y not in training_years]
+    if outside:
+        print(f"error: --years: {', '.join(outside)} not among the run's training years "
+              f"({', '.join(training_years)}); validation must not touch a held-out year", file=sys.stderr)
+        return 2
+    steps = complete_steps(Path(args.run_dir) / "checkpoints" / last.algo)
+    seeds = int(last.config["seeds"])
+    arrival = list(range(args.first_eval_seed, args.first_eval_seed + args.eval_seeds))
+    policies = [load_policy(args.run_dir, step=step, seed=k) for step in steps for k in range(seeds)]
+    overrides = {k: v for k, v in last.config.get("scenario_overrides", {}).items() if k != "weather_years"}
+    envs = {year: _year_env(year, last.env.scenario.reward, overrides) for year in args.years}
+    print(f"== {args.run_dir}: {len(steps)} checkpoints x {seeds} seeds on {len(arrival) * len(args.years)} "
+          "conditions", flush=True)
+    res = evaluate_conditions({"all": policies}, lambda year: envs[year], arrival, args.years, HOURS,
+                              baseline_list=[], progress=lambda line: print("  " + line, flush=True))
+    ret = np.asarray(res.values["all"]["return"]).mean(axis=1).reshape(len(steps), seeds)  # step x seed
+    best = best_steps(steps, ret)
+    doc = {"command": command, "criterion": "mean return under the run's reward", "years": args.years,
+           "arrival_seeds": arrival, "steps": steps, "return": ret.T.tolist(), "selected_steps": best,
+           **{kpi: np.asarray(res.values["all"][kpi]).mean(axis=1).reshape(len(steps), seeds).T.tolist()
+              for kpi in ("monthly_peaks_sum_kw", "co2_kg", "ev_delivered_kwh")}}
+    (Path(args.run_dir) / SELECTION).write_text(json.dumps(doc, indent=1) + "\n")
+    for k in range(seeds):
+        print(f"seed {k}: step {best[k]:,} (return {ret[steps.index(best[k]), k]:.3f}; last step "
+              f"{steps[-1]:,}: {ret[-1, k]:.3f})")
+    return 0
 
 
 def _merged_baselines(paths: list[str]) -> dict[str, Any] | None:
@@ -130,7 +197,7 @@ def run_report(args: argparse.Namespace, command: str) -> int:
     if base is None:
         return 2
     years, seeds = base["years"], base["arrival_seeds"]
-    agents, info = _load_agents(args.run_dirs, args.names)
+    agents, info = _load_agents(args.run_dirs, args.names, args.selected)
     overrides = {k: v for k, v in agents[next(iter(agents))][0].config.get("scenario_overrides", {}).items()
                  if k != "weather_years"}
     envs = {year: _year_env(year, base["reward"], overrides) for year in years}
@@ -195,7 +262,10 @@ def _markdown(report: dict[str, Any], title: str) -> str:
     for name, a in report["agents_info"].items():
         lines.append(f"- **{name}**: `{a['run_dir']}`, {a['checkpoint_step']:,} steps per environment "
                      f"(total_steps {a['total_steps']:,}), training seeds "
-                     f"{', '.join(map(str, a['training_seeds']))}, trained on {', '.join(a['training_years'])}")
+                     f"{', '.join(map(str, a['training_seeds']))}, trained on {', '.join(a['training_years'])}"
+                     + (f"; judged at each seed's checkpoint chosen on a training year (`select`, "
+                        f"`{a['run_dir']}/{SELECTION}`): steps {', '.join(f'{s:,}' for s in a['selected_steps'])}"
+                        if a.get("selected_steps") else ""))
     lines.append("")
     lines.append("## The bar, per agent (every training seed x condition)\n")
     lines.append("| agent | monthly peaks below the rule's | EV energy / uncontrolled (min, mean) "
@@ -277,9 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--baselines", nargs="+", required=True, help="files written by `baselines` (same conditions)")
     r.add_argument("--out", required=True)
     r.add_argument("--title", default="Agents beside the baselines")
+    r.add_argument("--selected", action="store_true", help="each seed's checkpoint chosen by `select`")
+    s = sub.add_parser("select")
+    s.add_argument("run_dir")
+    s.add_argument("--years", nargs="+", required=True, help="validation years, among the run's training years")
+    s.add_argument("--eval-seeds", type=int, default=1)
+    s.add_argument("--first-eval-seed", type=int, default=7)
     args = ap.parse_args(argv)
     command = "python scripts/peak_results.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    return run_baselines(args, command) if args.cmd == "baselines" else run_report(args, command)
+    run = {"baselines": run_baselines, "report": run_report, "select": run_select}[args.cmd]
+    return run(args, command)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,58 @@ def test_month_peak_base_discharges_above_the_month_to_date_peak(park, month_pea
     assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
 
 
+def test_ratchet_base_with_zero_outputs_is_the_ratchet_rule():
+    # import_level_base ratchet, every battery output at 0 and the vehicles at full power: hour by hour
+    # over three days that cross a month's end (the month-to-date peak restarts), the head's action
+    # gives the ratchet rule's grid import and battery energy, both rolled out through the env
+    from oe3jax.control.rules import make_ratchet
+
+    env, params = make_env("iquitos-38", reward="peak", start_hour=29 * 24)
+    actor = networks.make_actor(_net(import_level_base="ratchet"), env, params)
+    rule = make_ratchet(env.scenario)
+    obs, state = env.reset(jax.random.key(3), params)
+    p = _with_levels(actor.init(jax.random.key(0), obs), 0.0)
+    p["params"]["socket_out"]["kernel"] = jnp.zeros_like(p["params"]["socket_out"]["kernel"])
+    apply = jax.jit(lambda o: networks.deterministic_action(actor.apply(p, o)[0], "clip"))
+    step = jax.jit(env.step)
+    states = {"head": (obs, state), "rule": (obs, state)}
+    trace = []
+    for k in range(72):
+        got = {}
+        for name in states:
+            o, s = states[name]
+            action = apply(o) if name == "head" else rule(o, s, params)
+            o, s, _, _, _, info = step(jax.random.key(100 + k), s, action, params)
+            states[name] = (o, s)
+            got[name] = (float(info["flows"]["grid_import"]), float(s.energy_kwh), float(s.month_peak_kw))
+        assert got["head"] == pytest.approx(got["rule"], rel=1e-4, abs=1e-2), k
+        trace.append(got["rule"])
+    energy, peak = np.array([g[1] for g in trace]), np.array([g[2] for g in trace])
+    # the stretch is not trivial: the battery charged and discharged, and the month's peak restarted
+    assert np.any(np.diff(energy) > 10.0) and np.any(np.diff(energy) < -10.0)
+    assert np.any(np.diff(peak) < 0.0)
+
+
+@pytest.mark.parametrize("month_peak_kw, offset_kw", [(2200.0, 0.0), (2200.0, 300.0), (900.0, 300.0), (900.0, -400.0)])
+def test_ratchet_base_output_moves_the_floor_not_the_month_peak(park, month_peak_kw, offset_kw):
+    # at 19:00 (a hold hour) the discharge level is max(month-to-date peak, floor + output), the floor
+    # being 0.6 of the mall's reference peak; an output on top of the month's peak would compound
+    from oe3jax.control.rules import RATCHET_FLOOR_FRAC
+
+    env, params, _, state = park
+    assert int(state.t) % 24 == 19
+    state = state.replace(month_peak_kw=jnp.float32(month_peak_kw))
+    obs = env.get_obs(state, params)
+    actor = networks.make_actor(_net(import_level_base="ratchet"), env, params)
+    p = _with_levels(actor.init(jax.random.key(0), obs), offset_kw / float(params.grid_ref_kw))
+    mean, _ = actor.apply(p, obs)
+    net = _net_load_kw(env, params, state, mean[1:])
+    level_kw = max(month_peak_kw, RATCHET_FLOOR_FRAC * float(params.mall_ref_kw) + offset_kw)
+    assert net > 0.0
+    expected = (min(max(net, 0.0), level_kw) - net) / float(params.power_kw)
+    assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
+
+
 @pytest.mark.parametrize("level_kw, residual", [(1500.0, -0.3), (3000.0, -0.5), (400.0, 0.2)])
 def test_residual_action_is_added_to_the_dispatch(park, level_kw, residual):
     # import_residual: a third output, a battery action added to the levels' dispatch (here at an hour
@@ -172,7 +224,7 @@ def test_peak_configs_resolve_to_the_month_peak_head_on_training_years(algo):
 
 
 def test_import_level_base_refuses_an_unknown_base():
-    with pytest.raises(ConfigError, match="network.import_level_base: .*'zero', 'month_peak'"):
+    with pytest.raises(ConfigError, match="network.import_level_base: .*'zero', 'month_peak', 'ratchet'"):
         resolve({"network": networks.NETWORK_SPEC}, {"network": {**NET, "import_level_base": "peak"}})
 
 

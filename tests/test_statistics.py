@@ -211,3 +211,20 @@ def test_markdown_names_the_strongest_baseline(evaluated):
     assert f"Strongest baseline: **{best}**; optimum: **optimum_grid**." in text
     assert "| fixed | " in text and "| 2 x 2 |" in text and "| 1 x 2 |" in text
     assert "inf" not in text and "nan" not in text
+
+
+def test_best_steps_picks_each_seeds_highest_return_and_the_later_step_on_a_tie():
+    from oe3jax.evaluation.selection import best_steps
+
+    steps = [500, 1000, 1500, 2000]
+    returns = np.array([[-5.0, -1.0, -3.0],    # seed 0 best at 1000; seed 1 at 500 and 1500 tie -> 1500
+                        [-2.0, -4.0, -3.0],    # seed 2 constant -> the last step
+                        [-2.5, -1.0, -3.0],
+                        [-9.0, -7.0, -3.0]])
+    assert best_steps(steps, returns) == [1000, 1500, 2000]
+    with pytest.raises(ValueError, match=r"returns: expected shape \(steps=4, seeds\)"):
+        best_steps(steps, returns[:3])
+    with pytest.raises(ValueError, match="steps: expected ascending"):
+        best_steps([500, 500, 1500, 2000], returns)
+    with pytest.raises(ValueError, match="not finite"):
+        best_steps(steps, np.where(returns == -7.0, np.nan, returns))

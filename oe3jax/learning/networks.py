@@ -33,6 +33,15 @@ With ``import_level_base: month_peak`` the discharge level is the month-to-date 
 observation feature) plus the head's output: the starting policy then never lets the import rise
 above the month's peak while the battery holds energy, which is what a demand charge pays for,
 and the network learns where to go below it (emptying the battery for the next day's PV).
+``import_level_base: ratchet`` builds the ratchet rule's level (``control.rules.make_ratchet``)
+around the output ``o``: ``max(month-to-date peak, floor + o)`` in the rule's hold hours
+(09:00-22:59, the hour read off the observation's time-of-day features) and ``max(0, o)`` at
+night, the floor being the rule's fraction of the mall's reference peak (``mall_ref_kw``). With
+its outputs at 0 the head is that rule, but for the vehicles, which follow the socket head: the
+network starts from a strong heuristic and learns where to hold more than its floor. The output
+moves the floor, never the month-to-date peak: added to that peak, a small positive output would
+compound (each day's import, capped at the peak plus the output, becomes the next day's peak),
+and the level would climb through the month until the battery no longer shaved anything.
 The dispatch has no gradient where it idles (the net load between ``C`` and ``L``): a policy
 gradient cannot move the levels from an hour at which the battery idled, however good a
 discharge sampled there turned out. ``import_residual: true`` adds a third output, a battery
@@ -60,6 +69,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from oe3jax.control.rules import RATCHET_FLOOR_FRAC, RATCHET_HOLD_HOURS
 from oe3jax.schema import ConfigError, Field
 
 KINDS = ("socket_shared", "mlp")
@@ -68,7 +78,7 @@ SQUASHES = ("clip", "tanh")
 LOG_STD_MODES = ("state_independent", "state_dependent")
 POOLS = ("mean", "mean_max")
 BATTERY_HEADS = ("power", "import")
-IMPORT_LEVEL_BASES = ("zero", "month_peak")
+IMPORT_LEVEL_BASES = ("zero", "month_peak", "ratchet")
 
 # Bounds of a state-dependent log standard deviation (the usual SAC range).
 LOG_STD_MIN = -5.0
@@ -99,8 +109,9 @@ NETWORK_SPEC: dict[str, Field] = {
                                 help="battery_head import: the initial discharge level, a fraction of the largest "
                                      "import (grid_ref_kw); 0 starts from the greedy rule"),
     "import_level_base": Field("zero", str, choices=IMPORT_LEVEL_BASES,
-                               help="battery_head import: the discharge level is the head's output (zero) or the "
-                                    "month-to-date peak import plus it (month_peak; 0 then holds the month's peak)"),
+                               help="battery_head import: the discharge level is the head's output (zero), the "
+                                    "month-to-date peak import plus it (month_peak; 0 then holds the month's peak), "
+                                    "or the ratchet rule's level plus it (ratchet; 0 then starts from that rule)"),
     "import_residual": Field(False, bool,
                              help="battery_head import: add a battery action of the network's own to the levels' "
                                   "dispatch, so that it can move the battery where the dispatch idles (e.g. empty it "
@@ -311,6 +322,8 @@ class ImportSite:
     pv_index: int            # global feature: PV forecast of the current hour / pv_ac_kw
     mall_index: int          # global feature: mall forecast of the current hour / mall_ref_kw
     month_peak_index: int    # global feature: month-to-date peak import / grid_ref_kw
+    hour_sin_index: int      # global features: sin and cos of 2 pi hour / 24
+    hour_cos_index: int
     pv_ac_kw: float
     mall_ref_kw: float
     grid_ref_kw: float
@@ -319,6 +332,22 @@ class ImportSite:
     taxi_kw: float
     moto_battery_kwh: float
     taxi_battery_kwh: float
+
+    def hour_of_day(self, glob: jax.Array) -> jax.Array:
+        """The hour of the day (int32, 0..23) read off the observation's time-of-day features."""
+        angle = jnp.arctan2(glob[..., self.hour_sin_index].astype(_F32), glob[..., self.hour_cos_index].astype(_F32))
+        return jnp.round(angle * (24.0 / (2.0 * math.pi))).astype(jnp.int32) % 24
+
+    @property
+    def ratchet_floor_kw(self) -> float:
+        """The ratchet rule's floor: its fraction of the mall's reference peak (kW)."""
+        return RATCHET_FLOOR_FRAC * self.mall_ref_kw
+
+    def ratchet_hold(self, glob: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(hold, month_peak_kw)``: whether the hour is one of the ratchet rule's hold hours, and
+        the month-to-date peak import (kW)."""
+        hold = jnp.isin(self.hour_of_day(glob), jnp.asarray(RATCHET_HOLD_HOURS, jnp.int32))
+        return hold, glob[..., self.month_peak_index].astype(_F32) * self.grid_ref_kw
 
     def net_load_kw(self, glob: jax.Array, sockets: jax.Array, socket_action: jax.Array) -> jax.Array:
         """``mall + EV - PV`` of the hour (kW, float32): EV is every plugged socket's
@@ -352,7 +381,7 @@ class SocketSharedActor(nn.Module):
     import_site: ImportSite | None = None  # set: the battery head outputs grid-import levels
     squash: str = "clip"  # the policy's squash (the import head's EV estimate uses the socket actions)
     import_target_init: float = 0.0  # the import head's initial discharge level, a fraction of grid_ref_kw
-    import_level_base: str = "zero"  # month_peak: the discharge level is relative to the month-to-date peak
+    import_level_base: str = "zero"  # month_peak / ratchet: the discharge level is relative to that base
     import_residual: bool = False  # a battery action of the network's own is added to the levels' dispatch
 
     @nn.compact
@@ -386,6 +415,10 @@ class SocketSharedActor(nn.Module):
             level_kw = (battery_out[..., :1] + self.import_target_init) * site.grid_ref_kw
             if self.import_level_base == "month_peak":
                 level_kw = level_kw + glob[..., site.month_peak_index, None].astype(_F32) * site.grid_ref_kw
+            elif self.import_level_base == "ratchet":  # the output moves the floor; the month's peak is not offset
+                hold, month_peak_kw = site.ratchet_hold(glob)
+                level_kw = jnp.maximum(jnp.where(hold, month_peak_kw, 0.0)[..., None],
+                                       level_kw + jnp.where(hold, site.ratchet_floor_kw, 0.0)[..., None])
             charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
             net = net_kw[..., None]
             battery_mean = (jnp.clip(net, charge_kw, level_kw) - net) / site.power_kw
@@ -530,6 +563,7 @@ def import_site(env: Any, env_params: Any) -> ImportSite:
         )
     return ImportSite(
         pv_index=names.index("pv_0h"), mall_index=names.index("mall_0h"), month_peak_index=names.index("month_peak"),
+        hour_sin_index=names.index("hour_sin"), hour_cos_index=names.index("hour_cos"),
         pv_ac_kw=float(env_params.pv_ac_kw), mall_ref_kw=float(env_params.mall_ref_kw),
         grid_ref_kw=float(env_params.grid_ref_kw), power_kw=float(env_params.power_kw),
         moto_kw=float(scenario.moto_kw), taxi_kw=float(scenario.taxi_kw),
