@@ -206,7 +206,7 @@ def test_import_head_refusals():
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "sac"])
-def test_peak_configs_resolve_to_the_month_peak_head_on_training_years(algo):
+def test_peak_configs_resolve_to_the_ratchet_head_on_training_years(algo):
     from pathlib import Path
 
     from oe3jax.training.config import default_components, make_run_env, resolve_config
@@ -215,8 +215,10 @@ def test_peak_configs_resolve_to_the_month_peak_head_on_training_years(algo):
     path = Path(__file__).resolve().parent.parent / "configs" / f"peak_{algo}.yaml"
     cfg = resolve_config(algo, comps, config_file=str(path))
     assert cfg["algo"] == algo and cfg["env"]["reward"] == "peak"
-    assert cfg["network"]["battery_head"] == "import" and cfg["network"]["import_level_base"] == "month_peak"
-    assert cfg["network"]["import_residual"] is True
+    assert cfg["network"]["battery_head"] == "import" and cfg["network"]["import_level_base"] == "ratchet"
+    assert cfg["network"]["import_residual"] is False and cfg["network"]["socket_action_init"] == 1.0
+    per_env = cfg["total_steps"] // cfg[algo]["num_envs"]
+    assert cfg["checkpoint"]["max_to_keep"] * cfg["checkpoint"]["every"] >= per_env  # every checkpoint kept
     assert cfg[algo]["shaping"] == "stored_energy" and cfg[algo]["normalize_obs"] is False
     env, params = make_run_env(cfg, comps)
     assert env.scenario.weather_years == ("2024", "syn1", "syn2", "syn3")  # syn4, syn5 held out
