@@ -22,7 +22,9 @@ validation condition of the training years: it evaluates every kept checkpoint o
 seed (train with ``--set checkpoint.max_to_keep=...`` large enough to keep them) by its return
 under the run's own reward, and writes ``RUN_DIR/selection.json`` with each seed's checkpoint of
 the highest return (the later one on a tie). ``report --selected`` then judges each seed's
-selected checkpoint instead of the last. The validation years must be training years: a held-out
+selected checkpoint instead of the last (``--selected NAME...``: those agents only; a run
+directory may be given twice under two names, once judged at its last checkpoint and once at its
+selected ones). The validation years must be training years: a held-out
 year there would leak into the held-out result, and is refused.
 """
 from __future__ import annotations
@@ -108,7 +110,9 @@ def _selected_steps(run_dir: str, seeds: int) -> list[int]:
 
 
 def _load_agents(run_dirs: list[str], names: list[str] | None,
-                 selected: bool = False) -> tuple[dict[str, list[Any]], dict[str, dict]]:
+                 selected: list[str] | None = None) -> tuple[dict[str, list[Any]], dict[str, dict]]:
+    """Each run's policies by name; ``selected``: the names (all when empty) judged at the
+    checkpoints ``select`` chose, the others at their last."""
     from oe3jax import load_policy
 
     agents: dict[str, list[Any]] = {}
@@ -116,17 +120,18 @@ def _load_agents(run_dirs: list[str], names: list[str] | None,
     for i, run_dir in enumerate(run_dirs):
         first = load_policy(run_dir)
         seeds = int(first.config["seeds"])
-        steps = _selected_steps(run_dir, seeds) if selected else [first.step] * seeds
+        name = names[i] if names else first.algo
+        chosen = selected is not None and (not selected or name in selected)
+        steps = _selected_steps(run_dir, seeds) if chosen else [first.step] * seeds
         policies = [load_policy(run_dir, step=steps[k], seed=k) if (k, steps[k]) != (0, first.step) else first
                     for k in range(seeds)]
-        name = names[i] if names else first.algo
         agents[name] = policies
         status = Path(run_dir) / "timing.json"
         info[name] = {"run_dir": str(run_dir), "algo": first.algo, "checkpoint_step": first.step,
                       "total_steps": first.config.get("total_steps"), "training_seeds": [p.seed for p in policies],
                       "training_years": list(first.env.scenario.weather_years),
                       "wall_s": json.loads(status.read_text()) if status.exists() else None}
-        if selected:
+        if chosen:
             info[name]["selected_steps"] = steps
     return agents, info
 
@@ -197,6 +202,10 @@ def run_report(args: argparse.Namespace, command: str) -> int:
     if base is None:
         return 2
     years, seeds = base["years"], base["arrival_seeds"]
+    unknown = sorted(set(args.selected or ()) - set(args.names or ()))
+    if unknown:
+        print(f"error: --selected: {', '.join(unknown)} not among --names", file=sys.stderr)
+        return 2
     agents, info = _load_agents(args.run_dirs, args.names, args.selected)
     overrides = {k: v for k, v in agents[next(iter(agents))][0].config.get("scenario_overrides", {}).items()
                  if k != "weather_years"}
@@ -347,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--baselines", nargs="+", required=True, help="files written by `baselines` (same conditions)")
     r.add_argument("--out", required=True)
     r.add_argument("--title", default="Agents beside the baselines")
-    r.add_argument("--selected", action="store_true", help="each seed's checkpoint chosen by `select`")
+    r.add_argument("--selected", nargs="*", default=None, metavar="NAME",
+                   help="judge these agents (of --names; all when none is given) at each seed's checkpoint "
+                        "chosen by `select` instead of the last")
     s = sub.add_parser("select")
     s.add_argument("run_dir")
     s.add_argument("--years", nargs="+", required=True, help="validation years, among the run's training years")
