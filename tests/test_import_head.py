@@ -136,23 +136,6 @@ def test_ratchet_base_output_moves_the_floor_not_the_month_peak(park, month_peak
     assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
 
 
-@pytest.mark.parametrize("charge_kw", [0.0, 2500.0, -300.0])
-def test_no_grid_charge_caps_the_charge_level_at_zero(park, charge_kw):
-    # import_grid_charge false: a charge level above the net load charges nothing from the grid; the
-    # level is min(C, 0), so a negative one still leaves the PV surplus above |C| to the battery
-    env, params, obs, state = park
-    actor = networks.make_actor(_net(import_grid_charge=False), env, params)
-    ref = float(params.grid_ref_kw)
-    p = _with_levels(actor.init(jax.random.key(0), obs), 3000.0 / ref, charge_kw / ref)
-    mean, _ = actor.apply(p, obs)
-    net = _net_load_kw(env, params, state, mean[1:])
-    expected = (min(max(net, min(charge_kw, 0.0)), 3000.0) - net) / float(params.power_kw)
-    assert net > 0.0 and float(mean[0]) == pytest.approx(expected, abs=1e-4)
-    if charge_kw > net:  # with grid charging allowed the same output charges the battery from the grid
-        free = networks.make_actor(_net(), env, params)
-        assert float(free.apply(p, obs)[0][0]) == pytest.approx((charge_kw - net) / float(params.power_kw), abs=1e-4)
-
-
 @pytest.mark.parametrize("level_kw, residual", [(1500.0, -0.3), (3000.0, -0.5), (400.0, 0.2)])
 def test_residual_action_is_added_to_the_dispatch(park, level_kw, residual):
     # import_residual: a third output, a battery action added to the levels' dispatch (here at an hour
@@ -217,8 +200,7 @@ def test_import_head_refusals():
     with pytest.raises(ConfigError, match="network.battery_head: 'import' needs network.kind 'socket_shared'"):
         networks.check_battery_head(_net(kind="mlp"), {"normalize_obs": False}, "sac")
     networks.check_battery_head(_net(battery_head="power"), {"normalize_obs": True}, "ppo")  # no constraint
-    for key, value in (("import_residual", True), ("import_level_base", "month_peak"), ("import_target_init", 0.1),
-                       ("import_grid_charge", False)):
+    for key, value in (("import_residual", True), ("import_level_base", "month_peak"), ("import_target_init", 0.1)):
         with pytest.raises(ConfigError, match=f"network.{key}: only used with battery_head 'import'"):
             networks.check_battery_head(_net(battery_head="power", **{key: value}), {"normalize_obs": False}, "ppo")
 

@@ -47,9 +47,6 @@ gradient cannot move the levels from an hour at which the battery idled, however
 discharge sampled there turned out. ``import_residual: true`` adds a third output, a battery
 action (a fraction of the rating, starting at 0) added to the dispatch, so the network can also
 act where the levels leave the battery idle, such as emptying it at night.
-``import_grid_charge: false`` caps the charge level at 0: the battery then charges from PV surplus
-only, never from the grid (a policy that raised its charge level kept the battery charging from
-the grid, at several percent more CO2 and with the peaks lost, and did not find its way back).
 
 Precision: every layer computes in ``dtype`` (the configured precision) and stores its
 parameters in float32 (``param_dtype``); outputs (means, log-stds, values, Q-values) are cast to
@@ -119,9 +116,6 @@ NETWORK_SPEC: dict[str, Field] = {
                              help="battery_head import: add a battery action of the network's own to the levels' "
                                   "dispatch, so that it can move the battery where the dispatch idles (e.g. empty it "
                                   "at night for the next day's PV)"),
-    "import_grid_charge": Field(True, bool,
-                                help="battery_head import: the charge level may rise above 0 and charge the battery "
-                                     "from the grid (true), or is capped at 0 so that only PV surplus charges it (false)"),
     "squash": Field("clip", str, choices=SQUASHES,
                     help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
 }
@@ -389,7 +383,6 @@ class SocketSharedActor(nn.Module):
     import_target_init: float = 0.0  # the import head's initial discharge level, a fraction of grid_ref_kw
     import_level_base: str = "zero"  # month_peak / ratchet: the discharge level is relative to that base
     import_residual: bool = False  # a battery action of the network's own is added to the levels' dispatch
-    import_grid_charge: bool = True  # false: the charge level is capped at 0 (PV surplus only)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -427,8 +420,6 @@ class SocketSharedActor(nn.Module):
                 level_kw = jnp.maximum(jnp.where(hold, month_peak_kw, 0.0)[..., None],
                                        level_kw + jnp.where(hold, site.ratchet_floor_kw, 0.0)[..., None])
             charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
-            if not self.import_grid_charge:  # PV surplus only: a charge level above 0 would draw on the grid
-                charge_kw = jnp.minimum(charge_kw, 0.0)
             net = net_kw[..., None]
             battery_mean = (jnp.clip(net, charge_kw, level_kw) - net) / site.power_kw
             if residual:  # the dispatch has no gradient where it idles; this term has one at every hour
@@ -557,7 +548,7 @@ def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = 
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
         net_cfg["log_std_init"], dtype, socket_init, site, net_cfg["squash"], net_cfg["import_target_init"],
-        net_cfg["import_level_base"], net_cfg["import_residual"], net_cfg["import_grid_charge"],
+        net_cfg["import_level_base"], net_cfg["import_residual"],
     )
 
 
@@ -584,7 +575,7 @@ def check_battery_head(net_cfg: dict[str, Any], algo_cfg: Any, section: str) -> 
     """The ``import`` head reads kW off the raw observation: refuse a normalised one. Its options
     are refused with another head (every key is used or refused)."""
     if net_cfg["battery_head"] != "import":
-        for key in ("import_residual", "import_level_base", "import_target_init", "import_grid_charge"):
+        for key in ("import_residual", "import_level_base", "import_target_init"):
             default = NETWORK_SPEC[key].default
             if net_cfg.get(key, default) != default:
                 raise ConfigError(f"network.{key}: only used with battery_head 'import' (got battery_head "
