@@ -396,6 +396,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         else:
             # rank among the free sockets of the type (what matters of it: at free sockets)
             rank = jnp.concatenate([_exclusive_count(free[: self.n_moto]), _exclusive_count(free[self.n_moto:])])
+        n_free = ((self.n_moto, self.n_taxi) if all_free else
+                  (jnp.sum(free[: self.n_moto], dtype=jnp.int32), jnp.sum(free[self.n_moto:], dtype=jnp.int32)))
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
         if all_free:  # slot k is socket k
@@ -414,7 +416,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         need_kwh = jnp.where(admit, new_need, need_kwh)
         hours_left = jnp.where(admit, stay, hours_left)
         n_arrived = (count_moto + count_taxi).astype(jnp.float32)
-        n_admitted = jnp.sum(admit).astype(jnp.float32)
+        # the free sockets of a type have ranks 0, 1, ...: min(arrivals, free sockets) of them are filled
+        n_admitted = (jnp.minimum(count_moto, n_free[0]) + jnp.minimum(count_taxi, n_free[1])).astype(jnp.float32)
         return occupied, need_kwh, hours_left, n_arrived, n_admitted
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
@@ -664,15 +667,19 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
                 month_frac,
             ]),
         ])
-        per_socket = jnp.stack([
-            occ,
-            state.need_kwh / params.socket_battery_kwh,
-            state.hours_left.astype(f32) / params.stay_cum.shape[0],
-            jnp.asarray(self._is_taxi, f32),
-        ], axis=1)
-        # the sockets written into place (a concatenate of the two parts measured slower under vmap)
-        g = glob.shape[0]
-        return jnp.concatenate([glob, jnp.zeros(per_socket.size, f32)]).at[g:].set(per_socket.reshape(-1))
+        # the per-socket features in socket-major order, in one elementwise loop: each socket's values
+        # broadcast over its features and the feature picked by a static pattern
+        n, nf = self.n_sockets, self.N_SOCKET_FEATURES
+        feature = np.broadcast_to(np.arange(nf), (n, nf))
+
+        def wide(x: jax.Array) -> jax.Array:
+            return jnp.broadcast_to(x[:, None], (n, nf))
+
+        per_socket = jnp.where(feature == 0, wide(occ), jnp.where(
+            feature == 1, wide(state.need_kwh / params.socket_battery_kwh), jnp.where(
+                feature == 2, wide(state.hours_left.astype(f32) / params.stay_cum.shape[0]),
+                jnp.asarray(np.broadcast_to(self._is_taxi[:, None], (n, nf)), f32))))
+        return jnp.concatenate([glob, per_socket.reshape(-1)])
 
 
 def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = HOURS_PER_YEAR,
