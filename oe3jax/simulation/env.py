@@ -174,6 +174,14 @@ def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
     return np.stack([stats.poisson.cdf(ks, m) if m > 0 else np.ones(k_max) for m in means])
 
 
+def _below_one(table: np.ndarray) -> np.ndarray:
+    """The table in float32 without its last columns of ones: a count ``sum(cdf < u)`` with
+    ``u < 1`` never counts a 1, so the draw is the same with fewer compares (one column is kept)."""
+    table = table.astype(np.float32)
+    below = np.flatnonzero((table < 1.0).any(axis=0))
+    return table[:, : max(int(below[-1]) + 1 if below.size else 0, 1)]
+
+
 def forecast_sigma(noise_frac: float, offsets: tuple[int, ...]) -> np.ndarray:
     """Log-normal sigma of the forecast of each offset: ``noise_frac * sqrt((k + 1) / 24)``.
 
@@ -225,8 +233,8 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
         need_frac_max=jnp.asarray(scn.need_frac_max, f32),
         stay_cum=jnp.asarray(np.cumsum(scn.stay_probs), f32),
         close_hour=jnp.asarray(scn.close_hour, jnp.int32),
-        cdf_moto=jnp.asarray(_poisson_cdf_table(scn.daily_moto, factor), f32),
-        cdf_taxi=jnp.asarray(_poisson_cdf_table(scn.daily_taxi, factor), f32),
+        cdf_moto=jnp.asarray(_below_one(_poisson_cdf_table(scn.daily_moto, factor))),
+        cdf_taxi=jnp.asarray(_below_one(_poisson_cdf_table(scn.daily_taxi, factor))),
         served_tol_kwh=jnp.asarray(scn.served_tol_kwh, f32),
         first_weekday=jnp.asarray(scn.first_weekday, jnp.int32),
         weights=jnp.asarray(weights, f32),
@@ -385,6 +393,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
     def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams, all_free: bool = False):
         """Fill free sockets of each type, in index order, with that hour's arriving vehicles.
 
+        Returns the new ``occupied, need_kwh, hours_left``, the vehicles arrived and admitted
+        (float32) and the occupied sockets of each type afterwards (``int32[2]``: motos, mototaxis).
+
         ``all_free`` (static) says every socket is free (a new episode): the rank of a socket
         among the free ones of its type is then its index within the type.
         """
@@ -396,8 +407,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         else:
             # rank among the free sockets of the type (what matters of it: at free sockets)
             rank = jnp.concatenate([_exclusive_count(free[: self.n_moto]), _exclusive_count(free[self.n_moto:])])
-        n_free = ((self.n_moto, self.n_taxi) if all_free else
-                  (jnp.sum(free[: self.n_moto], dtype=jnp.int32), jnp.sum(free[self.n_moto:], dtype=jnp.int32)))
+        # free sockets of each type: the last socket's rank plus that socket if free
+        n_free = [jnp.int32(n) if all_free or n == 0 else rank[last] + free[last].astype(jnp.int32)
+                  for n, last in ((self.n_moto, self.n_moto - 1), (self.n_taxi, self.n_sockets - 1))]
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
         if all_free:  # slot k is socket k
@@ -417,17 +429,21 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         hours_left = jnp.where(admit, stay, hours_left)
         n_arrived = (count_moto + count_taxi).astype(jnp.float32)
         # the free sockets of a type have ranks 0, 1, ...: min(arrivals, free sockets) of them are filled
-        n_admitted = (jnp.minimum(count_moto, n_free[0]) + jnp.minimum(count_taxi, n_free[1])).astype(jnp.float32)
-        return occupied, need_kwh, hours_left, n_arrived, n_admitted
+        admitted = (jnp.minimum(count_moto, n_free[0]), jnp.minimum(count_taxi, n_free[1]))
+        n_admitted = (admitted[0] + admitted[1]).astype(jnp.float32)
+        n_occupied = jnp.stack([self.n_moto - n_free[0] + admitted[0], self.n_taxi - n_free[1] + admitted[1]])
+        return occupied, need_kwh, hours_left, n_arrived, n_admitted, n_occupied
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        return self._fresh(self.draw(key), params)
+        state, n_occupied = self._fresh(self.draw(key), params)
+        return self._observation(state, params, n_occupied), state
 
-    def _fresh(self, words: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        """A new episode: battery at soc_init, sockets empty, then the start hour's arrivals."""
+    def _fresh(self, words: jax.Array, params: EnvParams) -> tuple[EnvState, jax.Array]:
+        """A new episode (battery at soc_init, sockets empty, then the start hour's arrivals) and its
+        occupied sockets of each type."""
         start = self._start_hour(words, params)
         n = self.n_sockets
-        occupied, need, hours_left, n_arrived, n_admitted = self._admit(
+        occupied, need, hours_left, n_arrived, n_admitted, n_occupied = self._admit(
             jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), words, start, params,
             all_free=True,
         )
@@ -440,7 +456,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             month_peak_kw=jnp.zeros((), jnp.float32), obs_seed=words[2], energy_kwh=params.e_init_kwh,
             occupied=occupied, need_kwh=need, hours_left=hours_left, totals=totals,
         )
-        return self.get_obs(state, params), state
+        return state, n_occupied
 
     def _checked_action(self, action: Any) -> Any:
         """``action`` after its shape and dtype check: ``1 + n_sockets`` real numbers.
@@ -473,15 +489,20 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         params = self.default_params if params is None else params
         with jax.named_scope("draw"):
             words = self.draw(key)
-        obs_st, state_st, reward, terminated, info = self._transition(words, state, action, params)
+        state_st, reward, terminated, info, occ_st = self._advance(words, state, action, params)
+        obs_st = self._observation(state_st, params, occ_st)
         truncated = self.is_truncated(state_st, params)
         done = terminated | truncated
         with jax.named_scope("auto_reset"):
-            _, state_re = self._fresh(words, params)
-            state = jax.tree.map(lambda r, s: jnp.where(done, r, s), state_re, state_st)
+            state_re, occ_re = self._fresh(words, params)
+            # (a NaN test of the unmet energy, never true, orders the departures' sums before the
+            # selects that rewrite the sockets' arrays in place: XLA then keeps no copy of them)
+            pick = done | jnp.isnan(info["flows"]["unmet_kwh"])
+            state = jax.tree.map(lambda r, s: jnp.where(pick, r, s), state_re, state_st)
+            n_occupied = jnp.where(pick, occ_re, occ_st)
         # one observation of the selected state; obs_st is computed only where final_observation
         # is used (XLA drops it otherwise)
-        obs = self.get_obs(state, params)
+        obs = self._observation(state, params, n_occupied)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
         return obs, state, reward, terminated, truncated, info
 
@@ -489,6 +510,12 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         return self._transition(self.draw(key), state, self._checked_action(action), params)
 
     def _transition(self, words: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        state, reward, terminated, info, n_occupied = self._advance(words, state, action, params)
+        return self._observation(state, params, n_occupied), state, reward, terminated, info
+
+    def _advance(self, words: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        """One hour: ``(state, reward, terminated, info, n_occupied)``, the last the occupied sockets
+        of each type in the new state (what the observation counts)."""
         f32 = jnp.float32
         a = jnp.clip(jnp.nan_to_num(jnp.asarray(action, f32), nan=0.0), -1.0, 1.0)
         t = state.t
@@ -558,7 +585,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         # arrivals for the next hour
         with jax.named_scope("arrivals"):
             t_next = (t + 1) % HOURS_PER_YEAR
-            occupied, need, hours_left, n_arrived, n_admitted = self._admit(
+            occupied, need, hours_left, n_arrived, n_admitted, n_occupied = self._admit(
                 occupied, need, hours_left, words, t_next, params)
 
         # the month-to-date peak: the demand term charges each rise of it, so a month's terms add
@@ -626,12 +653,17 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         info = {"flows": flows, "terms": terms, "vehicles": vehicles, "arrivals": self.arrivals(words, t_next, params),
                 "totals": totals}
         terminated = jnp.zeros((), bool)
-        return self.get_obs(state, params), state, reward.astype(f32), terminated, info
+        return state, reward.astype(f32), terminated, info, n_occupied
 
     # ----------------------------------------------------------------- observation
-    @jax.named_scope("observation")
     def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
         params = self.default_params if params is None else params
+        return self._observation(state, params)
+
+    @jax.named_scope("observation")
+    def _observation(self, state: EnvState, params: EnvParams, n_occupied: jax.Array | None = None) -> jax.Array:
+        """The observation of ``state``; ``n_occupied`` (int32[2]), when the caller knows it, is the
+        occupied sockets of each type (else counted here)."""
         f32 = jnp.float32
         t = state.t
         h = (t % 24).astype(f32)
@@ -648,6 +680,10 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         month = jnp.sum(t >= starts[1:12])
         month_frac = (t - starts[month]).astype(f32) / (starts[month + 1] - starts[month]).astype(f32)
         occ = state.occupied.astype(f32)
+        if n_occupied is None:
+            n_occupied = jnp.stack([jnp.sum(state.occupied[: self.n_moto], dtype=jnp.int32),
+                                    jnp.sum(state.occupied[self.n_moto:], dtype=jnp.int32)])
+        n_occupied = n_occupied.astype(f32)
         n_moto, n_taxi = max(self.n_moto, 1), max(self.n_taxi, 1)
         glob = jnp.concatenate([
             jnp.stack([
@@ -659,8 +695,8 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             params.mall_kw[state.year, idx] * mall_err / params.mall_ref_kw,
             jnp.stack([
                 state.energy_kwh / params.capacity_kwh,
-                jnp.sum(occ[: self.n_moto]) / n_moto,
-                jnp.sum(occ[self.n_moto:]) / n_taxi,
+                n_occupied[0] / n_moto,
+                n_occupied[1] / n_taxi,
                 jnp.sum(state.need_kwh) / params.ev_need_ref_kwh,
                 params.tariff[t % 24] / jnp.max(params.tariff),
                 state.month_peak_kw / params.grid_ref_kw,
