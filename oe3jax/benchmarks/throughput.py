@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oe3jax.simulation.env import batched_step
+
 
 # --------------------------------------------------------------------------------------------
 # Machine and timing plumbing
@@ -175,8 +177,8 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
                  pool_size: int = 1024) -> tuple[Callable, tuple]:
     """A jittable ``rollout(*args) -> args`` stepping ``num_envs`` envs for ``num_steps`` steps.
 
-    Each step vmaps ``env.step`` (with auto-reset, one PRNG key per env split from the carry) over
-    the environments. The carry keeps the last observations and a sum of rewards, so XLA cannot
+    Each step steps every environment with :func:`~oe3jax.simulation.env.batched_step` (``env.step``
+    over the environments, auto-reset included, one PRNG key per env split from the carry). The carry keeps the last observations and a sum of rewards, so XLA cannot
     drop the observation or reward computation; in mode ``obs`` the actions are computed from the
     carried observations (see :data:`ACTION_MODE_HELP`). Returns the function and its first arguments.
     """
@@ -185,7 +187,7 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
     act_dim = int(env.action_space(env_params).shape[0])
     obs_dim = int(env.observation_space(env_params).shape[0])
     policy = _obs_policy(env, obs_dim, act_dim) if mode == "obs" else None
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    step = batched_step(env)
     env_index = jnp.arange(num_envs, dtype=jnp.int32)
     # env i reads pool rows i*stride + t (mod pool size): different rows across envs and steps
     stride = max(1, pool_size // max(num_envs, 1)) if num_envs < pool_size else 1

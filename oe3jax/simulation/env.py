@@ -157,6 +157,21 @@ def _exclusive_count(flags: jax.Array) -> jax.Array:
     return own + jnp.repeat(jnp.stack(before), 32)[:n] if n_words > 1 else own
 
 
+def _ordered(done: jax.Array, info: dict) -> jax.Array:
+    """``done``, made to depend on the departures' sums: a NaN test of the unmet energy, never true
+    (every need is finite), orders those sums before the auto-reset's selects that rewrite the
+    sockets' arrays in place, so that XLA need not copy the needs to keep them for the sums."""
+    return done | jnp.isnan(info["flows"]["unmet_kwh"])
+
+
+def batched_step(env: Any) -> Any:
+    """``step(keys, states, actions, params)`` over a leading axis of environments: the env's own
+    ``step_batch`` where it has one (:meth:`EVChargingEnv.step_batch`, the same results as
+    ``jax.vmap(env.step)``), else ``jax.vmap(env.step, in_axes=(0, 0, 0, None))``."""
+    own = getattr(env, "step_batch", None)
+    return own if own is not None else jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -495,14 +510,53 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         done = terminated | truncated
         with jax.named_scope("auto_reset"):
             state_re, occ_re = self._fresh(words, params)
-            # (a NaN test of the unmet energy, never true, orders the departures' sums before the
-            # selects that rewrite the sockets' arrays in place: XLA then keeps no copy of them)
-            pick = done | jnp.isnan(info["flows"]["unmet_kwh"])
+            pick = _ordered(done, info)
             state = jax.tree.map(lambda r, s: jnp.where(pick, r, s), state_re, state_st)
             n_occupied = jnp.where(pick, occ_re, occ_st)
         # one observation of the selected state; obs_st is computed only where final_observation
         # is used (XLA drops it otherwise)
         obs = self._observation(state, params, n_occupied)
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+        return obs, state, reward, terminated, truncated, info
+
+    def step_batch(self, keys: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None = None):
+        """``jax.vmap(step)`` over a leading axis of environments (``keys``, ``state`` and ``action``
+        batched, ``params`` shared), with the same results bit for bit.
+
+        The next episodes' first states are built only at a step where some episode of the batch
+        ends (a branch of the whole batch): episodes are long, so most steps skip that work.
+        Inside another ``vmap`` (over seeds, say) the branch becomes a select and both sides run.
+        """
+        if getattr(action, "ndim", 0) < 1:
+            raise ValueError(f"action: expected a batch of actions of shape (num_envs, {self.num_actions}), "
+                             f"got shape {getattr(action, 'shape', ())}")
+        check_action(action.shape[1:], action.dtype, self.n_sockets, self.scenario.name)
+        return self._step_batch(keys, state, action, params)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def _step_batch(self, keys: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None):
+        params = self.default_params if params is None else params
+        with jax.named_scope("draw"):
+            words = jax.vmap(self.draw)(keys)
+        state_st, reward, terminated, info, occ_st = jax.vmap(self._advance, (0, 0, 0, None))(
+            words, state, action, params)
+        observe = jax.vmap(self._observation, (0, None, 0))
+        obs_st = observe(state_st, params, occ_st)
+        truncated = jax.vmap(self.is_truncated, (0, None))(state_st, params)
+        done = terminated | truncated
+        fresh = jax.vmap(self._fresh, (0, None))
+        with jax.named_scope("auto_reset"):
+            # zeros where no episode ends: cheaper than a branch that returns the stepped states,
+            # whose results XLA copies into place
+            state_re, occ_re = jax.lax.cond(
+                jnp.any(done), lambda: fresh(words, params),
+                lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fresh, words, params)))
+            pick = _ordered(done, info)
+
+            def select(r: jax.Array, s: jax.Array) -> jax.Array:
+                return jnp.where(pick.reshape(pick.shape + (1,) * (s.ndim - 1)), r, s)
+            state, n_occupied = jax.tree.map(select, state_re, state_st), select(occ_re, occ_st)
+        obs = observe(state, params, n_occupied)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
         return obs, state, reward, terminated, truncated, info
 
@@ -733,5 +787,5 @@ def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = H
 
 
 __all__ = ["ENV_SPEC", "Arrivals", "EVChargingEnv", "EnvParams", "EnvState", "ObsLayout", "TOTAL_KEYS",
-           "forecast_sigma", "make_env", "make_params"]
+           "batched_step", "forecast_sigma", "make_env", "make_params"]
 
