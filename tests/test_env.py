@@ -344,7 +344,7 @@ def test_step_batch_is_vmapped_step_bit_for_bit():
     """The batched step (the next episodes built only at steps where one ends) returns exactly what
     ``vmap(env.step)`` does, with episodes of the batch ending at different steps, a grid limit
     that cuts EV charging, forecast noise and NaN actions."""
-    env, params = make_env("iquitos-38", episode_hours=9, random_start=True, grid_limit_kw=1500.0,
+    env, params = make_env("iquitos-38", episode_hours=9, start_hour=15, grid_limit_kw=1500.0,
                            pv_forecast_noise_frac=0.3)
     n = 16
     _, state0 = jax.vmap(env.reset, (0, None))(jax.random.split(jax.random.key(2), n), params)
