@@ -726,7 +726,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         two_pi = 2.0 * math.pi
         idx = (t + jnp.asarray(self.forecast_offsets, jnp.int32)) % HOURS_PER_YEAR
         # forecasts: the profile times a mean-one log-normal error (exactly 1 when sigma is 0)
-        z = self._forecast_z(state.obs_seed)
+        # without noise every error is exp(0) = 1 whatever z is: the draw is skipped (a branch on the
+        # params, which stays a branch under a vmap over environments that share them)
+        noisy = jnp.any(params.pv_forecast_sigma != 0) | jnp.any(params.mall_forecast_sigma != 0)
+        z = jax.lax.cond(noisy, self._forecast_z, lambda seed: jnp.zeros((2, len(self.forecast_offsets)), f32),
+                         state.obs_seed)
         pv_err = jnp.exp(params.pv_forecast_sigma * z[0] - 0.5 * jnp.square(params.pv_forecast_sigma))
         mall_err = jnp.exp(params.mall_forecast_sigma * z[1] - 0.5 * jnp.square(params.mall_forecast_sigma))
         # the month: its first hour and length in hours
