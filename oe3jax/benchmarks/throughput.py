@@ -261,7 +261,7 @@ STEP_STAGES = {
     "arrivals": "Poisson counts, free-socket ranks, new vehicles' needs and stays",
     "reward": "month peak, reward terms, flows",
     "totals": "the running episode totals",
-    "auto_reset": "the next episode's first state, selected where an episode ended",
+    "auto_reset": "the next episodes' first states (built on steps where one ends), selected where one ended",
     "observation": "calendar, forecasts with their errors, park and per-socket features",
 }
 HARNESS_STAGE = "harness"  # outside env.step: per-env keys, actions, the scan's loop
@@ -275,12 +275,19 @@ def _op_stages(hlo_text: str, stages: Sequence[str]) -> dict[str, str]:
     name_re = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=")
     op_re = re.compile(r'op_name="([^"]*)"')
 
+    wrapped = re.compile(r"^[\w]+\((.*)\)$")  # a transform's wrapper of a scope: vmap(departures)
+
+    def unwrap(part: str) -> str:
+        while (m := wrapped.match(part)) is not None:
+            part = m.group(1)
+        return part
+
     def stage_of(op_name: str) -> str:
         parts = op_name.split("/")
         for part in parts:
-            if part in stages:
-                return part
-        return "other" if any(p.startswith(("vmap(jit(_step))", "jit(_step)")) for p in parts) else HARNESS_STAGE
+            if unwrap(part) in stages:
+                return unwrap(part)
+        return "other" if any(p.startswith(("vmap(jit(_step", "jit(_step")) for p in parts) else HARNESS_STAGE
 
     out: dict[str, str] = {}
     for lines in comps.values():
