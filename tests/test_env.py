@@ -338,3 +338,54 @@ def test_forecast_errors_are_normal_quantiles_of_bin_midpoints(env128):
     assert np.max(np.abs(position - np.round(position))) < 0.02
     assert np.all((np.round(position) >= 0) & (np.round(position) < 2**16))
     assert abs(z.mean()) < 0.1 and abs(z.std() - 1.0) < 0.05  # 300 x 2 x n_forecasts standard normals
+
+
+def test_step_batch_is_vmapped_step_bit_for_bit():
+    """The batched step (the next episodes built only at steps where one ends) returns exactly what
+    ``vmap(env.step)`` does, with episodes of the batch ending at different steps, a grid limit
+    that cuts EV charging, forecast noise and NaN actions."""
+    env, params = make_env("iquitos-38", episode_hours=9, start_hour=15, grid_limit_kw=1500.0,
+                           pv_forecast_noise_frac=0.3)
+    n = 16
+    _, state0 = jax.vmap(env.reset, (0, None))(jax.random.split(jax.random.key(2), n), params)
+    state0 = state0.replace(k=jnp.arange(n, dtype=jnp.int32) % 9)  # ends spread over the steps
+
+    def run(step):
+        def body(state, k):
+            ka, ks = jax.random.split(k)
+            a = jax.random.uniform(ka, (n, env.num_actions), minval=-1.2, maxval=1.2)
+            a = a.at[0, 3].set(jnp.nan)
+            out = step(jax.random.split(ks, n), state, a, params)
+            return out[1], out
+        return jax.jit(lambda s: jax.lax.scan(body, s, jax.random.split(jax.random.key(4), 20)))(state0)[1]
+
+    got, expected = run(env.step_batch), run(jax.vmap(env.step, (0, 0, 0, None)))
+    assert int(np.sum(np.asarray(expected[4]))) > 20  # episodes ended at many steps
+    assert int(np.sum(np.asarray(expected[5]["flows"]["limit_ev_cut"]) > 0)) > 0  # the limit cut EV charging
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(got)):
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=jax.tree_util.keystr(path))
+
+
+def test_step_batch_checks_one_env_action(env128):
+    env, params = env128
+    keys = jax.random.split(jax.random.key(0), 2)
+    _, state = jax.vmap(env.reset, (0, None))(keys, params)
+    with pytest.raises(ValueError, match=r"^action: expected shape \(129,\).*got shape \(128,\)"):
+        env.step_batch(keys, state, jnp.zeros((2, env.num_actions - 1)), params)
+    with pytest.raises(ValueError, match=r"^action: expected a batch of actions of shape \(num_envs, 129\)"):
+        env.step_batch(keys, state, jnp.float32(0.0), params)
+
+
+def test_poisson_tables_keep_every_count_below_one(env128):
+    """The tables drop only columns of float32 ones (never below a uniform u < 1): each hour's count
+    for u just below 1 is the number of float32 entries of the full table below u."""
+    from oe3jax.simulation.env import _poisson_cdf_table
+
+    env, params = env128
+    scn = env.scenario
+    for daily, table in ((scn.daily_moto, params.cdf_moto), (scn.daily_taxi, params.cdf_taxi)):
+        full = _poisson_cdf_table(daily, np.asarray(scn.operating_factor)).astype(np.float32)
+        assert table.shape[1] < full.shape[1]
+        u = np.float32(1.0 - 2.0**-24)  # the largest uniform of the draw
+        np.testing.assert_array_equal(np.sum(np.asarray(table) < u, axis=1), np.sum(full < u, axis=1))
+        np.testing.assert_array_equal(np.asarray(table), full[:, : table.shape[1]])

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oe3jax.simulation.env import batched_step
+
 
 # --------------------------------------------------------------------------------------------
 # Machine and timing plumbing
@@ -175,8 +177,8 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
                  pool_size: int = 1024) -> tuple[Callable, tuple]:
     """A jittable ``rollout(*args) -> args`` stepping ``num_envs`` envs for ``num_steps`` steps.
 
-    Each step vmaps ``env.step`` (with auto-reset, one PRNG key per env split from the carry) over
-    the environments. The carry keeps the last observations and a sum of rewards, so XLA cannot
+    Each step steps every environment with :func:`~oe3jax.simulation.env.batched_step` (``env.step``
+    over the environments, auto-reset included, one PRNG key per env split from the carry). The carry keeps the last observations and a sum of rewards, so XLA cannot
     drop the observation or reward computation; in mode ``obs`` the actions are computed from the
     carried observations (see :data:`ACTION_MODE_HELP`). Returns the function and its first arguments.
     """
@@ -185,7 +187,7 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
     act_dim = int(env.action_space(env_params).shape[0])
     obs_dim = int(env.observation_space(env_params).shape[0])
     policy = _obs_policy(env, obs_dim, act_dim) if mode == "obs" else None
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    step = batched_step(env)
     env_index = jnp.arange(num_envs, dtype=jnp.int32)
     # env i reads pool rows i*stride + t (mod pool size): different rows across envs and steps
     stride = max(1, pool_size // max(num_envs, 1)) if num_envs < pool_size else 1
@@ -259,7 +261,7 @@ STEP_STAGES = {
     "arrivals": "Poisson counts, free-socket ranks, new vehicles' needs and stays",
     "reward": "month peak, reward terms, flows",
     "totals": "the running episode totals",
-    "auto_reset": "the next episode's first state, selected where an episode ended",
+    "auto_reset": "the next episodes' first states (built on steps where one ends), selected where one ended",
     "observation": "calendar, forecasts with their errors, park and per-socket features",
 }
 HARNESS_STAGE = "harness"  # outside env.step: per-env keys, actions, the scan's loop
@@ -273,12 +275,19 @@ def _op_stages(hlo_text: str, stages: Sequence[str]) -> dict[str, str]:
     name_re = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=")
     op_re = re.compile(r'op_name="([^"]*)"')
 
+    wrapped = re.compile(r"^[\w]+\((.*)\)$")  # a transform's wrapper of a scope: vmap(departures)
+
+    def unwrap(part: str) -> str:
+        while (m := wrapped.match(part)) is not None:
+            part = m.group(1)
+        return part
+
     def stage_of(op_name: str) -> str:
         parts = op_name.split("/")
         for part in parts:
-            if part in stages:
-                return part
-        return "other" if any(p.startswith(("vmap(jit(_step))", "jit(_step)")) for p in parts) else HARNESS_STAGE
+            if unwrap(part) in stages:
+                return unwrap(part)
+        return "other" if any(p.startswith(("vmap(jit(_step", "jit(_step")) for p in parts) else HARNESS_STAGE
 
     out: dict[str, str] = {}
     for lines in comps.values():

@@ -1,7 +1,8 @@
 """Stepping ``num_envs`` environments at once, with episode accounting, and PRNG key helpers.
 
 Every learner holds a batch of environments in its train state (their states and last
-observations) and steps them together with ``jax.vmap(env.step)``. :func:`step_envs` does one
+observations) and steps them together with :func:`~oe3jax.simulation.env.batched_step` (the env's
+``step_batch`` where it has one, else ``jax.vmap(env.step)``). :func:`step_envs` does one
 such step and also keeps the running return of each environment and sums the totals of the
 episodes that end at that step, from the environment's ``info["totals"]`` (the EV park reports
 its return, CO2, grid import and unmet energy there; an environment without totals reports its
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from oe3jax.learning import EPISODE_TOTALS
+from oe3jax.simulation.env import batched_step
 
 _F32 = jnp.float32
 
@@ -79,9 +81,7 @@ def step_envs(
     ``ep_return`` is the running return of each environment before the step.
     """
     keys = jax.random.split(key, action.shape[0])
-    obs, env_state, reward, terminated, truncated, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-        keys, env_state, action, env_params
-    )
+    obs, env_state, reward, terminated, truncated, info = batched_step(env)(keys, env_state, action, env_params)
     reward = reward.astype(_F32)
     done = jnp.logical_or(terminated, truncated)
     running = ep_return + reward

@@ -157,6 +157,21 @@ def _exclusive_count(flags: jax.Array) -> jax.Array:
     return own + jnp.repeat(jnp.stack(before), 32)[:n] if n_words > 1 else own
 
 
+def _ordered(done: jax.Array, info: dict) -> jax.Array:
+    """``done``, made to depend on the departures' sums: a NaN test of the unmet energy, never true
+    (every need is finite), orders those sums before the auto-reset's selects that rewrite the
+    sockets' arrays in place, so that XLA need not copy the needs to keep them for the sums."""
+    return done | jnp.isnan(info["flows"]["unmet_kwh"])
+
+
+def batched_step(env: Any) -> Any:
+    """``step(keys, states, actions, params)`` over a leading axis of environments: the env's own
+    ``step_batch`` where it has one (:meth:`EVChargingEnv.step_batch`, the same results as
+    ``jax.vmap(env.step)``), else ``jax.vmap(env.step, in_axes=(0, 0, 0, None))``."""
+    own = getattr(env, "step_batch", None)
+    return own if own is not None else jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -172,6 +187,14 @@ def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
     k_max = int(stats.poisson.ppf(1.0 - 1e-12, max(means.max(), 1e-9))) + 2
     ks = np.arange(k_max)
     return np.stack([stats.poisson.cdf(ks, m) if m > 0 else np.ones(k_max) for m in means])
+
+
+def _below_one(table: np.ndarray) -> np.ndarray:
+    """The table in float32 without its last columns of ones: a count ``sum(cdf < u)`` with
+    ``u < 1`` never counts a 1, so the draw is the same with fewer compares (one column is kept)."""
+    table = table.astype(np.float32)
+    below = np.flatnonzero((table < 1.0).any(axis=0))
+    return table[:, : max(int(below[-1]) + 1 if below.size else 0, 1)]
 
 
 def forecast_sigma(noise_frac: float, offsets: tuple[int, ...]) -> np.ndarray:
@@ -225,8 +248,8 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
         need_frac_max=jnp.asarray(scn.need_frac_max, f32),
         stay_cum=jnp.asarray(np.cumsum(scn.stay_probs), f32),
         close_hour=jnp.asarray(scn.close_hour, jnp.int32),
-        cdf_moto=jnp.asarray(_poisson_cdf_table(scn.daily_moto, factor), f32),
-        cdf_taxi=jnp.asarray(_poisson_cdf_table(scn.daily_taxi, factor), f32),
+        cdf_moto=jnp.asarray(_below_one(_poisson_cdf_table(scn.daily_moto, factor))),
+        cdf_taxi=jnp.asarray(_below_one(_poisson_cdf_table(scn.daily_taxi, factor))),
         served_tol_kwh=jnp.asarray(scn.served_tol_kwh, f32),
         first_weekday=jnp.asarray(scn.first_weekday, jnp.int32),
         weights=jnp.asarray(weights, f32),
@@ -385,6 +408,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
     def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams, all_free: bool = False):
         """Fill free sockets of each type, in index order, with that hour's arriving vehicles.
 
+        Returns the new ``occupied, need_kwh, hours_left``, the vehicles arrived and admitted
+        (float32) and the occupied sockets of each type afterwards (``int32[2]``: motos, mototaxis).
+
         ``all_free`` (static) says every socket is free (a new episode): the rank of a socket
         among the free ones of its type is then its index within the type.
         """
@@ -396,6 +422,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         else:
             # rank among the free sockets of the type (what matters of it: at free sockets)
             rank = jnp.concatenate([_exclusive_count(free[: self.n_moto]), _exclusive_count(free[self.n_moto:])])
+        # free sockets of each type: the last socket's rank plus that socket if free
+        n_free = [jnp.int32(n) if all_free or n == 0 else rank[last] + free[last].astype(jnp.int32)
+                  for n, last in ((self.n_moto, self.n_moto - 1), (self.n_taxi, self.n_sockets - 1))]
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
         if all_free:  # slot k is socket k
@@ -414,17 +443,22 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         need_kwh = jnp.where(admit, new_need, need_kwh)
         hours_left = jnp.where(admit, stay, hours_left)
         n_arrived = (count_moto + count_taxi).astype(jnp.float32)
-        n_admitted = jnp.sum(admit).astype(jnp.float32)
-        return occupied, need_kwh, hours_left, n_arrived, n_admitted
+        # the free sockets of a type have ranks 0, 1, ...: min(arrivals, free sockets) of them are filled
+        admitted = (jnp.minimum(count_moto, n_free[0]), jnp.minimum(count_taxi, n_free[1]))
+        n_admitted = (admitted[0] + admitted[1]).astype(jnp.float32)
+        n_occupied = jnp.stack([self.n_moto - n_free[0] + admitted[0], self.n_taxi - n_free[1] + admitted[1]])
+        return occupied, need_kwh, hours_left, n_arrived, n_admitted, n_occupied
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        return self._fresh(self.draw(key), params)
+        state, n_occupied = self._fresh(self.draw(key), params)
+        return self._observation(state, params, n_occupied), state
 
-    def _fresh(self, words: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        """A new episode: battery at soc_init, sockets empty, then the start hour's arrivals."""
+    def _fresh(self, words: jax.Array, params: EnvParams) -> tuple[EnvState, jax.Array]:
+        """A new episode (battery at soc_init, sockets empty, then the start hour's arrivals) and its
+        occupied sockets of each type."""
         start = self._start_hour(words, params)
         n = self.n_sockets
-        occupied, need, hours_left, n_arrived, n_admitted = self._admit(
+        occupied, need, hours_left, n_arrived, n_admitted, n_occupied = self._admit(
             jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), words, start, params,
             all_free=True,
         )
@@ -437,7 +471,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             month_peak_kw=jnp.zeros((), jnp.float32), obs_seed=words[2], energy_kwh=params.e_init_kwh,
             occupied=occupied, need_kwh=need, hours_left=hours_left, totals=totals,
         )
-        return self.get_obs(state, params), state
+        return state, n_occupied
 
     def _checked_action(self, action: Any) -> Any:
         """``action`` after its shape and dtype check: ``1 + n_sockets`` real numbers.
@@ -470,15 +504,59 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         params = self.default_params if params is None else params
         with jax.named_scope("draw"):
             words = self.draw(key)
-        obs_st, state_st, reward, terminated, info = self._transition(words, state, action, params)
+        state_st, reward, terminated, info, occ_st = self._advance(words, state, action, params)
+        obs_st = self._observation(state_st, params, occ_st)
         truncated = self.is_truncated(state_st, params)
         done = terminated | truncated
         with jax.named_scope("auto_reset"):
-            _, state_re = self._fresh(words, params)
-            state = jax.tree.map(lambda r, s: jnp.where(done, r, s), state_re, state_st)
+            state_re, occ_re = self._fresh(words, params)
+            pick = _ordered(done, info)
+            state = jax.tree.map(lambda r, s: jnp.where(pick, r, s), state_re, state_st)
+            n_occupied = jnp.where(pick, occ_re, occ_st)
         # one observation of the selected state; obs_st is computed only where final_observation
         # is used (XLA drops it otherwise)
-        obs = self.get_obs(state, params)
+        obs = self._observation(state, params, n_occupied)
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+        return obs, state, reward, terminated, truncated, info
+
+    def step_batch(self, keys: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None = None):
+        """``jax.vmap(step)`` over a leading axis of environments (``keys``, ``state`` and ``action``
+        batched, ``params`` shared), with the same results bit for bit.
+
+        The next episodes' first states are built only at a step where some episode of the batch
+        ends (a branch of the whole batch): episodes are long, so most steps skip that work.
+        Inside another ``vmap`` (over seeds, say) the branch becomes a select and both sides run.
+        """
+        if getattr(action, "ndim", 0) < 1:
+            raise ValueError(f"action: expected a batch of actions of shape (num_envs, {self.num_actions}), "
+                             f"got shape {getattr(action, 'shape', ())}")
+        check_action(action.shape[1:], action.dtype, self.n_sockets, self.scenario.name)
+        return self._step_batch(keys, state, action, params)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def _step_batch(self, keys: jax.Array, state: EnvState, action: jax.Array, params: EnvParams | None):
+        params = self.default_params if params is None else params
+        with jax.named_scope("draw"):
+            words = jax.vmap(self.draw)(keys)
+        state_st, reward, terminated, info, occ_st = jax.vmap(self._advance, (0, 0, 0, None))(
+            words, state, action, params)
+        observe = jax.vmap(self._observation, (0, None, 0))
+        obs_st = observe(state_st, params, occ_st)
+        truncated = jax.vmap(self.is_truncated, (0, None))(state_st, params)
+        done = terminated | truncated
+        fresh = jax.vmap(self._fresh, (0, None))
+        with jax.named_scope("auto_reset"):
+            # zeros where no episode ends: cheaper than a branch that returns the stepped states,
+            # whose results XLA copies into place
+            state_re, occ_re = jax.lax.cond(
+                jnp.any(done), lambda: fresh(words, params),
+                lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fresh, words, params)))
+            pick = _ordered(done, info)
+
+            def select(r: jax.Array, s: jax.Array) -> jax.Array:
+                return jnp.where(pick.reshape(pick.shape + (1,) * (s.ndim - 1)), r, s)
+            state, n_occupied = jax.tree.map(select, state_re, state_st), select(occ_re, occ_st)
+        obs = observe(state, params, n_occupied)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
         return obs, state, reward, terminated, truncated, info
 
@@ -486,6 +564,12 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         return self._transition(self.draw(key), state, self._checked_action(action), params)
 
     def _transition(self, words: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        state, reward, terminated, info, n_occupied = self._advance(words, state, action, params)
+        return self._observation(state, params, n_occupied), state, reward, terminated, info
+
+    def _advance(self, words: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        """One hour: ``(state, reward, terminated, info, n_occupied)``, the last the occupied sockets
+        of each type in the new state (what the observation counts)."""
         f32 = jnp.float32
         a = jnp.clip(jnp.nan_to_num(jnp.asarray(action, f32), nan=0.0), -1.0, 1.0)
         t = state.t
@@ -555,7 +639,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         # arrivals for the next hour
         with jax.named_scope("arrivals"):
             t_next = (t + 1) % HOURS_PER_YEAR
-            occupied, need, hours_left, n_arrived, n_admitted = self._admit(
+            occupied, need, hours_left, n_arrived, n_admitted, n_occupied = self._admit(
                 occupied, need, hours_left, words, t_next, params)
 
         # the month-to-date peak: the demand term charges each rise of it, so a month's terms add
@@ -623,12 +707,17 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         info = {"flows": flows, "terms": terms, "vehicles": vehicles, "arrivals": self.arrivals(words, t_next, params),
                 "totals": totals}
         terminated = jnp.zeros((), bool)
-        return self.get_obs(state, params), state, reward.astype(f32), terminated, info
+        return state, reward.astype(f32), terminated, info, n_occupied
 
     # ----------------------------------------------------------------- observation
-    @jax.named_scope("observation")
     def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
         params = self.default_params if params is None else params
+        return self._observation(state, params)
+
+    @jax.named_scope("observation")
+    def _observation(self, state: EnvState, params: EnvParams, n_occupied: jax.Array | None = None) -> jax.Array:
+        """The observation of ``state``; ``n_occupied`` (int32[2]), when the caller knows it, is the
+        occupied sockets of each type (else counted here)."""
         f32 = jnp.float32
         t = state.t
         h = (t % 24).astype(f32)
@@ -637,7 +726,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         two_pi = 2.0 * math.pi
         idx = (t + jnp.asarray(self.forecast_offsets, jnp.int32)) % HOURS_PER_YEAR
         # forecasts: the profile times a mean-one log-normal error (exactly 1 when sigma is 0)
-        z = self._forecast_z(state.obs_seed)
+        # without noise every error is exp(0) = 1 whatever z is: the draw is skipped (a branch on the
+        # params, which stays a branch under a vmap over environments that share them)
+        noisy = jnp.any(params.pv_forecast_sigma != 0) | jnp.any(params.mall_forecast_sigma != 0)
+        z = jax.lax.cond(noisy, self._forecast_z, lambda seed: jnp.zeros((2, len(self.forecast_offsets)), f32),
+                         state.obs_seed)
         pv_err = jnp.exp(params.pv_forecast_sigma * z[0] - 0.5 * jnp.square(params.pv_forecast_sigma))
         mall_err = jnp.exp(params.mall_forecast_sigma * z[1] - 0.5 * jnp.square(params.mall_forecast_sigma))
         # the month: its first hour and length in hours
@@ -645,6 +738,10 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         month = jnp.sum(t >= starts[1:12])
         month_frac = (t - starts[month]).astype(f32) / (starts[month + 1] - starts[month]).astype(f32)
         occ = state.occupied.astype(f32)
+        if n_occupied is None:
+            n_occupied = jnp.stack([jnp.sum(state.occupied[: self.n_moto], dtype=jnp.int32),
+                                    jnp.sum(state.occupied[self.n_moto:], dtype=jnp.int32)])
+        n_occupied = n_occupied.astype(f32)
         n_moto, n_taxi = max(self.n_moto, 1), max(self.n_taxi, 1)
         glob = jnp.concatenate([
             jnp.stack([
@@ -656,23 +753,27 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             params.mall_kw[state.year, idx] * mall_err / params.mall_ref_kw,
             jnp.stack([
                 state.energy_kwh / params.capacity_kwh,
-                jnp.sum(occ[: self.n_moto]) / n_moto,
-                jnp.sum(occ[self.n_moto:]) / n_taxi,
+                n_occupied[0] / n_moto,
+                n_occupied[1] / n_taxi,
                 jnp.sum(state.need_kwh) / params.ev_need_ref_kwh,
                 params.tariff[t % 24] / jnp.max(params.tariff),
                 state.month_peak_kw / params.grid_ref_kw,
                 month_frac,
             ]),
         ])
-        per_socket = jnp.stack([
-            occ,
-            state.need_kwh / params.socket_battery_kwh,
-            state.hours_left.astype(f32) / params.stay_cum.shape[0],
-            jnp.asarray(self._is_taxi, f32),
-        ], axis=1)
-        # the sockets written into place (a concatenate of the two parts measured slower under vmap)
-        g = glob.shape[0]
-        return jnp.concatenate([glob, jnp.zeros(per_socket.size, f32)]).at[g:].set(per_socket.reshape(-1))
+        # the per-socket features in socket-major order, in one elementwise loop: each socket's values
+        # broadcast over its features and the feature picked by a static pattern
+        n, nf = self.n_sockets, self.N_SOCKET_FEATURES
+        feature = np.broadcast_to(np.arange(nf), (n, nf))
+
+        def wide(x: jax.Array) -> jax.Array:
+            return jnp.broadcast_to(x[:, None], (n, nf))
+
+        per_socket = jnp.where(feature == 0, wide(occ), jnp.where(
+            feature == 1, wide(state.need_kwh / params.socket_battery_kwh), jnp.where(
+                feature == 2, wide(state.hours_left.astype(f32) / params.stay_cum.shape[0]),
+                jnp.asarray(np.broadcast_to(self._is_taxi[:, None], (n, nf)), f32))))
+        return jnp.concatenate([glob, per_socket.reshape(-1)])
 
 
 def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = HOURS_PER_YEAR,
@@ -690,5 +791,5 @@ def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = H
 
 
 __all__ = ["ENV_SPEC", "Arrivals", "EVChargingEnv", "EnvParams", "EnvState", "ObsLayout", "TOTAL_KEYS",
-           "forecast_sigma", "make_env", "make_params"]
+           "batched_step", "forecast_sigma", "make_env", "make_params"]
 

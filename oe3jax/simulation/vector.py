@@ -6,7 +6,8 @@
 >>> obs, rewards, terminated, truncated, infos = envs.step(actions)  # actions: (64, 129)
 
 One call of :meth:`JaxVectorEnv.step` is one compiled program over every environment
-(``jax.jit(jax.vmap(env.step))``), compiled once per scenario and number of environments.
+(``jax.jit`` of :func:`~oe3jax.simulation.env.batched_step`: ``env.step`` over the environments),
+compiled once per scenario and number of environments.
 Stable-Baselines3 users take :func:`make_sb3_vec_env` (the same program behind SB3's ``VecEnv``).
 
 **Auto-reset: same step** (``metadata["autoreset_mode"] == AutoresetMode.SAME_STEP``). The JAX
@@ -47,7 +48,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from oe3jax.simulation.adapters import GymnasiumEnv, check_render_mode
-from oe3jax.simulation.env import make_env
+from oe3jax.simulation.env import batched_step, make_env
 from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario
 
 #: the info groups of a step, in the order they are packed
@@ -114,8 +115,7 @@ def _build_programs(env_key: _EnvKey, num_envs: int) -> _Programs:
     def step(key_data, states, actions, params):
         key_data, subs = _split(key_data)
         before = states
-        obs, states, reward, terminated, truncated, info = jax.vmap(env.step, (0, 0, 0, None))(
-            subs, before, actions, params)
+        obs, states, reward, terminated, truncated, info = batched_step(env)(subs, before, actions, params)
         # the last observation of an ending episode, computed only on a step where one ends (a branch
         # of the whole batch; the step's own final_observation would cost an observation every step)
         final_obs = jax.lax.cond(
