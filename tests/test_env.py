@@ -375,17 +375,3 @@ def test_step_batch_checks_one_env_action(env128):
     with pytest.raises(ValueError, match=r"^action: expected a batch of actions of shape \(num_envs, 129\)"):
         env.step_batch(keys, state, jnp.float32(0.0), params)
 
-
-def test_poisson_tables_keep_every_count_below_one(env128):
-    """The tables drop only columns of float32 ones (never below a uniform u < 1): each hour's count
-    for u just below 1 is the number of float32 entries of the full table below u."""
-    from oe3jax.simulation.env import _poisson_cdf_table
-
-    env, params = env128
-    scn = env.scenario
-    for daily, table in ((scn.daily_moto, params.cdf_moto), (scn.daily_taxi, params.cdf_taxi)):
-        full = _poisson_cdf_table(daily, np.asarray(scn.operating_factor)).astype(np.float32)
-        assert table.shape[1] < full.shape[1]
-        u = np.float32(1.0 - 2.0**-24)  # the largest uniform of the draw
-        np.testing.assert_array_equal(np.sum(np.asarray(table) < u, axis=1), np.sum(full < u, axis=1))
-        np.testing.assert_array_equal(np.asarray(table), full[:, : table.shape[1]])

@@ -189,14 +189,6 @@ def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
     return np.stack([stats.poisson.cdf(ks, m) if m > 0 else np.ones(k_max) for m in means])
 
 
-def _below_one(table: np.ndarray) -> np.ndarray:
-    """The table in float32 without its last columns of ones: a count ``sum(cdf < u)`` with
-    ``u < 1`` never counts a 1, so the draw is the same with fewer compares (one column is kept)."""
-    table = table.astype(np.float32)
-    below = np.flatnonzero((table < 1.0).any(axis=0))
-    return table[:, : max(int(below[-1]) + 1 if below.size else 0, 1)]
-
-
 def forecast_sigma(noise_frac: float, offsets: tuple[int, ...]) -> np.ndarray:
     """Log-normal sigma of the forecast of each offset: ``noise_frac * sqrt((k + 1) / 24)``.
 
@@ -248,8 +240,8 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
         need_frac_max=jnp.asarray(scn.need_frac_max, f32),
         stay_cum=jnp.asarray(np.cumsum(scn.stay_probs), f32),
         close_hour=jnp.asarray(scn.close_hour, jnp.int32),
-        cdf_moto=jnp.asarray(_below_one(_poisson_cdf_table(scn.daily_moto, factor))),
-        cdf_taxi=jnp.asarray(_below_one(_poisson_cdf_table(scn.daily_taxi, factor))),
+        cdf_moto=jnp.asarray(_poisson_cdf_table(scn.daily_moto, factor), f32),
+        cdf_taxi=jnp.asarray(_poisson_cdf_table(scn.daily_taxi, factor), f32),
         served_tol_kwh=jnp.asarray(scn.served_tol_kwh, f32),
         first_weekday=jnp.asarray(scn.first_weekday, jnp.int32),
         weights=jnp.asarray(weights, f32),
