@@ -62,6 +62,11 @@ def _year_env(year: str, reward: str, overrides: dict[str, Any] | None = None) -
                                                                          "weather_years": (year,)})
 
 
+def _eval_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's scenario overrides but its weather years (each evaluation sets its own year)."""
+    return {k: v for k, v in config.get("scenario_overrides", {}).items() if k != "weather_years"}
+
+
 def run_baselines(args: argparse.Namespace, command: str) -> int:
     import jax
 
@@ -156,18 +161,20 @@ def run_select(args: argparse.Namespace, command: str) -> int:
     seeds = int(last.config["seeds"])
     arrival = list(range(args.first_eval_seed, args.first_eval_seed + args.eval_seeds))
     policies = [load_policy(args.run_dir, step=step, seed=k) for step in steps for k in range(seeds)]
-    overrides = {k: v for k, v in last.config.get("scenario_overrides", {}).items() if k != "weather_years"}
-    envs = {year: _year_env(year, last.env.scenario.reward, overrides) for year in args.years}
+    envs = {year: _year_env(year, last.env.scenario.reward, _eval_overrides(last.config)) for year in args.years}
     print(f"== {args.run_dir}: {len(steps)} checkpoints x {seeds} seeds on {len(arrival) * len(args.years)} "
           "conditions", flush=True)
     res = evaluate_conditions({"all": policies}, lambda year: envs[year], arrival, args.years, HOURS,
                               baseline_list=[], progress=lambda line: print("  " + line, flush=True))
-    ret = np.asarray(res.values["all"]["return"]).mean(axis=1).reshape(len(steps), seeds)  # step x seed
+    def per_step(kpi: str) -> np.ndarray:  # step x seed, the mean over the conditions
+        return np.asarray(res.values["all"][kpi]).mean(axis=1).reshape(len(steps), seeds)
+
+    ret = per_step("return")
     best = best_steps(steps, ret)
     doc = {"command": command, "criterion": "mean return under the run's reward", "years": args.years,
-           "arrival_seeds": arrival, "steps": steps, "return": ret.T.tolist(), "selected_steps": best,
-           **{kpi: np.asarray(res.values["all"][kpi]).mean(axis=1).reshape(len(steps), seeds).T.tolist()
-              for kpi in ("monthly_peaks_sum_kw", "co2_kg", "ev_delivered_kwh")}}
+           "arrival_seeds": arrival, "steps": steps, "selected_steps": best,
+           **{kpi: per_step(kpi).T.tolist()
+              for kpi in ("return", "monthly_peaks_sum_kw", "co2_kg", "ev_delivered_kwh")}}
     (Path(args.run_dir) / SELECTION).write_text(json.dumps(doc, indent=1) + "\n")
     for k in range(seeds):
         print(f"seed {k}: step {best[k]:,} (return {ret[steps.index(best[k]), k]:.3f}; last step "
@@ -207,8 +214,7 @@ def run_report(args: argparse.Namespace, command: str) -> int:
         print(f"error: --selected: {', '.join(unknown)} not among --names", file=sys.stderr)
         return 2
     agents, info = _load_agents(args.run_dirs, args.names, args.selected)
-    overrides = {k: v for k, v in agents[next(iter(agents))][0].config.get("scenario_overrides", {}).items()
-                 if k != "weather_years"}
+    overrides = _eval_overrides(agents[next(iter(agents))][0].config)
     envs = {year: _year_env(year, base["reward"], overrides) for year in years}
     for name, pols in agents.items():
         if pols[0].env.scenario.reward != base["reward"]:

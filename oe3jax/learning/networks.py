@@ -343,11 +343,13 @@ class ImportSite:
         """The ratchet rule's floor: its fraction of the mall's reference peak (kW)."""
         return RATCHET_FLOOR_FRAC * self.mall_ref_kw
 
-    def ratchet_hold(self, glob: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(hold, month_peak_kw)``: whether the hour is one of the ratchet rule's hold hours, and
-        the month-to-date peak import (kW)."""
-        hold = jnp.isin(self.hour_of_day(glob), jnp.asarray(RATCHET_HOLD_HOURS, jnp.int32))
-        return hold, glob[..., self.month_peak_index].astype(_F32) * self.grid_ref_kw
+    def month_peak_kw(self, glob: jax.Array) -> jax.Array:
+        """The month-to-date peak import (kW, float32)."""
+        return glob[..., self.month_peak_index].astype(_F32) * self.grid_ref_kw
+
+    def ratchet_hold(self, glob: jax.Array) -> jax.Array:
+        """Whether the hour is one of the ratchet rule's hold hours."""
+        return jnp.isin(self.hour_of_day(glob), jnp.asarray(RATCHET_HOLD_HOURS, jnp.int32))
 
     def net_load_kw(self, glob: jax.Array, sockets: jax.Array, socket_action: jax.Array) -> jax.Array:
         """``mall + EV - PV`` of the hour (kW, float32): EV is every plugged socket's
@@ -414,10 +416,10 @@ class SocketSharedActor(nn.Module):
         if site is not None:  # import levels, fractions of grid_ref_kw: discharge above L, charge below C <= L
             level_kw = (battery_out[..., :1] + self.import_target_init) * site.grid_ref_kw
             if self.import_level_base == "month_peak":
-                level_kw = level_kw + glob[..., site.month_peak_index, None].astype(_F32) * site.grid_ref_kw
+                level_kw = level_kw + site.month_peak_kw(glob)[..., None]
             elif self.import_level_base == "ratchet":  # the output moves the floor; the month's peak is not offset
-                hold, month_peak_kw = site.ratchet_hold(glob)
-                level_kw = jnp.maximum(jnp.where(hold, month_peak_kw, 0.0)[..., None],
+                hold = site.ratchet_hold(glob)
+                level_kw = jnp.maximum(jnp.where(hold, site.month_peak_kw(glob), 0.0)[..., None],
                                        level_kw + jnp.where(hold, site.ratchet_floor_kw, 0.0)[..., None])
             charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
             net = net_kw[..., None]
