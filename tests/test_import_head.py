@@ -152,6 +152,36 @@ def test_residual_action_is_added_to_the_dispatch(park, level_kw, residual):
     assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("level_kw, charge_kw, width_kw", [(3000.0, 200.0, 300.0), (3000.0, 200.0, 0.0),
+                                                          (400.0, 0.0, 300.0), (2400.0, 2300.0, 100.0)])
+def test_gradient_width_keeps_the_value_and_smooths_the_gradient(park, level_kw, charge_kw, width_kw):
+    # import_gradient_kw w: the battery's mean is the hard dispatch's; its gradient with respect to the
+    # levels is that of net - w softplus((net - L) / w) + w softplus((C - net) / w): sigmoid((net - L) / w)
+    # for L, sigmoid((C - net) / w) for C, nonzero also where the battery idles (0 for w = 0 there)
+    env, params, obs, state = park
+    actor = networks.make_actor(_net(import_gradient_kw=width_kw), env, params)
+    ref, power = float(params.grid_ref_kw), float(params.power_kw)
+    p = _with_levels(actor.init(jax.random.key(0), obs), level_kw / ref, charge_kw / ref)
+    mean, _ = actor.apply(p, obs)
+    net = _net_load_kw(env, params, state, mean[1:])
+    assert float(mean[0]) == pytest.approx((min(max(net, charge_kw), level_kw) - net) / power, abs=1e-4)
+
+    def battery(bias):
+        q = jax.tree.map(lambda x: x, p)
+        q["params"]["battery_out"]["bias"] = bias
+        return actor.apply(q, obs)[0][0]
+
+    grad = np.asarray(jax.grad(battery)(p["params"]["battery_out"]["bias"]))
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    if width_kw > 0.0:
+        expected = [ref / power * sigmoid((net - level_kw) / width_kw), ref / power * sigmoid((charge_kw - net) / width_kw)]
+    else:  # the hard clip: a level's gradient only where the import sits on it
+        expected = [ref / power * (net > level_kw), ref / power * (net < charge_kw)]
+    np.testing.assert_allclose(grad, expected, rtol=2e-3, atol=1e-6)
+    if charge_kw < net < level_kw and width_kw > 0.0:
+        assert grad[0] > 0.0 and grad[1] > 0.0  # the idle band pulls both levels
+
+
 def test_ev_estimate_follows_the_socket_actions(park):
     # sockets off (a socket mean of -1): the net load is the mall's minus PV, whatever is plugged
     env, params, obs, state = park
@@ -200,7 +230,8 @@ def test_import_head_refusals():
     with pytest.raises(ConfigError, match="network.battery_head: 'import' needs network.kind 'socket_shared'"):
         networks.check_battery_head(_net(kind="mlp"), {"normalize_obs": False}, "sac")
     networks.check_battery_head(_net(battery_head="power"), {"normalize_obs": True}, "ppo")  # no constraint
-    for key, value in (("import_residual", True), ("import_level_base", "month_peak"), ("import_target_init", 0.1)):
+    for key, value in (("import_residual", True), ("import_level_base", "month_peak"), ("import_target_init", 0.1),
+                       ("import_gradient_kw", 200.0)):
         with pytest.raises(ConfigError, match=f"network.{key}: only used with battery_head 'import'"):
             networks.check_battery_head(_net(battery_head="power", **{key: value}), {"normalize_obs": False}, "ppo")
 

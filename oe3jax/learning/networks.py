@@ -46,7 +46,12 @@ The dispatch has no gradient where it idles (the net load between ``C`` and ``L`
 gradient cannot move the levels from an hour at which the battery idled, however good a
 discharge sampled there turned out. ``import_residual: true`` adds a third output, a battery
 action (a fraction of the rating, starting at 0) added to the dispatch, so the network can also
-act where the levels leave the battery idle, such as emptying it at night.
+act where the levels leave the battery idle, such as emptying it at night. ``import_gradient_kw: w``
+keeps the dispatch's value and gives it the gradient of a clip smoothed over ``w`` kW,
+``net - w softplus((net - L) / w) + w softplus((C - net) / w)``: ``sigmoid((net - L) / w)`` for ``L``
+and ``sigmoid((C - net) / w)`` for ``C``, largest for the level nearest the net load, so that an
+hour at which the battery idled still pulls the levels towards discharging or charging where the
+critic or the advantage says that would have paid.
 
 Precision: every layer computes in ``dtype`` (the configured precision) and stores its
 parameters in float32 (``param_dtype``); outputs (means, log-stds, values, Q-values) are cast to
@@ -116,6 +121,11 @@ NETWORK_SPEC: dict[str, Field] = {
                              help="battery_head import: add a battery action of the network's own to the levels' "
                                   "dispatch, so that it can move the battery where the dispatch idles (e.g. empty it "
                                   "at night for the next day's PV)"),
+    "import_gradient_kw": Field(0.0, float, low=0.0, high=1.0e5,
+                                help="battery_head import: the width (kW) of a smooth clip whose gradient replaces "
+                                     "the dispatch's (its value stays the hard clip's), so that the levels are "
+                                     "pulled also at hours where the battery idles between them; 0 keeps the hard "
+                                     "clip's gradient, zero where the battery idles"),
     "squash": Field("clip", str, choices=SQUASHES,
                     help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
 }
@@ -385,6 +395,7 @@ class SocketSharedActor(nn.Module):
     import_target_init: float = 0.0  # the import head's initial discharge level, a fraction of grid_ref_kw
     import_level_base: str = "zero"  # month_peak / ratchet: the discharge level is relative to that base
     import_residual: bool = False  # a battery action of the network's own is added to the levels' dispatch
+    import_gradient_kw: float = 0.0  # > 0: the dispatch's gradient is that of a clip smoothed over this width
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -423,7 +434,13 @@ class SocketSharedActor(nn.Module):
                                        level_kw + jnp.where(hold, site.ratchet_floor_kw, 0.0)[..., None])
             charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
             net = net_kw[..., None]
-            battery_mean = (jnp.clip(net, charge_kw, level_kw) - net) / site.power_kw
+            kept_kw = jnp.clip(net, charge_kw, level_kw)
+            width = self.import_gradient_kw
+            if width > 0.0:  # the hard clip's value with a smooth clip's gradient, nonzero between the levels
+                smooth = (net - width * jax.nn.softplus((net - level_kw) / width)
+                          + width * jax.nn.softplus((charge_kw - net) / width))
+                kept_kw = jax.lax.stop_gradient(kept_kw) + smooth - jax.lax.stop_gradient(smooth)
+            battery_mean = (kept_kw - net) / site.power_kw
             if residual:  # the dispatch has no gradient where it idles; this term has one at every hour
                 battery_mean = battery_mean + battery_out[..., 2:3]
 
@@ -550,7 +567,7 @@ def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = 
         n_g, n_f, tuple(net_cfg["hidden_sizes"]), tuple(net_cfg["socket_hidden_sizes"]),
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
         net_cfg["log_std_init"], dtype, socket_init, site, net_cfg["squash"], net_cfg["import_target_init"],
-        net_cfg["import_level_base"], net_cfg["import_residual"],
+        net_cfg["import_level_base"], net_cfg["import_residual"], net_cfg["import_gradient_kw"],
     )
 
 
@@ -577,7 +594,7 @@ def check_battery_head(net_cfg: dict[str, Any], algo_cfg: Any, section: str) -> 
     """The ``import`` head reads kW off the raw observation: refuse a normalised one. Its options
     are refused with another head (every key is used or refused)."""
     if net_cfg["battery_head"] != "import":
-        for key in ("import_residual", "import_level_base", "import_target_init"):
+        for key in ("import_residual", "import_level_base", "import_target_init", "import_gradient_kw"):
             default = NETWORK_SPEC[key].default
             if net_cfg.get(key, default) != default:
                 raise ConfigError(f"network.{key}: only used with battery_head 'import' (got battery_head "
