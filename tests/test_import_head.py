@@ -182,6 +182,23 @@ def test_gradient_width_keeps_the_value_and_smooths_the_gradient(park, level_kw,
         assert grad[0] > 0.0 and grad[1] > 0.0  # the idle band pulls both levels
 
 
+@pytest.mark.parametrize("level_kw, charge_kw", [(3000.0, 2900.0), (400.0, 300.0), (3000.0, -800.0)])
+def test_pv_surplus_charge_level_is_zero_whatever_the_output(park, level_kw, charge_kw):
+    # import_charge_level pv_surplus: the charge level is 0 kW (every PV surplus stored, no grid energy),
+    # the head's second output ignored; the discharge level still caps it
+    env, params, obs, state = park
+    actor = networks.make_actor(_net(import_charge_level="pv_surplus"), env, params)
+    ref = float(params.grid_ref_kw)
+    p = _with_levels(actor.init(jax.random.key(0), obs), level_kw / ref, charge_kw / ref)
+    mean, _ = actor.apply(p, obs)
+    net = _net_load_kw(env, params, state, mean[1:])
+    expected = (min(max(net, min(0.0, level_kw)), level_kw) - net) / float(params.power_kw)
+    assert float(mean[0]) == pytest.approx(expected, abs=1e-4)
+    learned = networks.make_actor(_net(), env, params).apply(p, obs)[0]
+    if charge_kw > net:  # the learned charge level would have charged from the grid here
+        assert float(learned[0]) > float(mean[0]) + 0.05
+
+
 def test_ev_estimate_follows_the_socket_actions(park):
     # sockets off (a socket mean of -1): the net load is the mall's minus PV, whatever is plugged
     env, params, obs, state = park
@@ -231,7 +248,7 @@ def test_import_head_refusals():
         networks.check_battery_head(_net(kind="mlp"), {"normalize_obs": False}, "sac")
     networks.check_battery_head(_net(battery_head="power"), {"normalize_obs": True}, "ppo")  # no constraint
     for key, value in (("import_residual", True), ("import_level_base", "month_peak"), ("import_target_init", 0.1),
-                       ("import_gradient_kw", 200.0)):
+                       ("import_gradient_kw", 200.0), ("import_charge_level", "pv_surplus")):
         with pytest.raises(ConfigError, match=f"network.{key}: only used with battery_head 'import'"):
             networks.check_battery_head(_net(battery_head="power", **{key: value}), {"normalize_obs": False}, "ppo")
 

@@ -84,6 +84,7 @@ LOG_STD_MODES = ("state_independent", "state_dependent")
 POOLS = ("mean", "mean_max")
 BATTERY_HEADS = ("power", "import")
 IMPORT_LEVEL_BASES = ("zero", "month_peak", "ratchet")
+IMPORT_CHARGE_LEVELS = ("learned", "pv_surplus")
 
 # Bounds of a state-dependent log standard deviation (the usual SAC range).
 LOG_STD_MIN = -5.0
@@ -126,6 +127,10 @@ NETWORK_SPEC: dict[str, Field] = {
                                      "the dispatch's (its value stays the hard clip's), so that the levels are "
                                      "pulled also at hours where the battery idles between them; 0 keeps the hard "
                                      "clip's gradient, zero where the battery idles"),
+    "import_charge_level": Field("learned", str, choices=IMPORT_CHARGE_LEVELS,
+                                 help="battery_head import: the charge level is the head's output (learned: PV "
+                                      "surplus and grid energy below it), or 0 kW (pv_surplus: every PV surplus "
+                                      "is stored, nothing is charged from the grid)"),
     "squash": Field("clip", str, choices=SQUASHES,
                     help="how a Gaussian sample maps to [-1, 1]: clip or tanh (with Jacobian)"),
 }
@@ -396,6 +401,7 @@ class SocketSharedActor(nn.Module):
     import_level_base: str = "zero"  # month_peak / ratchet: the discharge level is relative to that base
     import_residual: bool = False  # a battery action of the network's own is added to the levels' dispatch
     import_gradient_kw: float = 0.0  # > 0: the dispatch's gradient is that of a clip smoothed over this width
+    import_charge_level: str = "learned"  # pv_surplus: the charge level is 0 kW (every PV surplus, no grid)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -432,7 +438,10 @@ class SocketSharedActor(nn.Module):
                 hold = site.ratchet_hold(glob)
                 level_kw = jnp.maximum(jnp.where(hold, site.month_peak_kw(glob), 0.0)[..., None],
                                        level_kw + jnp.where(hold, site.ratchet_floor_kw, 0.0)[..., None])
-            charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
+            if self.import_charge_level == "pv_surplus":  # stores the PV surplus below L, as every rule does
+                charge_kw = jnp.minimum(jnp.zeros_like(level_kw), level_kw)
+            else:
+                charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
             net = net_kw[..., None]
             kept_kw = jnp.clip(net, charge_kw, level_kw)
             width = self.import_gradient_kw
@@ -568,6 +577,7 @@ def make_actor(net_cfg: dict[str, Any], env: Any, env_params: Any, dtype: Any = 
         net_cfg["global_embed_size"], net_cfg["pool"], net_cfg["activation"], net_cfg["log_std"],
         net_cfg["log_std_init"], dtype, socket_init, site, net_cfg["squash"], net_cfg["import_target_init"],
         net_cfg["import_level_base"], net_cfg["import_residual"], net_cfg["import_gradient_kw"],
+        net_cfg["import_charge_level"],
     )
 
 
@@ -594,7 +604,8 @@ def check_battery_head(net_cfg: dict[str, Any], algo_cfg: Any, section: str) -> 
     """The ``import`` head reads kW off the raw observation: refuse a normalised one. Its options
     are refused with another head (every key is used or refused)."""
     if net_cfg["battery_head"] != "import":
-        for key in ("import_residual", "import_level_base", "import_target_init", "import_gradient_kw"):
+        for key in ("import_residual", "import_level_base", "import_target_init", "import_gradient_kw",
+                    "import_charge_level"):
             default = NETWORK_SPEC[key].default
             if net_cfg.get(key, default) != default:
                 raise ConfigError(f"network.{key}: only used with battery_head 'import' (got battery_head "
