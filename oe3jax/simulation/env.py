@@ -538,22 +538,16 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         done = terminated | truncated
         fresh = jax.vmap(self._fresh, (0, None))
         with jax.named_scope("auto_reset"):
-            # zeros where no episode ends: cheaper than a branch that returns the stepped states,
-            # whose results XLA copies into place
-            state_re, occ_re = jax.lax.cond(
-                jnp.any(done), lambda: fresh(words, params),
-                lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fresh, words, params)))
             pick = _ordered(done, info)
 
-            def select(r: jax.Array, s: jax.Array, which: jax.Array = pick) -> jax.Array:
-                return jnp.where(which.reshape(which.shape + (1,) * (s.ndim - 1)), r, s)
-            state, n_occupied = jax.tree.map(select, state_re, state_st), select(occ_re, occ_st)
-            # XLA recomputes the departures inside the selects of the needs and of the hours left, so
-            # each reads the other's old array; the hours left, made to wait for the sum of the new
-            # needs (never NaN; the observation sums them anyway), are rewritten in place after the
-            # needs, where a copy of the old hours left (a pass over the batch) kept them before
-            after_needs = pick | jnp.isnan(jnp.sum(state.need_kwh, axis=1))
-            state = state.replace(hours_left=select(state_re.hours_left, state_st.hours_left, after_needs))
+            def select(r: jax.Array, s: jax.Array) -> jax.Array:
+                return jnp.where(pick.reshape(pick.shape + (1,) * (s.ndim - 1)), r, s)
+
+            def reset_ended(carry):
+                _, state, n_occupied = carry
+                state_re, occ_re = fresh(words, params)
+                return jnp.zeros((), bool), jax.tree.map(select, state_re, state), select(occ_re, n_occupied)
+            _, state, n_occupied = jax.lax.while_loop(lambda c: c[0], reset_ended, (jnp.any(pick), state_st, occ_st))
         obs = observe(state, params, n_occupied)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
         return obs, state, reward, terminated, truncated, info
