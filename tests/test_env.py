@@ -324,9 +324,10 @@ def test_free_socket_rank_is_an_exclusive_prefix_count(n):
     from oe3jax.simulation.env import _exclusive_count
 
     flags = np.random.default_rng(n).random((40, n)) < np.linspace(0.0, 1.0, 40)[:, None]
-    got = np.asarray(jax.jit(jax.vmap(_exclusive_count))(jnp.asarray(flags)))
+    got, total = jax.jit(jax.vmap(_exclusive_count))(jnp.asarray(flags))
     expected = np.array([[row[:i].sum() for i in range(n)] for row in flags], dtype=np.int64).reshape(40, n)
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    np.testing.assert_array_equal(np.asarray(total), flags.sum(axis=1))
 
 
 def test_forecast_errors_are_normal_quantiles_of_bin_midpoints(env128):

@@ -134,16 +134,19 @@ class EnvParams:
 _MIDPOINT_QUANTILES = special.ndtri((np.arange(2**16) + 0.5) / 2**16).astype(np.float32)
 
 
-def _exclusive_count(flags: jax.Array) -> jax.Array:
-    """``int32[n]``: how many of ``flags[:i]`` are true, for each ``i`` (an exclusive prefix count).
+def _exclusive_count(flags: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``int32[n]``: how many of ``flags[:i]`` are true, for each ``i`` (an exclusive prefix count),
+    and how many are true in all (``int32``).
 
     The flags are packed 32 to a word and each count is a population count of the word's lower
     bits plus those of the words before: a few elementwise loops, where a prefix sum over the
-    flags (``cumsum`` or a log-depth scan) runs as several passes over a vmapped batch.
+    flags (``cumsum`` or a log-depth scan) runs as several passes over a vmapped batch. The total
+    is the words' population counts added up, read from the packed words (a few per row) rather
+    than from the last count and flag (a strided read of two batch-wide arrays in each reader).
     """
     n = flags.shape[0]
     if n == 0:
-        return jnp.zeros(0, jnp.int32)
+        return jnp.zeros(0, jnp.int32), jnp.int32(0)
     u32 = jnp.uint32
     n_words = -(-n // 32)
     bits = jnp.pad(flags, (0, 32 * n_words - n)).reshape(n_words, 32).astype(u32)
@@ -154,7 +157,8 @@ def _exclusive_count(flags: jax.Array) -> jax.Array:
         before.append(before[-1] + per_word[w])
     lower = jnp.asarray((np.uint64(1) << (np.arange(n) % 32).astype(np.uint64)) - np.uint64(1), u32)
     own = jax.lax.population_count(jnp.repeat(words, 32)[:n] & lower).astype(jnp.int32)
-    return own + jnp.repeat(jnp.stack(before), 32)[:n] if n_words > 1 else own
+    counts = own + jnp.repeat(jnp.stack(before), 32)[:n] if n_words > 1 else own
+    return counts, before[-1] + per_word[n_words - 1]
 
 
 def _ordered(done: jax.Array, info: dict) -> jax.Array:
@@ -413,10 +417,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             rank = jnp.asarray(np.r_[np.arange(self.n_moto), np.arange(self.n_taxi)], jnp.int32)
         else:
             # rank among the free sockets of the type (what matters of it: at free sockets)
-            rank = jnp.concatenate([_exclusive_count(free[: self.n_moto]), _exclusive_count(free[self.n_moto:])])
-        # free sockets of each type: the last socket's rank plus that socket if free
-        n_free = [jnp.int32(n) if all_free or n == 0 else rank[last] + free[last].astype(jnp.int32)
-                  for n, last in ((self.n_moto, self.n_moto - 1), (self.n_taxi, self.n_sockets - 1))]
+            (rank_moto, free_moto), (rank_taxi, free_taxi) = (
+                _exclusive_count(free[: self.n_moto]), _exclusive_count(free[self.n_moto:]))
+            rank = jnp.concatenate([rank_moto, rank_taxi])
+        # free sockets of each type
+        n_free = [jnp.int32(self.n_moto), jnp.int32(self.n_taxi)] if all_free else [free_moto, free_taxi]
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
         if all_free:  # slot k is socket k
@@ -584,7 +589,10 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
 
             # battery: power rating, SOC window, one-way efficiencies, no export
             e = state.energy_kwh
-            req = a[0] * params.power_kw
+            # a division by a 1 known only at run time (steps are never negative): exact, and an
+            # operation XLA's CPU fusion computes once, where it would recompute the request (a
+            # strided read of the batch's actions) inside each of the dozen per-env loops that read it
+            req = a[0] * params.power_kw / (state.k >= 0).astype(f32)
             room = jnp.maximum(params.e_max_kwh - e, 0.0)
             charge = jnp.where(req > 0, jnp.minimum(req, room / params.eta_charge), 0.0)
             discharge = jnp.where(
