@@ -319,15 +319,18 @@ def test_step_words_are_jax_random_bits(env128):
     np.testing.assert_array_equal(np.asarray(env.draw(rbg)), np.asarray(jax.random.bits(rbg, (4,), jnp.uint32)))
 
 
-@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 112])
-def test_free_socket_rank_is_an_exclusive_prefix_count(n):
-    from oe3jax.simulation.env import _exclusive_count
+@pytest.mark.parametrize("n, split", [(0, 0), (1, 0), (1, 1), (31, 31), (32, 16), (33, 32), (38, 30), (112, 112),
+                                      (128, 112), (128, 0), (130, 97)])
+def test_free_socket_rank_is_an_exclusive_prefix_count_within_its_group(n, split):
+    from oe3jax.simulation.env import _group_ranks
 
     flags = np.random.default_rng(n).random((40, n)) < np.linspace(0.0, 1.0, 40)[:, None]
-    got, total = jax.jit(jax.vmap(_exclusive_count))(jnp.asarray(flags))
-    expected = np.array([[row[:i].sum() for i in range(n)] for row in flags], dtype=np.int64).reshape(40, n)
-    np.testing.assert_array_equal(np.asarray(got), expected)
-    np.testing.assert_array_equal(np.asarray(total), flags.sum(axis=1))
+    rank, first, second = jax.jit(jax.vmap(lambda f: _group_ranks(f, split)))(jnp.asarray(flags))
+    expected = np.array([[row[:i].sum() if i < split else row[split:i].sum() for i in range(n)] for row in flags],
+                        dtype=np.int64).reshape(40, n)
+    np.testing.assert_array_equal(np.asarray(rank), expected)
+    np.testing.assert_array_equal(np.asarray(first), flags[:, :split].sum(axis=1))
+    np.testing.assert_array_equal(np.asarray(second), flags[:, split:].sum(axis=1))
 
 
 def test_forecast_errors_are_normal_quantiles_of_bin_midpoints(env128):
