@@ -604,10 +604,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
 
             # battery: power rating, SOC window, one-way efficiencies, no export
             e = state.energy_kwh
-            # a division by a 1 known only at run time (steps are never negative): exact, and an
-            # operation XLA's CPU fusion computes once, where it would recompute the request (a
-            # strided read of the batch's actions) inside each of the dozen per-env loops that read it
-            req = a[0] * params.power_kw / (state.k >= 0).astype(f32)
+            req = a[0] * params.power_kw
             room = jnp.maximum(params.e_max_kwh - e, 0.0)
             charge = jnp.where(req > 0, jnp.minimum(req, room / params.eta_charge), 0.0)
             discharge = jnp.where(
