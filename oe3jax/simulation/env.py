@@ -175,7 +175,7 @@ def _group_ranks(flags: jax.Array, split: int) -> tuple[jax.Array, jax.Array, ja
 
 def _ordered(done: jax.Array, info: dict) -> jax.Array:
     """``done``, made to depend on the departures' sums: a NaN test of the unmet energy, never true
-    (every need is finite), orders those sums before the auto-reset, whose selects rewrite the
+    (every need is finite), orders those sums before the auto-reset's selects that rewrite the
     sockets' arrays in place, so that XLA need not copy the needs to keep them for the sums."""
     return done | jnp.isnan(info["flows"]["unmet_kwh"])
 
@@ -530,11 +530,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         """``jax.vmap(step)`` over a leading axis of environments (``keys``, ``state`` and ``action``
         batched, ``params`` shared), with the same results bit for bit.
 
-        The next episodes' first states are built, and selected where an episode ended, only at a
-        step where some episode of the batch ends (a loop over the whole batch that runs once then
-        and not at all otherwise, so the stepped states stay where they are): episodes are long, so
-        most steps skip that work. Inside another ``vmap`` (over seeds, say) the loop runs when an
-        episode of any seed ends, and each seed keeps its own result.
+        The next episodes' first states are built only at a step where some episode of the batch
+        ends (a branch of the whole batch): episodes are long, so most steps skip that work.
+        Inside another ``vmap`` (over seeds, say) the branch becomes a select and both sides run.
         """
         if getattr(action, "ndim", 0) < 1:
             raise ValueError(f"action: expected a batch of actions of shape (num_envs, {self.num_actions}), "
@@ -555,19 +553,16 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         done = terminated | truncated
         fresh = jax.vmap(self._fresh, (0, None))
         with jax.named_scope("auto_reset"):
+            # zeros where no episode ends: cheaper than a branch that returns the stepped states,
+            # whose results XLA copies into place
+            state_re, occ_re = jax.lax.cond(
+                jnp.any(done), lambda: fresh(words, params),
+                lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fresh, words, params)))
             pick = _ordered(done, info)
 
             def select(r: jax.Array, s: jax.Array) -> jax.Array:
                 return jnp.where(pick.reshape(pick.shape + (1,) * (s.ndim - 1)), r, s)
-
-            # a loop that runs once where an episode ended and not at all otherwise: its carry is
-            # updated in place (a branch would have to return the stepped states in new buffers, and
-            # zeros where none ended were cheaper than that, but still a select over every leaf)
-            def reset_ended(carry):
-                _, state, n_occupied = carry
-                state_re, occ_re = fresh(words, params)
-                return jnp.zeros((), bool), jax.tree.map(select, state_re, state), select(occ_re, n_occupied)
-            _, state, n_occupied = jax.lax.while_loop(lambda c: c[0], reset_ended, (jnp.any(pick), state_st, occ_st))
+            state, n_occupied = jax.tree.map(select, state_re, state_st), select(occ_re, occ_st)
         obs = observe(state, params, n_occupied)
         info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
         return obs, state, reward, terminated, truncated, info
