@@ -82,6 +82,17 @@ def test_rollout_makes_the_steps_it_counts():
     assert np.isfinite(float(reward_sum)) and float(reward_sum) != 0.0
 
 
+@pytest.mark.parametrize("num_envs, pool_size", [(3, 16), (16, 16), (40, 16)])
+def test_pool_rows_are_the_rows_each_env_reads_at_step_t(num_envs, pool_size):
+    pool = np.arange(pool_size * 2, dtype=np.float32).reshape(pool_size, 2)
+    stride = max(1, pool_size // num_envs) if num_envs < pool_size else 1
+    tiled = bench.tile_pool(jnp.asarray(pool), num_envs, stride)
+    for t in (0, 1, pool_size - 1, pool_size, 3 * pool_size + 5):
+        rows = [(i * stride + t) % pool_size for i in range(num_envs)]
+        got = np.asarray(jax.jit(bench.pool_rows, static_argnums=(2, 3, 4))(tiled, t, num_envs, stride, pool_size))
+        np.testing.assert_array_equal(got, pool[rows])
+
+
 def test_obs_mode_actions_read_every_observation_feature():
     """In mode ``obs`` the actions depend on each observation feature: the battery's on every
     global one, socket i's on its own features only (a policy-shaped dependency XLA cannot drop)."""

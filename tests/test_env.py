@@ -319,14 +319,18 @@ def test_step_words_are_jax_random_bits(env128):
     np.testing.assert_array_equal(np.asarray(env.draw(rbg)), np.asarray(jax.random.bits(rbg, (4,), jnp.uint32)))
 
 
-@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 112])
-def test_free_socket_rank_is_an_exclusive_prefix_count(n):
-    from oe3jax.simulation.env import _exclusive_count
+@pytest.mark.parametrize("n, split", [(0, 0), (1, 0), (1, 1), (31, 31), (32, 16), (33, 32), (38, 30), (112, 112),
+                                      (128, 112), (128, 0), (130, 97)])
+def test_free_socket_rank_is_an_exclusive_prefix_count_within_its_group(n, split):
+    from oe3jax.simulation.env import _group_ranks
 
     flags = np.random.default_rng(n).random((40, n)) < np.linspace(0.0, 1.0, 40)[:, None]
-    got = np.asarray(jax.jit(jax.vmap(_exclusive_count))(jnp.asarray(flags)))
-    expected = np.array([[row[:i].sum() for i in range(n)] for row in flags], dtype=np.int64).reshape(40, n)
-    np.testing.assert_array_equal(got, expected)
+    rank, first, second = jax.jit(jax.vmap(lambda f: _group_ranks(f, split)))(jnp.asarray(flags))
+    expected = np.array([[row[:i].sum() if i < split else row[split:i].sum() for i in range(n)] for row in flags],
+                        dtype=np.int64).reshape(40, n)
+    np.testing.assert_array_equal(np.asarray(rank), expected)
+    np.testing.assert_array_equal(np.asarray(first), flags[:, :split].sum(axis=1))
+    np.testing.assert_array_equal(np.asarray(second), flags[:, split:].sum(axis=1))
 
 
 def test_forecast_errors_are_normal_quantiles_of_bin_midpoints(env128):
@@ -362,6 +366,32 @@ def test_step_batch_is_vmapped_step_bit_for_bit():
     got, expected = run(env.step_batch), run(jax.vmap(env.step, (0, 0, 0, None)))
     assert int(np.sum(np.asarray(expected[4]))) > 20  # episodes ended at many steps
     assert int(np.sum(np.asarray(expected[5]["flows"]["limit_ev_cut"]) > 0)) > 0  # the limit cut EV charging
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(got)):
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=jax.tree_util.keystr(path))
+
+
+def test_step_batch_under_a_vmap_over_seeds_resets_each_seeds_own_ended_episodes():
+    """Under another vmap the auto-reset's loop runs when an episode of any seed ends; each seed
+    keeps its own states: the same as ``vmap(vmap(env.step))`` bit for bit."""
+    env, params = make_env("iquitos-38", episode_hours=5)
+    seeds, n = 3, 4
+    keys = jax.random.split(jax.random.key(0), (seeds, n))
+    _, state0 = jax.vmap(jax.vmap(env.reset, (0, None)), (0, None))(keys, params)
+    # seed 0 ends an episode at steps 0 and 4 only, seed 2 at others: ends never line up across seeds
+    state0 = state0.replace(k=jnp.asarray([[0, 0, 0, 0], [1, 2, 3, 4], [2, 3, 2, 3]], jnp.int32))
+
+    def run(step):
+        def body(state, k):
+            ka, ks = jax.random.split(k)
+            a = jax.random.uniform(ka, (seeds, n, env.num_actions), minval=-1.0, maxval=1.0)
+            out = step(jax.random.split(ks, (seeds, n)), state, a, params)
+            return out[1], out
+        return jax.jit(lambda s: jax.lax.scan(body, s, jax.random.split(jax.random.key(1), 7)))(state0)[1]
+
+    got = run(jax.vmap(env.step_batch, (0, 0, 0, None)))
+    expected = run(jax.vmap(jax.vmap(env.step, (0, 0, 0, None)), (0, 0, 0, None)))
+    ended = np.asarray(expected[4]).any(axis=2)  # [step, seed]: an episode of the seed ended
+    assert np.any(ended.any(axis=1) & ~ended.all(axis=1))  # some seeds reset at a step where others do not
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(got)):
         np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=jax.tree_util.keystr(path))
 

@@ -173,6 +173,18 @@ def _obs_policy(env: Any, obs_dim: int, act_dim: int, scale: float = 0.1) -> Cal
     return policy
 
 
+def tile_pool(pool: jax.Array, num_envs: int, stride: int) -> jax.Array:
+    """The action pool repeated along its rows as often as :func:`pool_rows` reads past its end."""
+    pool_size = pool.shape[0]
+    return jnp.tile(pool, (-(-(pool_size + (num_envs - 1) * stride) // pool_size), 1))
+
+
+def pool_rows(tiled: jax.Array, t: jax.Array, num_envs: int, stride: int, pool_size: int) -> jax.Array:
+    """Rows ``(i * stride + t) % pool_size`` of the pool, ``i < num_envs``, from its :func:`tile_pool`:
+    a strided slice, which XLA fuses into the actions' loop (a gather of the rows was a pass of its own)."""
+    return jax.lax.dynamic_slice_in_dim(tiled, t % pool_size, (num_envs - 1) * stride + 1)[::stride]
+
+
 def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode: str,
                  pool_size: int = 1024) -> tuple[Callable, tuple]:
     """A jittable ``rollout(*args) -> args`` stepping ``num_envs`` envs for ``num_steps`` steps.
@@ -188,7 +200,6 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
     obs_dim = int(env.observation_space(env_params).shape[0])
     policy = _obs_policy(env, obs_dim, act_dim) if mode == "obs" else None
     step = batched_step(env)
-    env_index = jnp.arange(num_envs, dtype=jnp.int32)
     # env i reads pool rows i*stride + t (mod pool size): different rows across envs and steps
     stride = max(1, pool_size // max(num_envs, 1)) if num_envs < pool_size else 1
 
@@ -199,7 +210,7 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
             if mode == "fresh":
                 actions = jax.random.uniform(k_act, (num_envs, act_dim), jnp.float32, -1.0, 1.0)
             else:
-                actions = pool[(env_index * stride + t) % pool_size]
+                actions = pool_rows(pool, t, num_envs, stride, pool_size)
                 if policy is not None:
                     actions = policy(obs, actions)
             obs, env_state, reward, _, _, _ = step(jax.random.split(k_env, num_envs), env_state, actions, env_params)
@@ -212,6 +223,7 @@ def make_rollout(env: Any, env_params: Any, num_envs: int, num_steps: int, mode:
     key, k_reset, k_pool = jax.random.split(jax.random.key(0), 3)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, num_envs), env_params)
     pool = jax.random.uniform(k_pool, (pool_size, act_dim), jnp.float32, -1.0, 1.0)
+    pool = tile_pool(pool, num_envs, stride)
     args = (key, env_state, obs, jnp.float32(0.0), jnp.int32(0), pool)
     return rollout, args
 

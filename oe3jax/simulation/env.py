@@ -134,16 +134,22 @@ class EnvParams:
 _MIDPOINT_QUANTILES = special.ndtri((np.arange(2**16) + 0.5) / 2**16).astype(np.float32)
 
 
-def _exclusive_count(flags: jax.Array) -> jax.Array:
-    """``int32[n]``: how many of ``flags[:i]`` are true, for each ``i`` (an exclusive prefix count).
+def _group_ranks(flags: jax.Array, split: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The rank of each flag among the true flags of its group, ``flags[:split]`` or ``flags[split:]``
+    (``int32[n]``: how many of the group's flags before it are true, an exclusive prefix count), and
+    how many flags of each group are true (``int32`` each).
 
     The flags are packed 32 to a word and each count is a population count of the word's lower
-    bits plus those of the words before: a few elementwise loops, where a prefix sum over the
-    flags (``cumsum`` or a log-depth scan) runs as several passes over a vmapped batch.
+    bits plus those of the words before, less the first group's count in the second group: a few
+    elementwise loops over the whole row, where a prefix sum over the flags (``cumsum`` or a
+    log-depth scan) runs as several passes over a vmapped batch. The groups' counts come from the
+    packed words (a few per row), which every reader of them reads rather than the flags.
     """
     n = flags.shape[0]
+    if not 0 <= split <= n:
+        raise ValueError(f"split = {split}; expected an integer in [0, {n}]")
     if n == 0:
-        return jnp.zeros(0, jnp.int32)
+        return jnp.zeros(0, jnp.int32), jnp.int32(0), jnp.int32(0)
     u32 = jnp.uint32
     n_words = -(-n // 32)
     bits = jnp.pad(flags, (0, 32 * n_words - n)).reshape(n_words, 32).astype(u32)
@@ -152,9 +158,19 @@ def _exclusive_count(flags: jax.Array) -> jax.Array:
     before = [jnp.int32(0)]
     for w in range(n_words - 1):
         before.append(before[-1] + per_word[w])
-    lower = jnp.asarray((np.uint64(1) << (np.arange(n) % 32).astype(np.uint64)) - np.uint64(1), u32)
-    own = jax.lax.population_count(jnp.repeat(words, 32)[:n] & lower).astype(jnp.int32)
-    return own + jnp.repeat(jnp.stack(before), 32)[:n] if n_words > 1 else own
+    total = before[-1] + per_word[n_words - 1]
+
+    def lower_bits(i: np.ndarray) -> np.ndarray:  # the bits below bit i % 32 of a word
+        return ((np.uint64(1) << (np.asarray(i) % 32).astype(np.uint64)) - np.uint64(1)).astype(np.uint32)
+
+    own = jax.lax.population_count(jnp.repeat(words, 32)[:n] & jnp.asarray(lower_bits(np.arange(n)))).astype(jnp.int32)
+    counts = own + jnp.repeat(jnp.stack(before), 32)[:n] if n_words > 1 else own
+    if split == n:
+        return counts, total, jnp.int32(0)
+    first = before[split // 32] + jax.lax.population_count(words[split // 32] & u32(lower_bits(split))).astype(jnp.int32)
+    if split == 0:
+        return counts, first, total
+    return counts - jnp.where(np.arange(n) >= split, first, 0), first, total - first
 
 
 def _ordered(done: jax.Array, info: dict) -> jax.Array:
@@ -413,10 +429,9 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             rank = jnp.asarray(np.r_[np.arange(self.n_moto), np.arange(self.n_taxi)], jnp.int32)
         else:
             # rank among the free sockets of the type (what matters of it: at free sockets)
-            rank = jnp.concatenate([_exclusive_count(free[: self.n_moto]), _exclusive_count(free[self.n_moto:])])
-        # free sockets of each type: the last socket's rank plus that socket if free
-        n_free = [jnp.int32(n) if all_free or n == 0 else rank[last] + free[last].astype(jnp.int32)
-                  for n, last in ((self.n_moto, self.n_moto - 1), (self.n_taxi, self.n_sockets - 1))]
+            rank, free_moto, free_taxi = _group_ranks(free, self.n_moto)
+        # free sockets of each type
+        n_free = [jnp.int32(self.n_moto), jnp.int32(self.n_taxi)] if all_free else [free_moto, free_taxi]
         count = jnp.where(is_taxi, count_taxi, count_moto)
         admit = free & (rank < count)
         if all_free:  # slot k is socket k
