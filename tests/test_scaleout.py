@@ -176,7 +176,8 @@ def _two_processes(run_dir: Path, extra: list[str]) -> list[str]:
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == 0, stderr[-3000:]
-        outs.append("".join(line for line in stdout.splitlines(keepends=True) if not _gloo_log(line)))
+        # blank lines dropped too: Gloo's log, split between writes, can leave one on process 1's stdout
+        outs.append("".join(line for line in stdout.splitlines(keepends=True) if line.strip() and not _gloo_log(line)))
     return outs
 
 
