@@ -371,8 +371,8 @@ def test_step_batch_is_vmapped_step_bit_for_bit():
 
 
 def test_step_batch_under_a_vmap_over_seeds_resets_each_seeds_own_ended_episodes():
-    """Under another vmap the auto-reset's loop runs when an episode of any seed ends; each seed
-    keeps its own states: the same as ``vmap(vmap(env.step))`` bit for bit."""
+    """Under another vmap the auto-reset's batch-level branch becomes a select over the seeds; each
+    seed keeps its own states: the same as ``vmap(vmap(env.step))`` bit for bit."""
     env, params = make_env("iquitos-38", episode_hours=5)
     seeds, n = 3, 4
     keys = jax.random.split(jax.random.key(0), (seeds, n))

@@ -51,7 +51,9 @@ keeps the dispatch's value and gives it the gradient of a clip smoothed over ``w
 ``net - w softplus((net - L) / w) + w softplus((C - net) / w)``: ``sigmoid((net - L) / w)`` for ``L``
 and ``sigmoid((C - net) / w)`` for ``C``, largest for the level nearest the net load, so that an
 hour at which the battery idled still pulls the levels towards discharging or charging where the
-critic or the advantage says that would have paid.
+critic or the advantage says that would have paid. ``import_charge_level: pv_surplus`` fixes ``C``
+at 0 kW (capped by ``L``): every PV surplus is stored and no grid energy, as every rule does; the
+head's second output is then unused.
 
 Precision: every layer computes in ``dtype`` (the configured precision) and stores its
 parameters in float32 (``param_dtype``); outputs (means, log-stds, values, Q-values) are cast to
@@ -439,7 +441,7 @@ class SocketSharedActor(nn.Module):
                 level_kw = jnp.maximum(jnp.where(hold, site.month_peak_kw(glob), 0.0)[..., None],
                                        level_kw + jnp.where(hold, site.ratchet_floor_kw, 0.0)[..., None])
             if self.import_charge_level == "pv_surplus":  # stores the PV surplus below L, as every rule does
-                charge_kw = jnp.minimum(jnp.zeros_like(level_kw), level_kw)
+                charge_kw = jnp.minimum(level_kw, 0.0)
             else:
                 charge_kw = jnp.minimum(battery_out[..., 1:2] * site.grid_ref_kw, level_kw)
             net = net_kw[..., None]
@@ -604,8 +606,7 @@ def check_battery_head(net_cfg: dict[str, Any], algo_cfg: Any, section: str) -> 
     """The ``import`` head reads kW off the raw observation: refuse a normalised one. Its options
     are refused with another head (every key is used or refused)."""
     if net_cfg["battery_head"] != "import":
-        for key in ("import_residual", "import_level_base", "import_target_init", "import_gradient_kw",
-                    "import_charge_level"):
+        for key in (k for k in NETWORK_SPEC if k.startswith("import_")):
             default = NETWORK_SPEC[key].default
             if net_cfg.get(key, default) != default:
                 raise ConfigError(f"network.{key}: only used with battery_head 'import' (got battery_head "
