@@ -7,6 +7,7 @@
     python scripts/benchmark.py --peers                  # peers side by side (extra 'peers'; long)
     python scripts/benchmark.py --peers env,train        # some of its sections: env, train, quality
     python scripts/benchmark.py --scaling                # 1, 2, 4 devices: results/scaling.{json,md}
+    python scripts/benchmark.py --out results/gpu        # on a GPU: the GPU plan (see below)
 
 Sections: ``env`` (vmapped random stepping vs the NumPy reference loop), ``train`` (the machine's
 matmul FLOP/s, then each algorithm's update chunk at its default config), ``checkpoint`` (size on
@@ -20,6 +21,13 @@ one process per measurement, and writes them under ``"peers"`` in benchmark.json
 written: the other sections stay) and as a "Peers" section of benchmark.md; each measurement is
 saved as it finishes, and ``--resume`` keeps those already there. CityLearn 3.0.2 cannot share an
 environment with this project (it pins gymnasium<=0.28.1 and numpy<2): give ``--citylearn-python``.
+
+On a GPU (JAX's default backend ``gpu``, or ``--plan gpu``) the plan changes: batches of up to
+262,144 environments, the matmul yardstick in float32, bfloat16 and float16, training rows for
+every algorithm in each precision and for PPO with 2,048 environments; no step profile and no
+checkpoint section unless asked for. JAX's preallocation of GPU memory is turned off for this
+script (``XLA_PYTHON_CLIENT_PREALLOCATE=false``, unless set), so that the parent's environment
+measurements and each training row's process share the GPU.
 
 ``--scaling`` measures env stepping (the environments split over the devices) and PPO training
 (the seeds split over the devices) on 1, 2 and 4 devices, one process per device count
@@ -47,6 +55,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# the parent measures env stepping on the GPU and then starts one process per training row: JAX's
+# default of taking 75 % of the GPU's memory in every process would leave the children none
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from oe3jax.benchmarks import peers  # noqa: E402
 from oe3jax.benchmarks import scaling  # noqa: E402
@@ -75,6 +86,26 @@ FULL = {
               "variants": {"ppo-mlp-256x256": ("ppo", {"network.kind": "mlp", "network.hidden_sizes": [256, 256]})}},
     "checkpoint": {"saves": 2},
     "algo_timeout_s": 900,
+    "default_sections": SECTIONS,
+}
+PRECISIONS = ("float32", "bfloat16", "float16")
+# A GPU: batches large enough to fill it, every precision, and a PPO sized for it. The step profile
+# parses the CPU runtime's trace, so it is not run; checkpoints (disk, not GPU) only when asked for.
+GPU = {
+    "env": {"scenarios": {"iquitos-128": ("pool", "obs"), "iquitos-38": ("obs",)},
+            "num_envs": (1024, 8192, 32768, 131072, 262144), "env_steps_per_call": 2**21, "repeats": 3,
+            "min_repeat_s": 0.3, "reference_steps": 3000, "stages": None},
+    "matmul": {"sizes": (4096, 8192), "dtypes": PRECISIONS, "iters": 8, "repeats": 3, "min_repeat_s": 0.3},
+    "train": {"repeats": 3, "max_env_steps_per_chunk": 1024, "min_repeat_s": 0.3, "overrides": {},
+              "variants": {
+                  "ppo-2048envs": ("ppo", {"ppo.num_envs": 2048}),
+                  **{f"{a}-{p}": (a, {"precision": p}) for p in PRECISIONS[1:] for a in ALGOS},
+                  "ppo-2048envs-bfloat16": ("ppo", {"ppo.num_envs": 2048, "precision": "bfloat16"}),
+                  "ppo-mlp-256x256": ("ppo", {"network.kind": "mlp", "network.hidden_sizes": [256, 256]}),
+              }},
+    "checkpoint": {"saves": 2},
+    "algo_timeout_s": 180,
+    "default_sections": ("env", "train"),
 }
 _TINY_NET = {"scenario": "iquitos-38", "network.kind": "mlp", "network.hidden_sizes": [16], "env.episode_hours": 48}
 QUICK = {
@@ -90,7 +121,28 @@ QUICK = {
     }},
     "checkpoint": {"saves": 1},
     "algo_timeout_s": 300,
+    "default_sections": SECTIONS,
 }
+
+
+def plans() -> dict[str, dict[str, Any]]:
+    """The plans by name (looked up when used, so that a test can replace one)."""
+    return {"cpu": FULL, "gpu": GPU, "quick": QUICK}
+
+
+def plan_name(plan: str, quick: bool) -> str:
+    """``quick``, or the plan asked for, or (``auto``) the one of JAX's default backend."""
+    if quick:
+        return "quick"
+    if plan != "auto":
+        return plan
+    import jax
+
+    return "gpu" if jax.default_backend() == "gpu" else "cpu"
+
+
+def precision_of(overrides: Mapping[str, Any]) -> str:
+    return str(overrides.get("precision", "float32"))
 
 
 # Scaling: the same global work on every device count (the env count and the seeds divide by 4).
@@ -208,12 +260,17 @@ def run_env(plan: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, An
 
 
 def run_matmul(plan: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """The best matmul FLOP/s per dtype: ``peak_flops_per_s`` (float32) and ``peaks`` (every dtype)."""
     out: dict[str, Any] = {"load_avg_start": bench.load_average(), "runs": []}
-    for size in plan["sizes"]:
-        row = bench.matmul_flops(size, iters=plan["iters"], repeats=plan["repeats"], min_repeat_s=plan["min_repeat_s"])
-        log(f"[matmul] {size}x{size} float32: {row['flops_per_s']['median'] / 1e9:.1f} GFLOP/s")
-        out["runs"].append(row)
-    out["peak_flops_per_s"] = max(r["flops_per_s"]["median"] for r in out["runs"])
+    for dtype in plan.get("dtypes", ("float32",)):
+        for size in plan["sizes"]:
+            row = bench.matmul_flops(size, dtype=dtype, iters=plan["iters"], repeats=plan["repeats"],
+                                     min_repeat_s=plan["min_repeat_s"])
+            log(f"[matmul] {size}x{size} {dtype}: {row['flops_per_s']['median'] / 1e9:,.1f} GFLOP/s")
+            out["runs"].append(row)
+    out["peaks"] = {r["dtype"]: max(q["flops_per_s"]["median"] for q in out["runs"] if q["dtype"] == r["dtype"])
+                    for r in out["runs"]}
+    out["peak_flops_per_s"] = out["peaks"].get("float32", max(out["peaks"].values()))
     out["load_avg_end"] = bench.load_average()
     return out
 
@@ -231,9 +288,8 @@ def _measured(plan: Mapping[str, Any], name: str) -> tuple[str, dict[str, Any]]:
     return name, _overrides(plan["train"], name)
 
 
-def run_worker(algo: str, sections: list[str], quick: bool, peak: float | None, result: Path) -> int:
+def run_worker(algo: str, sections: list[str], plan: Mapping[str, Any], peak: float | None, result: Path) -> int:
     """Measure one algorithm (train and/or checkpoint) in this process; write the rows to ``result``."""
-    plan = QUICK if quick else FULL
     faulthandler.dump_traceback_later(plan["algo_timeout_s"] - 15, exit=True)  # a stack dump if it hangs
     train_plan = plan["train"]
     name, (algo, overrides) = algo, _measured(plan, algo)
@@ -251,7 +307,8 @@ def run_worker(algo: str, sections: list[str], quick: bool, peak: float | None, 
         try:
             out["train"] = bench.train_throughput(
                 algo, overrides=overrides, max_env_steps_per_chunk=train_plan["max_env_steps_per_chunk"],
-                repeats=train_plan["repeats"], peak_flops_per_s=peak, log=log)
+                repeats=train_plan["repeats"], min_repeat_s=train_plan.get("min_repeat_s", 0.0),
+                peak_flops_per_s=peak, log=log)
         except Exception as exc:  # an algorithm that is missing or broken is recorded, not fatal
             out["train"] = {"skipped": True, **_error(exc)}
             log(f"[train] {algo}: skipped ({out['train']['error']})")
@@ -270,21 +327,28 @@ def run_worker(algo: str, sections: list[str], quick: bool, peak: float | None, 
     return 0
 
 
-def run_algos(plan: Mapping[str, Any], sections: list[str], quick: bool, peak: float | None,
-              log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+def run_algos(name: str, sections: list[str], peaks: Mapping[str, float] | None,
+              log: Callable[[str], None],
+              progress: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> dict[str, dict[str, Any]]:
     """Each algorithm in its own process (its memory is freed after it, and a hang is cut off).
 
-    Returns ``{"train": {algo: row}, "checkpoint": {algo: row}}`` for the sections asked for.
+    ``name`` is the plan's key in :func:`plans`; ``peaks`` the matmul FLOP/s per dtype, each row's
+    utilisation taken against the peak of its precision. Returns ``{"train": {algo: row},
+    "checkpoint": {algo: row}}`` for the sections asked for; ``progress`` is called with it after
+    each algorithm (the results so far are written, so a run stopped from outside keeps them).
     """
+    plan = plans()[name]
     wanted = [s for s in ("train", "checkpoint") if s in sections]
     out: dict[str, dict[str, Any]] = {s: {"load_avg_start": bench.load_average(), "algos": {}} for s in wanted}
     timeout = plan["algo_timeout_s"]
     variants = tuple(plan["train"].get("variants", {})) if "train" in wanted else ()
     for algo in ALGOS + variants:
+        peak = (peaks or {}).get(precision_of(_measured(plan, algo)[1]))
         with tempfile.TemporaryDirectory(prefix="oe3jax-bench-") as tmp:
             result = Path(tmp) / "result.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", algo, "--sections", ",".join(wanted),
-                   "--result", str(result)] + (["--quick"] if quick else []) + (["--peak", repr(peak)] if peak else [])
+                   "--result", str(result)] + (["--quick"] if name == "quick" else ["--plan", name]) + (
+                       ["--peak", repr(peak)] if peak else [])
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             killed = threading.Event()
 
@@ -312,8 +376,10 @@ def run_algos(plan: Mapping[str, Any], sections: list[str], quick: bool, peak: f
                    else f"the measurement process exited with status {proc.returncode}")
             out[section]["algos"][algo] = {"skipped": True, "error": why, "output_tail": "\n".join(lines[-40:])}
             log(f"[{section}] {algo}: skipped ({why})")
-    for section in wanted:
-        out[section]["load_avg_end"] = bench.load_average()
+        for section in wanted:
+            out[section]["load_avg_end"] = bench.load_average()
+        if progress is not None:
+            progress(out)
     return out
 
 
@@ -338,10 +404,12 @@ def _mib(n: float | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
-def network_cost_markdown(algos: Mapping[str, Any]) -> list[str]:
+def network_cost_markdown(algos: Mapping[str, Any], plan: Mapping[str, Any] = FULL) -> list[str]:
     """Why the socket-shared network uses less of the matmul peak than an MLP: the variant rows."""
     lines = []
-    for name, (algo, overrides) in FULL["train"].get("variants", {}).items():
+    for name, (algo, overrides) in plan["train"].get("variants", {}).items():
+        if "network.kind" not in overrides:
+            continue
         base, var = algos.get(algo), algos.get(name)
         if not base or not var or base.get("skipped") or var.get("skipped"):
             continue
@@ -393,8 +461,9 @@ def stages_markdown(st: Mapping[str, Any] | None) -> list[str]:
 def to_markdown(doc: Mapping[str, Any]) -> str:
     m = doc["machine"]
     v = m["versions"]
+    gpu = m["jax_backend"] == "gpu"
     lines = [
-        "# oe3jax benchmark", "",
+        "# oe3jax benchmark" + (f" on {m.get('jax_device_kind', 'a GPU')}" if gpu else ""), "",
         f"Command: `{doc['command']}`  ",
         f"Date (UTC): {m['date_utc']}; total {doc['wall_s']:.0f} s{' (QUICK sizes: not representative)' if doc['quick'] else ''}.  ",
         f"Machine: {m['cpu_model']}, {m['cpu_usable']} usable cores, {m['memory_gib']} GiB, {m['os']}; "
@@ -440,7 +509,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
                 for md, b in s["best"].items():
                     lines.append(f"| {md} | {b['num_envs']:,} | {b['env_steps_per_s']:,.0f} | {b['ratio_to_reference']:,.0f}x |")
                 lines.append("")
-                if scenario == TARGETS["scenario"]:
+                if scenario == TARGETS["scenario"] and not gpu:  # the targets are the 2-core CPU's
                     mode = TARGETS["mode"] if TARGETS["mode"] in s["best"] else max(
                         s["best"], key=lambda md: s["best"][md]["env_steps_per_s"])
                     best = s["best"][mode]["env_steps_per_s"]
@@ -463,14 +532,17 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
             lines += ["| size | GFLOP/s |", "|---|---|"]
             for r in mm["runs"]:
                 f = r["flops_per_s"]
-                lines.append(f"| {r['size']}x{r['size']} float32 | {f['median'] / 1e9:.1f} "
-                             f"({f['min'] / 1e9:.1f}-{f['max'] / 1e9:.1f}) |")
-            lines += ["", f"Peak used below: {mm['peak_flops_per_s'] / 1e9:.1f} GFLOP/s "
-                      f"(load {mm['load_avg_start']} -> {mm['load_avg_end']}).", ""]
+                lines.append(f"| {r['size']}x{r['size']} {r.get('dtype', 'float32')} | {f['median'] / 1e9:,.1f} "
+                             f"({f['min'] / 1e9:,.1f}-{f['max'] / 1e9:,.1f}) |")
+            peaks = mm.get("peaks", {"float32": mm["peak_flops_per_s"]})
+            lines += ["", "Peak used below (each training row against the peak of its precision): " + ", ".join(
+                f"{dt} {p / 1e9:,.1f} GFLOP/s" for dt, p in peaks.items())
+                + f" (load {mm['load_avg_start']} -> {mm['load_avg_end']}).", ""]
 
     tr = sections.get("train")
     if tr is not None:
         lines += ["## Training throughput (one seed, default configs)", ""]
+        min_repeat = plans().get(doc.get("plan", "cpu"), FULL)["train"].get("min_repeat_s", 0.0)
         if "error" in tr:
             lines += [f"FAILED: {tr['error']}", ""]
         else:
@@ -479,25 +551,32 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
                 "trip count (`dot`: 2 x output x contracted size; elementwise: 1 per element). XLA's own "
                 "`cost_analysis()` counts each loop body once and is kept in the JSON for reference. The timed chunk "
                 "is capped at about 1,024 env steps (at least one update); the runner's chunk (one checkpoint "
-                "interval) runs the same body more times.", "",
-                "| algo | config | compile s | env steps/s | grad steps/s | GFLOP/s | of matmul | FLOPs/env step | state |",
-                "|---|---|---|---|---|---|---|---|---|",
+                "interval) runs the same body more times." + (
+                    f" Each timed repeat runs the chunk as often as it takes to last {min_repeat:g} s or more."
+                    if min_repeat else ""), "",
+                "| algo | config | precision | compile s | env steps/s | grad steps/s | GFLOP/s | of matmul | "
+                "FLOPs/env step | state |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for algo, r in tr["algos"].items():
                 if r.get("skipped"):
-                    lines.append(f"| {algo} | skipped: {r['error']} | | | | | | | |")
+                    lines.append(f"| {algo} | skipped: {r['error']} | | | | | | | | |")
                     continue
                 gs = _rate(r["gradient_steps_per_s"]) if "gradient_steps_per_s" in r else "-"
                 frac = f"{100 * r['flops_fraction_of_matmul']:.1f} %" if "flops_fraction_of_matmul" in r else "n/a"
                 state = _mib(r["train_state_bytes"])
                 if "replay_buffer_bytes" in r:
                     state += f" (buffer {_mib(r['replay_buffer_bytes'])})"
-                lines.append(f"| {algo} | {r['config']} | {r['compile_s']:.1f} | {_rate(r['env_steps_per_s'])} | {gs} | "
+                finite = "" if r.get("metrics_finite", True) else " (NON-FINITE metrics)"
+                lines.append(f"| {algo} | {r['config']} | {r['precision']}{finite} | {r['compile_s']:.1f} | "
+                             f"{_rate(r['env_steps_per_s'])} | {gs} | "
                              f"{r['flops_per_s'] / 1e9:.2f} | {frac} | {_si(r['flops_per_env_step'])} | {state} |")
             lines += ["", f"Load {tr['load_avg_start']} -> {tr['load_avg_end']}.", ""]
-            lines += network_cost_markdown(tr["algos"])
+            lines += network_cost_markdown(tr["algos"], plans().get(doc.get("plan", "cpu"), FULL))
+            said = set()
             for algo, r in tr["algos"].items():
-                if "replay_buffer_line" in r:
+                if "replay_buffer_line" in r and r["replay_buffer_line"] not in said:
+                    said.add(r["replay_buffer_line"])
                     lines += [f"{algo} replay buffer: {r['replay_buffer_line']}", ""]
 
     ck = sections.get("checkpoint")
@@ -782,8 +861,10 @@ def peers_markdown(block: Mapping[str, Any]) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks that every section runs")
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--plan", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="sizes and rows: the CPU's or the GPU's plan (default: by JAX's default backend)")
+    p.add_argument("--sections", default=None,
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; env,train on a GPU)")
     p.add_argument("--out", default="results", help="directory for benchmark.json and benchmark.md")
     p.add_argument("--peers", nargs="?", const="all", metavar="SECTIONS",
                    help="measure peers side by side instead (needs the extra 'peers'): env, train, quality, "
@@ -819,15 +900,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.scaling:
         return run_scaling(args, lambda text: print(text, flush=True))
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    plan_key = plan_name(args.plan, args.quick)
+    plan = plans()[plan_key]
+    sections = [s.strip() for s in (args.sections or ",".join(plan["default_sections"])).split(",") if s.strip()]
     if args.worker:
-        return run_worker(args.worker, sections, bool(args.quick), args.peak, Path(args.result))
+        return run_worker(args.worker, sections, plan, args.peak, Path(args.result))
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
         print(f"--sections: unknown section {unknown[0] if unknown else '(empty)'!r}; accepted: {', '.join(SECTIONS)}",
               file=sys.stderr)
         return 2
-    plan = QUICK if args.quick else FULL
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -837,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     argv_text = sys.argv[1:] if argv is None else list(argv)
     doc: dict[str, Any] = {
         "command": "python scripts/benchmark.py" + ("" if not argv_text else " " + shlex.join(argv_text)),
-        "quick": bool(args.quick), "machine": bench.machine_info(), "targets": TARGETS,
+        "quick": bool(args.quick), "plan": plan_key, "machine": bench.machine_info(), "targets": TARGETS,
         "load_avg_start": bench.load_average(), "sections": {},
     }
     t_start = time.perf_counter()
@@ -862,11 +944,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[env] FAILED: {doc['sections']['env']['error']}")
             status = 1
         write()
-    peak = None
+    peaks = None
     if "train" in sections:
         try:
             doc["sections"]["matmul"] = run_matmul(plan["matmul"], log)
-            peak = doc["sections"]["matmul"]["peak_flops_per_s"]
+            peaks = doc["sections"]["matmul"]["peaks"]
         except Exception as exc:
             doc["sections"]["matmul"] = _error(exc)
             log(f"[matmul] FAILED: {doc['sections']['matmul']['error']}")
@@ -874,7 +956,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [s for s in ("train", "checkpoint") if s in sections]
     if wanted:
         try:
-            doc["sections"].update(run_algos(plan, wanted, bool(args.quick), peak, log))
+            doc["sections"].update(run_algos(plan_key, wanted, peaks, log,
+                                             progress=lambda part: (doc["sections"].update(part), write())))
         except Exception as exc:
             for section in wanted:
                 doc["sections"][section] = _error(exc)

@@ -89,6 +89,7 @@ def machine_info() -> dict[str, Any]:
                      ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "gymnax", "numpy")},
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
+        "jax_device_kind": jax.devices()[0].device_kind,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -442,15 +443,17 @@ def env_section(scenarios: Sequence[str], num_envs_list: Sequence[int], *, modes
 # 2. FLOPs: the machine's matmul yardstick and the FLOPs of a compiled program
 # --------------------------------------------------------------------------------------------
 
-def matmul_flops(size: int, *, iters: int = 16, repeats: int = 3, min_repeat_s: float = 0.3) -> dict[str, Any]:
-    """Dense float32 ``size x size`` matmul FLOP/s: a jitted chain of ``iters`` products.
+def matmul_flops(size: int, *, dtype: str = "float32", iters: int = 16, repeats: int = 3,
+                 min_repeat_s: float = 0.3) -> dict[str, Any]:
+    """Dense ``size x size`` matmul FLOP/s in ``dtype``: a jitted chain of ``iters`` products.
 
     The chain ``c <- tanh(c @ b)`` cannot be hoisted out of the loop; the tanh adds ``size^2``
-    operations per ``2 size^3`` FLOPs, which are the only ones counted.
+    operations per ``2 size^3`` FLOPs, which are the only ones counted. The products run at JAX's
+    default matmul precision, as the networks' do.
     """
     kb, kc = jax.random.split(jax.random.key(1))
-    b = jax.random.normal(kb, (size, size), jnp.float32) / math.sqrt(size)
-    c = jax.random.normal(kc, (size, size), jnp.float32)
+    b = (jax.random.normal(kb, (size, size), jnp.float32) / math.sqrt(size)).astype(dtype)
+    c = jax.random.normal(kc, (size, size), jnp.float32).astype(dtype)
 
     def chain(c, b):
         return jax.lax.fori_loop(0, iters, lambda i, x: jnp.tanh(x @ b), c)
@@ -470,7 +473,8 @@ def matmul_flops(size: int, *, iters: int = 16, repeats: int = 3, min_repeat_s: 
 
     timing = Timing(compile_s, time_repeats(repeat, repeats))
     flops = 2.0 * size**3 * iters * calls
-    return {"size": size, "iters": iters, "calls_per_repeat": calls, "repeat_s": [round(t, 4) for t in timing.repeats_s],
+    return {"size": size, "dtype": str(jnp.dtype(dtype)), "iters": iters, "calls_per_repeat": calls,
+            "repeat_s": [round(t, 4) for t in timing.repeats_s],
             "flops_per_s": timing.rate(flops)}
 
 
