@@ -404,7 +404,34 @@ def _mib(n: float | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
-def network_cost_markdown(algos: Mapping[str, Any], plan: Mapping[str, Any] = FULL) -> list[str]:
+def _pct(fraction: float | None) -> str:
+    """A share in per cent, with two significant digits below 1 %."""
+    if fraction is None or not math.isfinite(fraction):
+        return "n/a"
+    pct = 100 * fraction
+    return f"{pct:.1f} %" if pct >= 1 else f"{pct:.2g} %"
+
+
+def variants_markdown(algos: Mapping[str, Any], plan: Mapping[str, Any]) -> list[str]:
+    """Each precision or batch variant beside the row it changes (the GPU plan's variants)."""
+    rate = lambda r: r["env_steps_per_s"]["median"]  # noqa: E731
+    parts = []
+    for name, (algo, overrides) in plan["train"].get("variants", {}).items():
+        if "network.kind" in overrides:
+            continue
+        rest = {k: v for k, v in overrides.items() if k != "precision"}
+        base_name = next((n for n, (a, o) in plan["train"]["variants"].items()
+                          if a == algo and o == rest), algo) if rest and "precision" in overrides else algo
+        base, var = algos.get(base_name), algos.get(name)
+        if not base or not var or base.get("skipped") or var.get("skipped"):
+            continue
+        parts.append(f"`{name}` {rate(var) / rate(base):.2f}x `{base_name}`")
+    if not parts:
+        return []
+    return ["Variants beside the row they change (env steps/s, same run): " + "; ".join(parts) + ".", ""]
+
+
+def network_cost_markdown(algos: Mapping[str, Any], plan: Mapping[str, Any] = FULL, gpu: bool = False) -> list[str]:
     """Why the socket-shared network uses less of the matmul peak than an MLP: the variant rows."""
     lines = []
     for name, (algo, overrides) in plan["train"].get("variants", {}).items():
@@ -417,18 +444,22 @@ def network_cost_markdown(algos: Mapping[str, Any], plan: Mapping[str, Any] = FU
         lines += [
             f"Network cost at the same batch ({algo}): the default socket-shared network runs "
             f"{base['env_steps_per_s']['median']:,.0f} env steps/s with {_si(base['flops_per_env_step'])} FLOPs per env "
-            f"step ({100 * base.get('flops_fraction_of_matmul', float('nan')):.1f} % of the matmul peak); "
+            f"step ({_pct(base.get('flops_fraction_of_matmul'))} of the matmul peak); "
             f"`{name}` ({', '.join(f'{k}={v}' for k, v in overrides.items())}) runs "
             f"{var['env_steps_per_s']['median']:,.0f} ({ratio:.2f}x) with {_si(var['flops_per_env_step'])} "
-            f"({100 * var.get('flops_fraction_of_matmul', float('nan')):.1f} %). The socket-shared layers multiply "
-            "thin matrices (one row per env and socket, a few dozen columns: `[batch x sockets, features] x "
-            "[features, hidden]`), whose few FLOPs per byte moved keep the matmul units waiting, and apply `tanh` "
-            "(one counted FLOP, many cycles) and its gradient to every socket's hidden units; the MLP's "
-            "`[batch, obs] x [obs, 256]` products are the dense work the peak is measured on. The per-socket "
-            "layers that read the global embedding (or the park summary) beside a socket's own vector split their "
-            "kernel: the embedding's or summary's product is made once per env instead of once per socket, with "
-            "the same parameters. That removed FLOPs, so the share of the peak counts fewer FLOPs per second while "
-            "the env steps per second rose.",
+            f"({_pct(var.get('flops_fraction_of_matmul'))})." + (
+                " On a GPU, at the default batch (a few envs), both are bound by the sequence of small kernels "
+                "that each of the rollout's steps and each minibatch's gradient step launch, not by FLOPs: the "
+                "rows with 2,048 envs show what the same network does with the GPU filled." if gpu else
+                " The socket-shared layers multiply "
+                "thin matrices (one row per env and socket, a few dozen columns: `[batch x sockets, features] x "
+                "[features, hidden]`), whose few FLOPs per byte moved keep the matmul units waiting, and apply `tanh` "
+                "(one counted FLOP, many cycles) and its gradient to every socket's hidden units; the MLP's "
+                "`[batch, obs] x [obs, 256]` products are the dense work the peak is measured on. The per-socket "
+                "layers that read the global embedding (or the park summary) beside a socket's own vector split their "
+                "kernel: the embedding's or summary's product is made once per env instead of once per socket, with "
+                "the same parameters. That removed FLOPs, so the share of the peak counts fewer FLOPs per second while "
+                "the env steps per second rose."),
             "",
         ]
     return lines
@@ -563,16 +594,18 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
                     lines.append(f"| {algo} | skipped: {r['error']} | | | | | | | | |")
                     continue
                 gs = _rate(r["gradient_steps_per_s"]) if "gradient_steps_per_s" in r else "-"
-                frac = f"{100 * r['flops_fraction_of_matmul']:.1f} %" if "flops_fraction_of_matmul" in r else "n/a"
+                frac = _pct(r.get("flops_fraction_of_matmul"))
                 state = _mib(r["train_state_bytes"])
                 if "replay_buffer_bytes" in r:
                     state += f" (buffer {_mib(r['replay_buffer_bytes'])})"
                 finite = "" if r.get("metrics_finite", True) else " (NON-FINITE metrics)"
                 lines.append(f"| {algo} | {r['config']} | {r['precision']}{finite} | {r['compile_s']:.1f} | "
                              f"{_rate(r['env_steps_per_s'])} | {gs} | "
-                             f"{r['flops_per_s'] / 1e9:.2f} | {frac} | {_si(r['flops_per_env_step'])} | {state} |")
+                             f"{r['flops_per_s'] / 1e9:,.2f} | {frac} | {_si(r['flops_per_env_step'])} | {state} |")
             lines += ["", f"Load {tr['load_avg_start']} -> {tr['load_avg_end']}.", ""]
-            lines += network_cost_markdown(tr["algos"], plans().get(doc.get("plan", "cpu"), FULL))
+            plan = plans().get(doc.get("plan", "cpu"), FULL)
+            lines += variants_markdown(tr["algos"], plan)
+            lines += network_cost_markdown(tr["algos"], plan, gpu)
             said = set()
             for algo, r in tr["algos"].items():
                 if "replay_buffer_line" in r and r["replay_buffer_line"] not in said:
