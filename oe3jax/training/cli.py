@@ -142,6 +142,7 @@ def run(
         raise ConfigError("--run-dir: expected a directory path, got an empty string")
     run_dir = Path(args.run_dir) if args.run_dir is not None else DEFAULT_RUNS_DIR / f"{algo}-{cfgs[0]['scenario']}"
     resources.check_writable_dir(run_dir, "--run-dir", rename=args.fresh)
+    resources.use_compile_cache(cfgs[0], warn=sys.stderr)  # before anything is compiled
     plans = [plan_agent(cfg, run_dir, comps) for cfg in cfgs]  # every env is built before any write
 
     lock = _lock(run_dir, args.fresh, out) if primary else None

@@ -95,6 +95,14 @@ TOP_SPEC: dict[str, Any] = {
         "tensorboard": Field(False, bool, help="also write TensorBoard event files (tensorboardX)"),
         "print_every_s": Field(2.0, float, low=0.0, help="least seconds between progress lines"),
     },
+    "compile": {
+        "cache": Field("auto", str, optional=True,
+                       help="persistent cache of compiled programs, read by later runs with the same programs: "
+                       "'auto' (JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME/oe3jax/jax or "
+                       "~/.cache/oe3jax/jax), a directory, or null (no cache)"),
+        "cache_max_gib": Field(2.0, float, low=0.01, help="size of the cache beyond which the least recently "
+                               "used programs are deleted"),
+    },
     "sweep": SweepField({}, dict, help="hyperparameters trained together in one program: key -> values "
                         "(the grid of all keys, every member with every seed)"),
     "parallel": PARALLEL_SPEC,
@@ -108,7 +116,7 @@ TOP_SPEC: dict[str, Any] = {
 }
 
 # Sections that may change between a checkpoint and its resume; every other key must match.
-RESUMABLE_KEYS = ("total_steps", "checkpoint", "log", "eval", "parallel")
+RESUMABLE_KEYS = ("total_steps", "checkpoint", "log", "eval", "parallel", "compile")
 
 # Scenario fields that are set elsewhere in the config (and so are not overrides).
 _NOT_OVERRIDES = {"name": "scenario", "reward": "env.reward"}

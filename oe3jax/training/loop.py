@@ -317,27 +317,68 @@ def _status_extra(plan: Plan) -> dict[str, Any]:
     return extra
 
 
+def chunk_sizes(done: int, total: int, chunk: int) -> list[int]:
+    """The update counts of the chunks still to run, in order (boundaries at multiples of ``chunk``)."""
+    sizes = []
+    while done < total:
+        sizes.append(min(chunk - done % chunk, total - done))
+        done += sizes[-1]
+    return sizes
+
+
 class _Programs:
-    """The compiled chunk programs of a plan, by number of updates (usually one or two)."""
+    """The compiled chunk programs of a plan, by number of updates (usually one or two).
+
+    :meth:`prefetch` compiles the programs needed later (the shorter last chunk) in a background
+    thread while the first one compiles and runs: on a GPU the host's cores are otherwise idle,
+    and on a CPU the two compilations share its cores. The programs are the same either way.
+    """
 
     def __init__(self, plan: Plan, status: LiveStatus):
         self.plan, self.status = plan, status
         self.compiled: dict[int, Any] = {}
+        self.pending: dict[int, Any] = {}
+        self.pool: Any = None
 
-    def get(self, n: int, state: Any) -> Any:
+    def _compile(self, n: int, abstract_state: Any) -> tuple[Any, float]:
         import jax
 
+        plan = self.plan
+        t0 = time.perf_counter()
+        chunk = learning.rows_chunk(plan.algo, plan.env, plan.env_params, plan.cfg, n)
+        donate = jax.default_backend() != "cpu"
+        compiled = plan.placement.jit_chunk(chunk, abstract_state, donate).lower(abstract_state).compile()
+        return compiled, time.perf_counter() - t0
+
+    def prefetch(self, sizes: list[int], state: Any) -> None:
+        """Start compiling the chunks of these sizes (but the first) in a background thread."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        later = [n for n in dict.fromkeys(sizes[1:]) if n != sizes[0] and n not in self.compiled]
+        if not later:
+            return
+        abstract_state = self.plan.placement.abstract(state)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oe3jax-compile")
+        for n in later:
+            self.pending[n] = self.pool.submit(self._compile, n, abstract_state)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def get(self, n: int, state: Any) -> Any:
         if n not in self.compiled:
             plan = self.plan
-            t0 = time.perf_counter()
-            chunk = learning.rows_chunk(plan.algo, plan.env, plan.env_params, plan.cfg, n)
-            donate = jax.default_backend() != "cpu"
-            self.compiled[n] = plan.placement.jit_chunk(chunk, state, donate).lower(state).compile()
-            dt = time.perf_counter() - t0
+            if n in self.pending:
+                self.compiled[n], dt = self.pending.pop(n).result()
+                how = " (in the background)"
+            else:
+                self.compiled[n], dt = self._compile(n, plan.placement.abstract(state))
+                how = ""
             self.status.compiled(dt)
             where = f" on {plan.placement.describe()}" if plan.placement.devices > 1 else ""
             self.status.say(f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
-                            f"steps x {plan.rows} run(s){where} in {dt:.1f} s")
+                            f"steps x {plan.rows} run(s){where} in {dt:.1f} s{how}")
         return self.compiled[n]
 
 
@@ -356,6 +397,7 @@ def train_agent(
     cfg = plan.cfg
     init_fn = learning.init_seeds(plan.algo, plan.env, plan.env_params, cfg)
     ckpts = Checkpoints(plan.ckpt_dir, cfg["checkpoint"]["max_to_keep"], async_save=cfg["checkpoint"]["async"])
+    programs: _Programs | None = None
     try:
         state, progress = _start(plan, ckpts, init_fn, learning.seed_keys(cfg), out)
         tb = TensorBoard(run_dir, plan.name) if cfg["log"]["tensorboard"] and is_primary() else None
@@ -365,6 +407,7 @@ def train_agent(
             print_every_s=cfg["log"]["print_every_s"], out=out, extra=_status_extra(plan),
         ) if is_primary() else _Silent()
         programs = _Programs(plan, status)
+        programs.prefetch(chunk_sizes(progress.updates, total, plan.chunk_updates), state)
         while progress.updates < total:
             n = min(plan.chunk_updates - progress.updates % plan.chunk_updates, total - progress.updates)
             fn = programs.get(n, state)
@@ -391,6 +434,8 @@ def train_agent(
         if tb is not None:
             tb.close()
     finally:
+        if programs is not None:
+            programs.close()
         try:
             ckpts.close()
         except Exception as exc:  # already reported by wait() above unless interrupted

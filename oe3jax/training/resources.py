@@ -316,3 +316,47 @@ def check_writable_file(path: str | os.PathLike, flag: str) -> Path:
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{flag}: cannot write {target} (permission denied)")
     return target
+
+
+def compile_cache_dir(setting: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The directory that ``compile.cache`` names (None for null: no cache); see its help."""
+    if setting is None:
+        return None
+    if setting != "auto":
+        if not setting.strip():
+            raise ConfigError("compile.cache: expected 'auto', a directory or null, got an empty string")
+        return Path(setting).expanduser()
+    if environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(environ["JAX_COMPILATION_CACHE_DIR"]).expanduser()
+    base = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "oe3jax" / "jax"
+
+
+def use_compile_cache(cfg: Mapping[str, Any], warn: Any = None) -> Path | None:
+    """Point JAX's persistent compilation cache at ``compile.cache`` (before the first compilation).
+
+    A later run that compiles the same program (same code, shapes, config, JAX version and
+    device) loads it from there instead of compiling it again; the loaded program is the one
+    compiled, so the run's results are the same bits. The least recently used programs are deleted
+    beyond ``compile.cache_max_gib``. A directory named explicitly must be writable (one-line error);
+    with ``auto``, a cache that cannot be created is reported on ``warn`` and the run goes on without.
+    Returns the directory in use, or None.
+    """
+    import jax
+
+    setting = cfg["compile"]["cache"]
+    path = compile_cache_dir(setting)
+    if path is None:
+        return None
+    try:
+        check_writable_dir(path, "compile.cache")
+        path.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, OSError) as exc:
+        if setting != "auto":
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        if warn is not None:
+            print(f"warning: no compilation cache ({str(exc).splitlines()[0]})", file=warn)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_compilation_cache_max_size", int(cfg["compile"]["cache_max_gib"] * 2**30))
+    return path
