@@ -501,9 +501,13 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
         f"JAX backend `{m['jax_backend']}` ({', '.join(m['jax_devices'])}).  ",
         f"Versions: python {m['python']}, " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
         "All rates are medians over the timed repeats after compilation and one warm-up call "
-        "(min-max in parentheses). The machine is shared: the load averages (1, 5, 15 min) at the start "
-        "and end of each section are in the JSON and below; a load above the core count means other "
-        "processes took part of the CPU during the measurement.", "",
+        "(min-max in parentheses). " + (
+            "The load averages (1, 5, 15 min) below are the host CPU's; the GPU ran nothing else. "
+            "JAX's preallocation of GPU memory was off (the script's default), so each program allocated "
+            "what it used." if gpu else
+            "The machine is shared: the load averages (1, 5, 15 min) at the start "
+            "and end of each section are in the JSON and below; a load above the core count means other "
+            "processes took part of the CPU during the measurement."), "",
     ]
     sections = doc["sections"]
 
