@@ -780,7 +780,10 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             feature == 1, wide(state.need_kwh / params.socket_battery_kwh), jnp.where(
                 feature == 2, wide(state.hours_left.astype(f32) / params.stay_cum.shape[0]),
                 jnp.asarray(np.broadcast_to(self._is_taxi[:, None], (n, nf)), f32))))
-        return jnp.concatenate([glob, per_socket.reshape(-1)])
+        # joined as columns ([size, 1], the last axis of size 1): XLA's CPU backend leaves a join along
+        # the minor axis of a batch ([envs, size]) unfused, writing the per-socket block and then
+        # copying it; a join along another axis is one loop per part, writing in place
+        return jnp.concatenate([glob[:, None], per_socket.reshape(-1, 1)])[:, 0]
 
 
 def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = HOURS_PER_YEAR,
