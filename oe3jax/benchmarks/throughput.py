@@ -166,7 +166,9 @@ def _obs_policy(env: Any, obs_dim: int, act_dim: int, scale: float = 0.1) -> Cal
             battery = sum(obs[..., j] * w_glob[j] for j in range(g))
             per_socket = obs[..., g:].reshape(obs.shape[:-1] + (n, f))
             sockets = sum(per_socket[..., j] * w_sock[j] for j in range(f))
-            term = jnp.concatenate([battery[..., None], sockets], axis=-1)
+            # the battery's term, then the sockets', joined as columns ([.., 1 + n, 1]): XLA's CPU
+            # backend copies a join along the minor axis of [envs, 1 + n] as a pass of its own
+            term = jnp.concatenate([battery[..., None, None], sockets[..., None]], axis=-2)[..., 0]
             return jnp.clip(pool_action + term, -1.0, 1.0)
     else:
         def policy(obs: jax.Array, pool_action: jax.Array) -> jax.Array:

@@ -413,17 +413,19 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         return self._year(self.draw(key), params)
 
     # ----------------------------------------------------------------- physics
-    def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams, all_free: bool = False):
+    def _admit(self, occupied, need_kwh, hours_left, words, t, params: EnvParams, all_free: bool = False,
+               counts: tuple[jax.Array, jax.Array] | None = None):
         """Fill free sockets of each type, in index order, with that hour's arriving vehicles.
 
         Returns the new ``occupied, need_kwh, hours_left``, the vehicles arrived and admitted
         (float32) and the occupied sockets of each type afterwards (``int32[2]``: motos, mototaxis).
 
         ``all_free`` (static) says every socket is free (a new episode): the rank of a socket
-        among the free ones of its type is then its index within the type.
+        among the free ones of its type is then its index within the type. ``counts``, when given,
+        are hour ``t``'s arrivals of each type (``_counts(words, t, params)``, drawn by the caller).
         """
         is_taxi = self._is_taxi
-        count_moto, count_taxi = self._counts(words, t, params)
+        count_moto, count_taxi = self._counts(words, t, params) if counts is None else counts
         free = ~occupied
         if all_free:
             rank = jnp.asarray(np.r_[np.arange(self.n_moto), np.arange(self.n_taxi)], jnp.int32)
@@ -464,10 +466,15 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         """A new episode (battery at soc_init, sockets empty, then the start hour's arrivals) and its
         occupied sockets of each type."""
         start = self._start_hour(words, params)
+        return self._fresh_from(words, start, self._counts(words, start, params), params)
+
+    def _fresh_from(self, words: jax.Array, start: jax.Array, counts: tuple[jax.Array, jax.Array],
+                    params: EnvParams) -> tuple[EnvState, jax.Array]:
+        """:meth:`_fresh` given its start hour and that hour's arrivals of each type."""
         n = self.n_sockets
         occupied, need, hours_left, n_arrived, n_admitted, n_occupied = self._admit(
             jnp.zeros(n, bool), jnp.zeros(n, jnp.float32), jnp.zeros(n, jnp.int32), words, start, params,
-            all_free=True,
+            all_free=True, counts=counts,
         )
         totals = {k: jnp.zeros((), jnp.float32) for k in TOTAL_KEYS}
         totals["vehicles_arrived"] = n_arrived
@@ -530,9 +537,11 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         """``jax.vmap(step)`` over a leading axis of environments (``keys``, ``state`` and ``action``
         batched, ``params`` shared), with the same results bit for bit.
 
-        The next episodes' first states are built only at a step where some episode of the batch
-        ends (a branch of the whole batch): episodes are long, so most steps skip that work.
-        Inside another ``vmap`` (over seeds, say) the branch becomes a select and both sides run.
+        The next episodes' per-env values (start hour, weather year, arrival counts, totals) are
+        built only at a step where some episode of the batch ends (a branch of the whole batch):
+        episodes are long, so most steps skip that work. Their sockets' arrays, a few elementwise
+        operations of the start hour and counts, are computed where they are selected. Inside
+        another ``vmap`` (over seeds, say) the branch becomes a select and both sides run.
         """
         if getattr(action, "ndim", 0) < 1:
             raise ValueError(f"action: expected a batch of actions of shape (num_envs, {self.num_actions}), "
@@ -551,13 +560,29 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         obs_st = observe(state_st, params, occ_st)
         truncated = jax.vmap(self.is_truncated, (0, None))(state_st, params)
         done = terminated | truncated
-        fresh = jax.vmap(self._fresh, (0, None))
+        sockets = ("occupied", "need_kwh", "hours_left")
+
+        def fresh_env(words: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
+            # a new episode's state without its sockets' arrays (scalars in their place), its occupied
+            # sockets of each type and its start hour's arrivals of each type
+            start = self._start_hour(words, params)
+            counts = self._counts(words, start, params)
+            state, n_occupied = self._fresh_from(words, start, counts, params)
+            return state.replace(**{k: jnp.zeros((), getattr(state, k).dtype) for k in sockets}), n_occupied, \
+                jnp.stack(counts)
+
+        fresh = jax.vmap(fresh_env)
         with jax.named_scope("auto_reset"):
-            # zeros where no episode ends: cheaper than a branch that returns the stepped states,
-            # whose results XLA copies into place
-            state_re, occ_re = jax.lax.cond(
-                jnp.any(done), lambda: fresh(words, params),
-                lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fresh, words, params)))
+            # the per-env values in a branch taken where some episode ends, zeros elsewhere (cheaper
+            # than a branch that returns the stepped states, whose results XLA copies into place);
+            # the sockets' arrays are computed from the start hours and counts where they are
+            # selected, elementwise, rather than written in the branch (or as zeros) and read again
+            state_re, occ_re, counts = jax.lax.cond(
+                jnp.any(done), lambda: fresh(words),
+                lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fresh, words)))
+            new_sockets, _ = jax.vmap(self._fresh_from, (0, 0, 0, None))(
+                words, state_re.t, (counts[:, 0], counts[:, 1]), params)
+            state_re = state_re.replace(**{k: getattr(new_sockets, k) for k in sockets})
             pick = _ordered(done, info)
 
             def select(r: jax.Array, s: jax.Array) -> jax.Array:
@@ -780,7 +805,10 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
             feature == 1, wide(state.need_kwh / params.socket_battery_kwh), jnp.where(
                 feature == 2, wide(state.hours_left.astype(f32) / params.stay_cum.shape[0]),
                 jnp.asarray(np.broadcast_to(self._is_taxi[:, None], (n, nf)), f32))))
-        return jnp.concatenate([glob, per_socket.reshape(-1)])
+        # joined as columns ([size, 1], the last axis of size 1): XLA's CPU backend leaves a join along
+        # the minor axis of a batch ([envs, size]) unfused, writing the per-socket block and then
+        # copying it; a join along another axis is one loop per part, writing in place
+        return jnp.concatenate([glob[:, None], per_socket.reshape(-1, 1)])[:, 0]
 
 
 def make_env(scenario: str | Scenario = "iquitos-128", *, episode_hours: int = HOURS_PER_YEAR,
