@@ -33,6 +33,10 @@ with a non-finite loss or gradient changes nothing and is counted (``nonfinite_s
 gradient pieces are those of every learner (:mod:`oe3jax.learning.gradient`), as are the
 environment stepping with its episode accounting (:mod:`oe3jax.learning.stepping`) and the
 observation normaliser (:mod:`oe3jax.learning.normalize`).
+
+Profiling: the parts of an update run under named scopes (``act``, ``env_step``, ``buffer_add``,
+``sample``, ``target``, ``critic_loss``, ``actor_loss``, ``optimizer``), which name the XLA ops of a
+``jax.profiler`` trace; they change nothing that is computed.
 """
 from __future__ import annotations
 
@@ -270,25 +274,30 @@ def make_learner_step(nets: SACNetworks, cfg: Mapping[str, Any]) -> Callable:
     def step(
         ln: Learner, buffer: rb.BufferState, obs_norm: ObsNormState, key: jax.Array
     ) -> tuple[Learner, dict[str, jax.Array]]:
-        k_sample, k_next, k_pi = jax.random.split(key, 3)
-        batch = rb.sample(buffer, k_sample, batch_size)
-        obs, next_obs = nets.norm(obs_norm, batch.obs), nets.norm(obs_norm, batch.next_obs)
+        with jax.named_scope("sample"):
+            k_sample, k_next, k_pi = jax.random.split(key, 3)
+            batch = rb.sample(buffer, k_sample, batch_size)
+            obs, next_obs = nets.norm(obs_norm, batch.obs), nets.norm(obs_norm, batch.next_obs)
         alpha = jnp.exp(ln.log_alpha)
 
         # 1. critics, regressed on the soft Bellman target of the target critics.
-        next_mean, next_log_std = nets.actor.apply(ln.actor_params, next_obs)
-        next_action, next_logp = networks.sample_tanh_gaussian(k_next, next_mean, next_log_std)
-        next_q = jnp.min(nets.critic.apply(ln.target_critic_params, next_obs, next_action), axis=0)
-        target = jax.lax.stop_gradient(
-            critic_target(batch.reward, batch.terminated, next_q, next_logp, alpha, gamma, reward_scale)
-        )
+        with jax.named_scope("target"):
+            next_mean, next_log_std = nets.actor.apply(ln.actor_params, next_obs)
+            next_action, next_logp = networks.sample_tanh_gaussian(k_next, next_mean, next_log_std)
+            next_q = jnp.min(nets.critic.apply(ln.target_critic_params, next_obs, next_action), axis=0)
+            target = jax.lax.stop_gradient(
+                critic_target(batch.reward, batch.terminated, next_q, next_logp, alpha, gamma, reward_scale)
+            )
 
         def critic_loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
             q = nets.critic.apply(params, obs, batch.action)  # (NUM_CRITICS, batch)
             return 0.5 * jnp.sum(jnp.mean((q - target[None]) ** 2, axis=1)), jnp.mean(q)
 
-        critic_grads, critic_loss, q_mean = gradient.scaled_grad(critic_loss_fn, scaler, ln.loss_scale, ln.critic_params)
-        critic_params, critic_opt = gradient.optimizer_step(critic_tx, critic_grads, ln.critic_params, ln.critic_opt)
+        with jax.named_scope("critic_loss"):
+            critic_grads, critic_loss, q_mean = gradient.scaled_grad(
+                critic_loss_fn, scaler, ln.loss_scale, ln.critic_params)
+        with jax.named_scope("optimizer"):
+            critic_params, critic_opt = gradient.optimizer_step(critic_tx, critic_grads, ln.critic_params, ln.critic_opt)
 
         # 2. actor, on the updated critics.
         def actor_loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
@@ -297,8 +306,10 @@ def make_learner_step(nets: SACNetworks, cfg: Mapping[str, Any]) -> Callable:
             q = jnp.min(nets.critic.apply(critic_params, obs, action), axis=0)
             return jnp.mean(alpha * logp - q), logp
 
-        actor_grads, actor_loss, logp = gradient.scaled_grad(actor_loss_fn, scaler, ln.loss_scale, ln.actor_params)
-        actor_params, actor_opt = gradient.optimizer_step(actor_tx, actor_grads, ln.actor_params, ln.actor_opt)
+        with jax.named_scope("actor_loss"):
+            actor_grads, actor_loss, logp = gradient.scaled_grad(actor_loss_fn, scaler, ln.loss_scale, ln.actor_params)
+        with jax.named_scope("optimizer"):
+            actor_params, actor_opt = gradient.optimizer_step(actor_tx, actor_grads, ln.actor_params, ln.actor_opt)
 
         # 3. temperature: d/d(log_alpha) of -log_alpha * (log pi + target_entropy), log pi fixed.
         log_alpha, alpha_opt = ln.log_alpha, ln.alpha_opt
@@ -363,22 +374,26 @@ def make_update_chunk(env: Any, env_params: Any, cfg: Mapping[str, Any], num_upd
         key, k_act, k_rand, k_env, k_learn = jax.random.split(key, 5)
 
         # 1. act: the policy's sample, or uniform random actions while collecting.
-        mean, log_std = nets.actor.apply(state.learner.actor_params, nets.norm(state.obs_norm, state.obs))
-        policy_action, _ = networks.sample_tanh_gaussian(k_act, mean, log_std)
-        random_action = jax.random.uniform(k_rand, policy_action.shape, jnp.float32, -1.0, 1.0)
-        action = jnp.where(state.env_steps < learning_starts, random_action, policy_action)
+        with jax.named_scope("act"):
+            mean, log_std = nets.actor.apply(state.learner.actor_params, nets.norm(state.obs_norm, state.obs))
+            policy_action, _ = networks.sample_tanh_gaussian(k_act, mean, log_std)
+            random_action = jax.random.uniform(k_rand, policy_action.shape, jnp.float32, -1.0, 1.0)
+            action = jnp.where(state.env_steps < learning_starts, random_action, policy_action)
 
         # 2. step every environment; the buffer stores the true last observation on auto-reset steps.
         env_action = low + (action + 1.0) * 0.5 * (high - low)
-        s = stepping.step_envs(env, env_params, k_env, state.env_state, env_action, state.ep_return)
+        with jax.named_scope("env_step"):
+            s = stepping.step_envs(env, env_params, k_env, state.env_state, env_action, state.ep_return)
         stored = rb.Transition(
             obs=state.obs, action=action,
             reward=shaping.shaped_reward(phi, s.reward, state.obs, s.final_obs, s.terminated, float(c["gamma"])),
             next_obs=s.final_obs,
             terminated=s.terminated.astype(jnp.bool_),
         )
+        with jax.named_scope("buffer_add"):
+            buffer = rb.add(state.buffer, stored)
         state = state.replace(
-            buffer=rb.add(state.buffer, stored),
+            buffer=buffer,
             env_state=s.env_state,
             obs=s.obs,
             ep_return=s.ep_return,
