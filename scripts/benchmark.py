@@ -72,6 +72,8 @@ TARGETS = {
     "scenario": "iquitos-128",
 }
 
+# the yardstick of the socket-shared network's cost: an MLP of [256, 256] at the same batch
+_MLP_VARIANT = {"ppo-mlp-256x256": ("ppo", {"network.kind": "mlp", "network.hidden_sizes": [256, 256]})}
 # Full run: the sizes of the design; quick run: a few seconds each, for the smoke test.
 FULL = {
     "env": {"scenarios": {"iquitos-128": bench.ACTION_MODES, "iquitos-38": ("pool", "obs")},
@@ -83,7 +85,7 @@ FULL = {
     # variants: extra training rows (train section only), an algorithm with overrides; the MLP of
     # [256, 256] is the yardstick of the socket-shared network's cost at the same batch
     "train": {"repeats": 3, "max_env_steps_per_chunk": 1024, "overrides": {},
-              "variants": {"ppo-mlp-256x256": ("ppo", {"network.kind": "mlp", "network.hidden_sizes": [256, 256]})}},
+              "variants": dict(_MLP_VARIANT)},
     "checkpoint": {"saves": 2},
     "algo_timeout_s": 900,
     "default_sections": SECTIONS,
@@ -101,7 +103,7 @@ GPU = {
                   "ppo-2048envs": ("ppo", {"ppo.num_envs": 2048}),
                   **{f"{a}-{p}": (a, {"precision": p}) for p in PRECISIONS[1:] for a in ALGOS},
                   "ppo-2048envs-bfloat16": ("ppo", {"ppo.num_envs": 2048, "precision": "bfloat16"}),
-                  "ppo-mlp-256x256": ("ppo", {"network.kind": "mlp", "network.hidden_sizes": [256, 256]}),
+                  **_MLP_VARIANT,
               }},
     "checkpoint": {"saves": 2},
     "algo_timeout_s": 180,
@@ -419,9 +421,10 @@ def variants_markdown(algos: Mapping[str, Any], plan: Mapping[str, Any]) -> list
     for name, (algo, overrides) in plan["train"].get("variants", {}).items():
         if "network.kind" in overrides:
             continue
+        # the row it changes: the variant with the same other overrides and the default precision, or the algo
         rest = {k: v for k, v in overrides.items() if k != "precision"}
         base_name = next((n for n, (a, o) in plan["train"]["variants"].items()
-                          if a == algo and o == rest), algo) if rest and "precision" in overrides else algo
+                          if n != name and a == algo and o == rest), algo)
         base, var = algos.get(base_name), algos.get(name)
         if not base or not var or base.get("skipped") or var.get("skipped"):
             continue

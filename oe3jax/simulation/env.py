@@ -562,14 +562,13 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
         done = terminated | truncated
         sockets = ("occupied", "need_kwh", "hours_left")
 
-        def fresh_env(words: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
+        def fresh_env(words: jax.Array) -> tuple[EnvState, jax.Array, tuple[jax.Array, jax.Array]]:
             # a new episode's state without its sockets' arrays (scalars in their place), its occupied
             # sockets of each type and its start hour's arrivals of each type
             start = self._start_hour(words, params)
             counts = self._counts(words, start, params)
             state, n_occupied = self._fresh_from(words, start, counts, params)
-            return state.replace(**{k: jnp.zeros((), getattr(state, k).dtype) for k in sockets}), n_occupied, \
-                jnp.stack(counts)
+            return state.replace(**{k: jnp.zeros((), getattr(state, k).dtype) for k in sockets}), n_occupied, counts
 
         fresh = jax.vmap(fresh_env)
         with jax.named_scope("auto_reset"):
@@ -581,7 +580,7 @@ class EVChargingEnv(environment.Environment[EnvState, EnvParams]):
                 jnp.any(done), lambda: fresh(words),
                 lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fresh, words)))
             new_sockets, _ = jax.vmap(self._fresh_from, (0, 0, 0, None))(
-                words, state_re.t, (counts[:, 0], counts[:, 1]), params)
+                words, state_re.t, counts, params)
             state_re = state_re.replace(**{k: getattr(new_sockets, k) for k in sockets})
             pick = _ordered(done, info)
 

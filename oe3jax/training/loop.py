@@ -407,9 +407,9 @@ def train_agent(
             print_every_s=cfg["log"]["print_every_s"], out=out, extra=_status_extra(plan),
         ) if is_primary() else _Silent()
         programs = _Programs(plan, status)
-        programs.prefetch(chunk_sizes(progress.updates, total, plan.chunk_updates), state)
-        while progress.updates < total:
-            n = min(plan.chunk_updates - progress.updates % plan.chunk_updates, total - progress.updates)
+        sizes = chunk_sizes(progress.updates, total, plan.chunk_updates)
+        programs.prefetch(sizes, state)
+        for n in sizes:
             fn = programs.get(n, state)
             t0 = time.perf_counter()
             state, metrics = fn(state)

@@ -340,6 +340,8 @@ def use_compile_cache(cfg: Mapping[str, Any], warn: Any = None) -> Path | None:
     compiled, so the run's results are the same bits. The least recently used programs are deleted
     beyond ``compile.cache_max_gib``. A directory named explicitly must be writable (one-line error);
     with ``auto``, a cache that cannot be created is reported on ``warn`` and the run goes on without.
+    With JAX's own switch off (``JAX_ENABLE_COMPILATION_CACHE=false``) the directory is checked but
+    nothing is set or created.
     Returns the directory in use, or None.
     """
     import jax
@@ -350,6 +352,8 @@ def use_compile_cache(cfg: Mapping[str, Any], warn: Any = None) -> Path | None:
         return None
     try:
         check_writable_dir(path, "compile.cache")
+        if not jax.config.jax_enable_compilation_cache:  # JAX_ENABLE_COMPILATION_CACHE=false
+            return None
         path.mkdir(parents=True, exist_ok=True)
     except (ConfigError, OSError) as exc:
         if setting != "auto":
