@@ -3,7 +3,10 @@
 A linear Gaussian policy on gymnax Pendulum, trained by plain SGD on a one-step policy gradient
 (REINFORCE with the batch-mean reward as baseline). It learns little, but it is cheap to compile,
 uses every part of the interface (PRNG key data, env states, counters, episode metrics), and its
-parameters depend on every update, which is what exact-resume tests need.
+parameters depend on every update, which is what exact-resume tests need. A small replay buffer
+(``REPLAY_UPDATES`` updates' last transitions) is part of its state and its samples move the bias,
+so a resume also has to restore a buffer that is not yet full (checkpoints save only its filled
+slots).
 
 ``components()`` plugs it (as ``dummy`` and ``dummy2``) and a Pendulum ``make_env`` into the runner.
 """
@@ -17,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from oe3jax.learning import buffer as rb
 from oe3jax.schema import Field
 from oe3jax.training.config import Components
 
@@ -31,6 +35,7 @@ SWEEPABLE = ("lr",)
 NETWORK_SPEC = {"hidden": Field(0, int, low=0)}
 ENV_SPEC = {"episode_len": Field(200, int, low=1)}
 SCENARIOS = {"pendulum": 1.0, "pendulum-heavy": 2.0}  # name -> pendulum mass
+REPLAY_UPDATES = 6  # the replay buffer holds the last transitions of this many updates
 
 
 def make_env(scenario: str, episode_len: int = 200, **overrides: Any) -> tuple[Any, Any]:
@@ -52,6 +57,7 @@ class State:
     key: jax.Array  # uint32 key data
     ret: jax.Array  # running return per env
     updates: jax.Array
+    replay: rb.BufferState  # each update's last transitions
 
 
 def env_steps_per_update(cfg: dict) -> tuple[int, int]:
@@ -72,7 +78,8 @@ def init(key: jax.Array, env: Any, env_params: Any, cfg: dict) -> State:
     if hidden:
         params["w1"] = 0.5 * jax.random.normal(k_w1, (3, hidden))
     obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, num_envs), env_params)
-    return State(params, env_state, obs, k_next, jnp.zeros(num_envs), jnp.zeros((), jnp.int32))
+    replay = rb.init(REPLAY_UPDATES * num_envs, obs.shape[-1], 1)
+    return State(params, env_state, obs, k_next, jnp.zeros(num_envs), jnp.zeros((), jnp.int32), replay)
 
 
 def make_update_chunk(env: Any, env_params: Any, cfg: dict, num_updates: int):
@@ -80,7 +87,7 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict, num_updates: int):
     lr = cfg[cfg["algo"]]["lr"]
 
     def update(state: State, _: Any) -> tuple[State, dict]:
-        key, k_roll = jax.random.split(state.key)
+        key, k_roll, k_replay = jax.random.split(state.key, 3)
 
         def step(carry, k):
             env_state, obs, ret = carry
@@ -94,11 +101,13 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict, num_updates: int):
             ret = ret + r
             ep_ret = jnp.where(done, ret, 0.0)
             ret = jnp.where(done, 0.0, ret)
-            return (env_state, obs2, ret), (obs, act, r, done, ep_ret)
+            return (env_state, obs2, ret), (obs, act, r, done, ep_ret, obs2, term)
 
-        (env_state, obs, ret), (b_obs, b_act, b_r, b_done, b_ep) = jax.lax.scan(
+        (env_state, obs, ret), (b_obs, b_act, b_r, b_done, b_ep, b_next, b_term) = jax.lax.scan(
             step, (state.env_state, state.obs, state.ret), jax.random.split(k_roll, num_steps)
         )
+        replay = rb.add(state.replay, rb.Transition(b_obs[-1], b_act[-1], b_r[-1], b_next[-1], b_term[-1]))
+        replayed = rb.sample(replay, k_replay, num_envs)
         adv = (b_r - b_r.mean()) / (b_r.std() + 1e-6)
 
         def loss_fn(params):
@@ -108,7 +117,8 @@ def make_update_chunk(env: Any, env_params: Any, cfg: dict, num_updates: int):
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         params = jax.tree_util.tree_map(lambda p, g: p - lr * g, state.params, grads)
-        new = State(params, env_state, obs, key, ret, state.updates + 1)
+        params["b"] = params["b"] + 1e-3 * lr * jnp.mean(replayed.reward)
+        new = State(params, env_state, obs, key, ret, state.updates + 1, replay)
         zero = jnp.zeros((), jnp.float32)
         metrics = {
             "reward_avg": b_r.mean(), "actor_loss": loss, "critic_loss": zero,

@@ -159,6 +159,50 @@ def test_another_layout_is_still_a_config_change(saved):
         _restore(directory, 2, other)
 
 
+def _replay(capacity: int, adds: int, seeds: int = 2):
+    """A replay buffer per seed (vmapped, as the runner holds it) after ``adds`` batches of 3
+    transitions of random data, beside another leaf."""
+    from oe3jax.learning import buffer as rb
+
+    def one(key):
+        buf = rb.init(capacity, 5, 2)
+        for k in jax.random.split(key, adds):
+            x = jax.random.normal(k, (3, 5))
+            buf = rb.add(buf, rb.Transition(x, x[:, :2], x[:, 0], x + 1.0, x[:, 1] > 0))
+        return buf
+
+    return {"replay": jax.vmap(one)(jax.random.split(jax.random.key(3), seeds)), "w": jnp.arange(4.0)}
+
+
+@pytest.mark.parametrize("adds", [1, 4, 7])  # 3 and 12 of 20 slots filled; 21 transitions wrap around
+def test_replay_buffer_saved_up_to_its_filled_slots_and_restored_exactly(tmp_path, adds):
+    tree = _replay(20, adds)
+    filled = min(3 * adds, 20)
+    tail = np.asarray(tree["replay"].data.obs)[:, filled:]
+    assert tail.size == 0 or not tail.any()  # the slots never written are zeros
+    ckpts = Checkpoints(tmp_path / "c", async_save=True)
+    ckpts.save(1, tree, {})
+    ckpts.close()
+    full = json.loads((tmp_path / "c/1/meta/metadata").read_text())
+    assert full["state_arrays"]["replay/data/obs"]["shape"] == [2, filled, 5]
+    assert full["state_arrays"]["w"]["shape"] == [4]
+    assert full.get("compacted", {}) == ({} if filled == 20 else {
+        "replay/data/obs": [2, 20, 5], "replay/data/action": [2, 20, 2], "replay/data/reward": [2, 20],
+        "replay/data/next_obs": [2, 20, 5], "replay/data/terminated": [2, 20]})
+    assert "compacted" not in read_meta(tmp_path / "c/1")  # an integrity field, like the digests
+    _same_bits(_restore(tmp_path / "c", 1, jax.eval_shape(lambda: tree)), tree)
+    Checkpoints(tmp_path / "c", read_only=True, async_save=False).verify(1)  # as saved, digests checked
+
+
+def test_compacted_replay_buffer_of_another_capacity_is_a_config_change(tmp_path):
+    ckpts = Checkpoints(tmp_path / "c", async_save=False)
+    ckpts.save(1, _replay(20, 2), {})
+    ckpts.close()
+    with pytest.raises(ResumeMismatch, match=r"replay/data/\w+ is \w+\[2, 20(, \d)?\] in the checkpoint but "
+                                             r"\w+\[2, 30(, \d)?\] with this configuration"):
+        _restore(tmp_path / "c", 1, jax.eval_shape(lambda: _replay(30, 2)))
+
+
 def test_resume_from_an_earlier_step(saved):
     directory, trees = saved
     ckpts = Checkpoints(directory, max_to_keep=3, async_save=False)

@@ -15,7 +15,12 @@ One :class:`Checkpoints` object manages ``<run_dir>/checkpoints/<algo>/``. Each 
     - ``state_arrays``: ``{path: {"dtype", "shape", "sha256"}}`` for every leaf of the state,
       the SHA-256 of the leaf's bytes (C order), computed on the host from the state being saved;
     - ``meta_sha256``: the SHA-256 of the canonical JSON (sorted keys, no spaces) of every other
-      field, so that no field (``csv_rows``, the config, the array digests) changes unnoticed.
+      field, so that no field (``csv_rows``, the config, the array digests) changes unnoticed;
+    - ``compacted`` (when some replay buffer is not yet full): ``{path: full shape}`` of the buffer
+      arrays saved only up to the most slots any seed has filled. Slots past a buffer's filled size
+      have never been written and hold zeros, so :meth:`Checkpoints.restore` pads them back with
+      zeros and the state is the one saved, bit for bit; a half-empty buffer is neither digested
+      nor written whole at every save.
 
 Every read checks them: :func:`read_meta` the metadata digest, :meth:`Checkpoints.restore` (and
 :meth:`Checkpoints.verify`) the recorded layout against the one wanted, then every restored array
@@ -53,12 +58,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from oe3jax.learning.buffer import BufferState
 from oe3jax.training.devices import host_copy
 from oe3jax.training.distributed import barrier, is_primary
 
 TMP_MARKER = ".orbax-checkpoint-tmp"
 DISCARDED_MARKER = ".discarded-"
-INTEGRITY_KEYS = ("state_arrays", "meta_sha256")
+COMPACTED_KEY = "compacted"
+INTEGRITY_KEYS = ("state_arrays", "meta_sha256", COMPACTED_KEY)
 
 
 class CheckpointError(RuntimeError):
@@ -342,19 +349,81 @@ def compare_shapes(saved: Mapping[str, tuple], wanted: Mapping[str, tuple]) -> s
 
 
 # --------------------------------------------------------------------------------------------
+# Replay buffers saved up to their filled size
+# --------------------------------------------------------------------------------------------
+
+def compact_buffers(state: Any) -> tuple[Any, dict[str, list[int]]]:
+    """``(state with each replay buffer's storage cut to its filled slots, {path: full shape})``.
+
+    A :class:`~oe3jax.learning.buffer.BufferState` writes slot ``i`` only once ``size > i`` and
+    its storage starts as zeros, so the slots past the largest ``size`` of its seeds (its leading
+    axes) are zeros in every seed, and :func:`expand_buffers` restores them exactly. A full
+    buffer, and every other leaf, is left as it is. At least one slot is kept.
+    """
+    def cut(node: Any) -> Any:
+        if not isinstance(node, BufferState):
+            return node
+        sizes = np.asarray(host_copy(node.size))
+        axis = sizes.ndim  # storage is [*seed axes, capacity, ...]
+        filled = max(int(sizes.max(initial=0)), 1)
+        if filled >= node.capacity:
+            return node
+        data = jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, 0, filled, axis=axis), node.data)
+        return node.replace(data=data)
+
+    compacted = jax.tree_util.tree_map(cut, state, is_leaf=lambda x: isinstance(x, BufferState))
+    full, kept = tree_shapes(state), tree_shapes(compacted)
+    return compacted, {k: list(full[k][0]) for k in full if full[k] != kept[k]}
+
+
+def _compacted_target(abstract_state: Any, recorded: Mapping[str, tuple], cut: Mapping[str, list[int]]) -> Any:
+    """``abstract_state`` (whose full shapes match the checkpoint's) with each compacted leaf given
+    its recorded, cut shape."""
+    def leaf(path: tuple, x: Any) -> Any:
+        name = _path_name(path)
+        if name in cut:
+            return jax.ShapeDtypeStruct(tuple(recorded[name][0]), x.dtype, sharding=getattr(x, "sharding", None))
+        return x
+
+    return jax.tree_util.tree_map_with_path(leaf, abstract_state)
+
+
+def expand_buffers(state: Any, abstract_state: Any, cut: Mapping[str, list[int]]) -> Any:
+    """The compacted leaves of a restored ``state`` padded with zeros to ``abstract_state``'s
+    shapes (and shardings, where it has them); the other leaves as they are."""
+    if not cut:
+        return state
+    wanted = {_path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+
+    def leaf(path: tuple, x: Any) -> Any:
+        name = _path_name(path)
+        if name not in cut:
+            return x
+        widths = tuple((0, int(w) - int(h)) for w, h in zip(cut[name], x.shape))
+        sharding = getattr(wanted[name], "sharding", None)
+        placed = {} if sharding is None else {"out_shardings": sharding}
+        return jax.jit(lambda a: jax.numpy.pad(a, widths), **placed)(x)
+
+    return jax.tree_util.tree_map_with_path(leaf, state)
+
+
+# --------------------------------------------------------------------------------------------
 # The metadata item: digests computed in Orbax's background commit
 # --------------------------------------------------------------------------------------------
 
 class _PendingMeta:
     """The metadata of one save, completed with the digests of a host copy of the state."""
 
-    def __init__(self, meta: Mapping[str, Any], host_state: Any):
+    def __init__(self, meta: Mapping[str, Any], host_state: Any, compacted: Mapping[str, list[int]]):
         self._meta = dict(meta)
         self._host: Any = host_state
+        self._compacted = dict(compacted)
 
     def result(self) -> dict[str, Any]:
         full = dict(self._meta)
         full["state_arrays"] = array_digests(self._host)
+        if self._compacted:
+            full[COMPACTED_KEY] = self._compacted
         self._host = None  # release the host copy as soon as it is digested
         full["meta_sha256"] = meta_digest(full)
         return full
@@ -543,7 +612,8 @@ class Checkpoints:
         try:
             # A host copy taken now: training may overwrite (or donate) the device arrays while
             # the background commit digests it.
-            pending = _PendingMeta(meta, host_copy(state))
+            state, compacted = compact_buffers(state)
+            pending = _PendingMeta(meta, host_copy(state), compacted)
             self._manager.save(
                 int(step),
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(pending)),
@@ -611,12 +681,16 @@ class Checkpoints:
         with another layout raises :class:`ResumeMismatch`, a damaged one :class:`DamagedCheckpoint`.
         """
         full = _read_full_meta(self.step_dir(step))
-        mismatch = compare_shapes(_recorded_shapes(full), tree_shapes(abstract_state))
+        cut = full.get(COMPACTED_KEY, {})
+        recorded = _recorded_shapes(full)
+        whole = {k: (tuple(cut[k]) if k in cut else shape, dtype) for k, (shape, dtype) in recorded.items()}
+        mismatch = compare_shapes(whole, tree_shapes(abstract_state))
         if mismatch is not None:
             raise ResumeMismatch(
                 f"resume: the checkpoint {self.step_dir(step)} has another state layout: {mismatch}"
             )
-        return self._restore_checked(step, abstract_state, full)
+        target = _compacted_target(abstract_state, recorded, cut) if cut else abstract_state
+        return expand_buffers(self._restore_checked(step, target, full), abstract_state, cut)
 
     def verify(self, step: int, abstract_state: Any = None) -> dict[str, Any]:
         """Read ``step`` back and check it against its digests; return its metadata.
@@ -704,6 +778,11 @@ def _read_full_meta(step_dir: Path) -> dict[str, Any]:
         if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)
                 and isinstance(entry.get("dtype"), str) and isinstance(entry.get("sha256"), str)):
             raise DamagedCheckpoint(step_dir, "its array digests are malformed")
+    cut = data.get(COMPACTED_KEY, {})
+    if not isinstance(cut, dict) or not all(
+            k in arrays and isinstance(v, list) and len(v) == len(arrays[k]["shape"])
+            and all(isinstance(d, int) and d >= h for d, h in zip(v, arrays[k]["shape"])) for k, v in cut.items()):
+        raise DamagedCheckpoint(step_dir, "its record of the compacted replay buffer is malformed")
     return data
 
 
