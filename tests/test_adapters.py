@@ -29,6 +29,12 @@ def test_gymnasium_env_passes_the_checker():
     check_env(env, skip_render_check=True)
     assert env.action_space.shape == (4,) and (env.action_space.low == -1).all()
     assert env.observation_space.shape == (25 + 4 * 3,)
+    # no render mode: render() computes nothing and says so by returning None, as Gymnasium defines it
+    env.reset(seed=0)
+    assert env.render() is None
+    made = gymnasium.make("oe3jax/EVCharging-iquitos-38-v0", episode_hours=2)
+    made.reset(seed=0)
+    assert made.render() is None
 
 
 def test_gymnasium_episode_stays_in_space_and_truncates():

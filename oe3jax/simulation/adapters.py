@@ -114,6 +114,10 @@ class GymnasiumEnv(gym.Env):
         obs, reward, terminated, truncated, info = self.sim.step(action)
         return obs.astype(np.float32), reward, terminated, truncated, info
 
+    def render(self) -> None:
+        """Nothing: the environment has no render mode (Gymnasium's ``render_mode=None``)."""
+        return None
+
 
 def make_gymnasium_env(
     scenario: Scenario | str = "iquitos-128",
