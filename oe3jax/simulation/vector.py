@@ -2,7 +2,7 @@
 
 >>> envs = JaxVectorEnv("iquitos-128", num_envs=64)                   # or:
 >>> envs = gymnasium.make_vec("oe3jax/EVCharging-iquitos-128-v0", num_envs=64)
->>> obs, infos = envs.reset(seed=0)                                   # obs: float32 (64, 535)
+>>> obs, infos = envs.reset(seed=0)                                   # obs: float32 (64, 537)
 >>> obs, rewards, terminated, truncated, infos = envs.step(actions)  # actions: (64, 129)
 
 One call of :meth:`JaxVectorEnv.step` is one compiled program over every environment
