@@ -54,6 +54,9 @@ def test_gymnasium_episode_stays_in_space_and_truncates():
     assert env3.sim.t == 100
     with pytest.raises(ValueError, match="start"):
         env3.reset(options={"start": 3})
+    with pytest.raises(ValueError, match=r"^reset options: expected a dict such as \{'start_hour': 0\} or None, "
+                                         r"got list$"):
+        env3.reset(options=["start_hour"])
 
 
 def test_make_gymnasium_env_takes_scenario_overrides():

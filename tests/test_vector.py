@@ -247,6 +247,11 @@ def test_bad_inputs_get_one_line_errors(pair):
         vec.reset(options={"start": 1})
     with pytest.raises(ValueError, match=r"^reset options: start_hour = 9000"):
         vec.reset(options={"start_hour": 9000})
+    with pytest.raises(ValueError, match=r"^reset options: expected a dict such as \{'start_hour': 0\} or None, "
+                                         r"got int$"):
+        vec.reset(options=5)
+    # start_hour None is the environment's own start, as in the single env; a 0-d seed array its integer
+    np.testing.assert_array_equal(vec.reset(seed=np.array(4), options={"start_hour": None})[0], vec.reset(seed=4)[0])
     # NaN and out-of-range actions are the env's to handle (NaN -> 0, clipped), as in the single env
     obs, reward, *_ = vec.step(np.full((3, 4), np.nan))
     assert np.isfinite(obs).all() and np.isfinite(reward).all()

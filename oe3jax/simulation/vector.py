@@ -47,7 +47,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from oe3jax.simulation.adapters import GymnasiumEnv, check_render_mode
+from oe3jax.simulation.adapters import GymnasiumEnv, check_render_mode, reset_start_hour
 from oe3jax.simulation.env import batched_step, make_env
 from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario
 
@@ -229,20 +229,16 @@ class JaxVectorEnv(gym.vector.VectorEnv):
         return [s + i for i in range(self.num_envs)]
 
     def _reset_params(self, options: dict[str, Any] | None) -> Any:
-        options = dict(options or {})
-        unknown = sorted(set(options) - {"start_hour"})
-        if unknown:
-            raise ValueError(f"reset options: unknown key {unknown[0]!r}; accepted: start_hour")
-        if "start_hour" not in options:
+        h = reset_start_hour(options)
+        if h is None:
             return self.params
-        h = options["start_hour"]
-        if not _is_int(h) or not 0 <= h < HOURS_PER_YEAR:
-            raise ValueError(f"reset options: start_hour = {h!r}; expected an integer in [0, {HOURS_PER_YEAR - 1}]")
         return self.params.replace(start_hour=jnp.asarray(h, jnp.int32), random_start=jnp.asarray(False))
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if isinstance(seed, np.ndarray) and seed.ndim == 0:
+            seed = seed.item()   # np.array(5): the seed 5
         seeds = self._seeds(seed)
         params = self._reset_params(options)
         if _is_int(seed):
