@@ -39,6 +39,8 @@ def test_gymnasium_env_passes_the_checker():
 
 def test_gymnasium_episode_stays_in_space_and_truncates():
     env = make_gymnasium_env(tiny_scenario(daily_moto=40.0, daily_taxi=10.0), episode_hours=72, random_start=True)
+    with pytest.raises(RuntimeError, match=r"^step: call reset\(\) first$"):  # unwrapped too, as the vector env
+        env.step(np.zeros(4, np.float32))
     obs, info = env.reset(seed=11)
     assert env.observation_space.contains(obs) and env.unwrapped.sim.t % 24 == 0
     env.action_space.seed(0)

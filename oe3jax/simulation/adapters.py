@@ -98,6 +98,7 @@ class GymnasiumEnv(gym.Env):
         low, high = self._bounds()
         self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = spaces.Box(low=-1.0, high=1.0, shape=(self.sim.n_actions,), dtype=np.float32)
+        self._reset_done = False
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature bounds of the observation, from the scenario and its profiles.
@@ -123,9 +124,12 @@ class GymnasiumEnv(gym.Env):
         super().reset(seed=seed)
         self.sim.rng = self.np_random
         obs = self.sim.reset(start_hour=start_hour)
+        self._reset_done = True
         return obs.astype(np.float32), {"totals": dict(self.sim.episode)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self._reset_done:
+            raise RuntimeError("step: call reset() first")
         obs, reward, terminated, truncated, info = self.sim.step(action)
         return obs.astype(np.float32), reward, terminated, truncated, info
 
