@@ -313,6 +313,7 @@ def test_sb3_vec_env_matches_the_vector_env_and_trains(pair):
     venv.seed(21)
     venv.reset()
     vec.reset(seed=21)
+    venv.reset_infos = [{} for _ in range(3)]  # what the episode ends write there, not the reset before
     rng = np.random.default_rng(1)
     for k in range(EPISODE):
         actions = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
@@ -326,6 +327,9 @@ def test_sb3_vec_env_matches_the_vector_env_and_trains(pair):
     for i in range(3):  # the episode ended: SB3 bootstraps from terminal_observation
         np.testing.assert_array_equal(infos[i]["terminal_observation"], info_v["final_obs"][i])
         assert infos[i]["totals"]["return"] == pytest.approx(float(info_v["final_info"]["totals"]["return"][i]))
+        # the automatic reset's info, as DummyVecEnv keeps it: the new episode's totals
+        assert venv.reset_infos[i] == {"totals": {k: float(v[i]) for k, v in info_v["totals"].items()
+                                                  if not k.startswith("_")}}
 
     monitored = VecMonitor(make_sb3_vec_env(_scenario(), 2, episode_hours=EPISODE))
     monitored.seed(0)

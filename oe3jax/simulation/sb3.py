@@ -13,8 +13,8 @@ of ``venv.set_options`` apply to the next reset, as in SB3's own vector envs); `
 ``step_wait`` return ``(obs, rewards float32, dones, infos)`` with one info dict per environment:
 ``TimeLimit.truncated`` (episodes end by truncation), and where an episode ended,
 ``terminal_observation`` (its last observation, for bootstrapping) and ``totals`` (its KPI totals:
-``return``, ``co2_kg``, ``ev_kwh``, ...). ``reset_infos`` hold each environment's ``totals`` after a
-reset. Wrap it in SB3's ``VecMonitor`` for episode statistics.
+``return``, ``co2_kg``, ``ev_kwh``, ...). ``reset_infos`` hold each environment's ``totals`` after its
+last reset, automatic ones included (as SB3's ``DummyVecEnv`` keeps them). Wrap it in SB3's ``VecMonitor`` for episode statistics.
 
 The environments are one program, not separate objects: ``get_attr`` / ``set_attr`` /
 ``env_method`` reach the shared :class:`JaxVectorEnv` with one answer per index asked for
@@ -56,9 +56,7 @@ def sb3_vec_env_class() -> type:
                 raise ValueError("set_options: this vector env resets every environment with the same "
                                  "options; give one dict")
             obs, info = self.venv.reset(seed=seeds, options=options or None)
-            totals = info["totals"]
-            self.reset_infos = [{"totals": {k: float(v[i]) for k, v in totals.items() if not k.startswith("_")}}
-                                for i in range(self.num_envs)]
+            self.reset_infos = [{"totals": _totals(info["totals"], i)} for i in range(self.num_envs)]
             self._reset_seeds()
             self._reset_options()
             return obs
@@ -78,7 +76,8 @@ def sb3_vec_env_class() -> type:
                 final = info["final_info"]["totals"]
                 for i in np.flatnonzero(dones):
                     infos[i]["terminal_observation"] = info["final_obs"][i]
-                    infos[i]["totals"] = {k: float(v[i]) for k, v in final.items() if not k.startswith("_")}
+                    infos[i]["totals"] = _totals(final, i)
+                    self.reset_infos[i] = {"totals": _totals(info["totals"], i)}  # the new episode's
             return obs, reward.astype(np.float32), dones, infos
 
         def close(self) -> None:
@@ -102,6 +101,9 @@ def sb3_vec_env_class() -> type:
 
         def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
             return [False for _ in self._get_indices(indices)]
+
+    def _totals(group: dict[str, Any], i: int) -> dict[str, float]:
+        return {k: float(v[i]) for k, v in group.items() if not k.startswith("_")}
 
     SB3VecEnv.__module__ = __name__
     return SB3VecEnv
