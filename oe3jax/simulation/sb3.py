@@ -13,8 +13,9 @@ of ``venv.set_options`` apply to the next reset, as in SB3's own vector envs); `
 ``step_wait`` return ``(obs, rewards float32, dones, infos)`` with one info dict per environment:
 ``TimeLimit.truncated`` (episodes end by truncation), and where an episode ended,
 ``terminal_observation`` (its last observation, for bootstrapping) and ``totals`` (its KPI totals:
-``return``, ``co2_kg``, ``ev_kwh``, ...). ``reset_infos`` hold each environment's ``totals`` after its
-last reset, automatic ones included (as SB3's ``DummyVecEnv`` keeps them). Wrap it in SB3's ``VecMonitor`` for episode statistics.
+``return``, ``co2_kg``, ``ev_kwh``, ...). ``reset_infos`` hold each environment's ``totals`` after
+its last reset, automatic ones included (as SB3's ``DummyVecEnv`` keeps them). Wrap it in SB3's
+``VecMonitor`` for episode statistics.
 
 The environments are one program, not separate objects: ``get_attr`` / ``set_attr`` /
 ``env_method`` reach the shared :class:`JaxVectorEnv` with one answer per index asked for
