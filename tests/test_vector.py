@@ -206,9 +206,9 @@ def test_make_vec_passes_max_episode_steps_as_gymnasium_make_does():
     for k in range(3):
         _, _, _, truncated, _ = envs.step(np.zeros((2, 39), np.float32))
         assert truncated.tolist() == [k == 2] * 2 and single.step(np.zeros(39, np.float32))[3] == (k == 2)
-    longer = make_vector_env(_scenario(), 3, episode_hours=2, max_episode_steps=5)
+    longer = make_vector_env("iquitos-38", 2, episode_hours=2, max_episode_steps=5)  # the same program
     longer.reset(seed=0)
-    assert [longer.step(np.zeros((3, 4), np.float32))[3].all() for _ in range(2)] == [False, True]
+    assert [longer.step(np.zeros((2, 39), np.float32))[3].all() for _ in range(2)] == [False, True]
     assert make_vector_env(_scenario(), 3, episode_hours=2, max_episode_steps=-1).params.max_steps_in_episode == 2
     with pytest.raises(ValueError, match=r"^max_episode_steps: expected an integer >= 1 \(or None or -1: no limit\), "
                                          r"got 0$"):
