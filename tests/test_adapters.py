@@ -29,10 +29,18 @@ def test_gymnasium_env_passes_the_checker():
     check_env(env, skip_render_check=True)
     assert env.action_space.shape == (4,) and (env.action_space.low == -1).all()
     assert env.observation_space.shape == (25 + 4 * 3,)
+    # no render mode: render() computes nothing and says so by returning None, as Gymnasium defines it
+    env.reset(seed=0)
+    assert env.render() is None
+    made = gymnasium.make("oe3jax/EVCharging-iquitos-38-v0", episode_hours=2)
+    made.reset(seed=0)
+    assert made.render() is None
 
 
 def test_gymnasium_episode_stays_in_space_and_truncates():
     env = make_gymnasium_env(tiny_scenario(daily_moto=40.0, daily_taxi=10.0), episode_hours=72, random_start=True)
+    with pytest.raises(RuntimeError, match=r"^step: call reset\(\) first$"):  # unwrapped too, as the vector env
+        env.step(np.zeros(4, np.float32))
     obs, info = env.reset(seed=11)
     assert env.observation_space.contains(obs) and env.unwrapped.sim.t % 24 == 0
     env.action_space.seed(0)
@@ -48,6 +56,9 @@ def test_gymnasium_episode_stays_in_space_and_truncates():
     assert env3.sim.t == 100
     with pytest.raises(ValueError, match="start"):
         env3.reset(options={"start": 3})
+    with pytest.raises(ValueError, match=r"^reset options: expected a dict such as \{'start_hour': 0\} or None, "
+                                         r"got list$"):
+        env3.reset(options=["start_hour"])
 
 
 def test_make_gymnasium_env_takes_scenario_overrides():

@@ -196,10 +196,32 @@ def test_make_vec_uses_the_jax_env_and_keys_follow_the_seed():
     np.testing.assert_array_equal(seed_key_data([123])[0], np.asarray(jax.random.key_data(jax.random.key(123))))
 
 
+def test_make_vec_passes_max_episode_steps_as_gymnasium_make_does():
+    """``make_vec(..., max_episode_steps=k)`` hands k to the vector env; episodes end after
+    min(episode_hours, k) steps, as ``make`` ends them with its TimeLimit."""
+    envs = gymnasium.make_vec("oe3jax/EVCharging-iquitos-38-v0", num_envs=2, episode_hours=24, max_episode_steps=3)
+    single = gymnasium.make("oe3jax/EVCharging-iquitos-38-v0", episode_hours=24, max_episode_steps=3)
+    envs.reset(seed=0)
+    single.reset(seed=0)
+    for k in range(3):
+        _, _, _, truncated, _ = envs.step(np.zeros((2, 39), np.float32))
+        assert truncated.tolist() == [k == 2] * 2 and single.step(np.zeros(39, np.float32))[3] == (k == 2)
+    longer = make_vector_env("iquitos-38", 2, episode_hours=2, max_episode_steps=5)  # the same program
+    longer.reset(seed=0)
+    assert [longer.step(np.zeros((2, 39), np.float32))[3].all() for _ in range(2)] == [False, True]
+    assert make_vector_env(_scenario(), 3, episode_hours=2, max_episode_steps=-1).params.max_steps_in_episode == 2
+    with pytest.raises(ValueError, match=r"^max_episode_steps: expected an integer >= 1 \(or None or -1: no limit\), "
+                                         r"got 0$"):
+        make_vector_env(_scenario(), 3, max_episode_steps=0)
+
+
 def test_bad_inputs_get_one_line_errors(pair):
     vec, _ = pair
     with pytest.raises(ValueError, match=r"^num_envs: expected an integer >= 1, got 0$"):
         JaxVectorEnv(_scenario(), 0)
+    with pytest.raises(MemoryError, match=r"^num_envs: 1000000000000 environments do not fit in memory "
+                                          r"\(their observation bounds alone take .* GiB\)$"):
+        JaxVectorEnv(_scenario(), 10**12)
     with pytest.raises(ValueError, match=r"^render_mode"):
         JaxVectorEnv("iquitos-38", 1, render_mode="human")
     # also a TypeError: Stable-Baselines3 tries render_mode="rgb_array" and falls back on a TypeError
@@ -214,6 +236,9 @@ def test_bad_inputs_get_one_line_errors(pair):
         vec.step(np.zeros(4))
     with pytest.raises(TypeError, match=r"^actions: expected real numbers"):
         vec.step(np.full((3, 4), "a"))
+    with pytest.raises(TypeError, match=r"^actions: expected real numbers of shape \(3, 4\) .*, got NoneType$"):
+        vec.step(None)
+    assert vec.render() is None  # no render mode: nothing computed, as Gymnasium defines it
     with pytest.raises(ValueError, match=r"^seed: expected an integer in \[0, 2\*\*64 - 1\]"):
         vec.reset(seed=-1)
     with pytest.raises(ValueError, match=r"^seed: expected one seed per environment \(3\), got 2"):
@@ -222,6 +247,11 @@ def test_bad_inputs_get_one_line_errors(pair):
         vec.reset(options={"start": 1})
     with pytest.raises(ValueError, match=r"^reset options: start_hour = 9000"):
         vec.reset(options={"start_hour": 9000})
+    with pytest.raises(ValueError, match=r"^reset options: expected a dict such as \{'start_hour': 0\} or None, "
+                                         r"got int$"):
+        vec.reset(options=5)
+    # start_hour None is the environment's own start, as in the single env; a 0-d seed array its integer
+    np.testing.assert_array_equal(vec.reset(seed=np.array(4), options={"start_hour": None})[0], vec.reset(seed=4)[0])
     # NaN and out-of-range actions are the env's to handle (NaN -> 0, clipped), as in the single env
     obs, reward, *_ = vec.step(np.full((3, 4), np.nan))
     assert np.isfinite(obs).all() and np.isfinite(reward).all()
@@ -257,12 +287,33 @@ def test_sb3_vec_env_matches_the_vector_env_and_trains(pair):
     assert venv.observation_space == vec.single_observation_space and venv.action_space == vec.single_action_space
     assert venv.get_attr("render_mode") == [None] * 3 and venv.env_is_wrapped(VecMonitor) == [False] * 3
     assert venv.seed(21) == [21, 22, 23]
+    # each environment's own spaces, as SB3's DummyVecEnv answers
+    assert venv.get_attr("action_space", [0, 2]) == [vec.single_action_space] * 2
+    assert venv.get_attr("observation_space", 1) == [vec.single_observation_space]
+    # a step that failed (before any reset) leaves no actions behind for the next step_wait
+    with pytest.raises(RuntimeError, match=r"^step: call reset\(\) first"):
+        venv.step(np.zeros((3, 4), np.float32))
+    with pytest.raises(RuntimeError, match=r"^step_wait: call step_async\(actions\) first"):
+        venv.step_wait()
+    assert venv.get_images() == [None] * 3 and venv.env_method("render") == [None] * 3
     obs = venv.reset()
     obs_vec, _ = vec.reset(seed=21)
     np.testing.assert_array_equal(obs, obs_vec)
     assert venv.reset_infos[1]["totals"]["vehicles_arrived"] == pytest.approx(
         float(vec.reset(seed=21)[1]["totals"]["vehicles_arrived"][1]))
     vec.reset(seed=21)
+    # a method of the shared env runs once, however many environments are named: every environment
+    # is reset once (obs of the next reset follow on from one split of the keys, not three)
+    venv.seed(21)
+    venv.reset()
+    answers = venv.env_method("reset", indices=[0, 1, 2])
+    assert len(answers) == 3 and answers[0] is answers[2]
+    vec.reset()
+    np.testing.assert_array_equal(venv.reset(), vec.reset()[0])
+    venv.seed(21)
+    venv.reset()
+    vec.reset(seed=21)
+    venv.reset_infos = [{} for _ in range(3)]  # what the episode ends write there, not the reset before
     rng = np.random.default_rng(1)
     for k in range(EPISODE):
         actions = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
@@ -276,6 +327,9 @@ def test_sb3_vec_env_matches_the_vector_env_and_trains(pair):
     for i in range(3):  # the episode ended: SB3 bootstraps from terminal_observation
         np.testing.assert_array_equal(infos[i]["terminal_observation"], info_v["final_obs"][i])
         assert infos[i]["totals"]["return"] == pytest.approx(float(info_v["final_info"]["totals"]["return"][i]))
+        # the automatic reset's info, as DummyVecEnv keeps it: the new episode's totals
+        assert venv.reset_infos[i] == {"totals": {k: float(v[i]) for k, v in info_v["totals"].items()
+                                                  if not k.startswith("_")}}
 
     monitored = VecMonitor(make_sb3_vec_env(_scenario(), 2, episode_hours=EPISODE))
     monitored.seed(0)

@@ -12,6 +12,7 @@ Importing this module does not import JAX; :func:`make_legacy_env` does.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -43,6 +44,23 @@ class RenderModeError(ValueError, TypeError):
 def check_render_mode(render_mode: str | None) -> None:
     if render_mode is not None:
         raise RenderModeError(f"render_mode: {render_mode!r}; this environment does not render (accepted: None)")
+
+
+def reset_start_hour(options: Any) -> int | None:
+    """The ``start_hour`` of ``reset(options=...)``, or None (the environment's own start)."""
+    if options is None:
+        return None
+    if not isinstance(options, Mapping):
+        raise ValueError(f"reset options: expected a dict such as {{'start_hour': 0}} or None, "
+                         f"got {type(options).__name__}")
+    unknown = sorted(set(options) - {"start_hour"}, key=str)
+    if unknown:
+        raise ValueError(f"reset options: unknown key {unknown[0]!r}; accepted: start_hour")
+    h = options.get("start_hour")
+    if h is not None and (isinstance(h, (bool, np.bool_)) or not isinstance(h, (int, np.integer))
+                          or not 0 <= h < HOURS_PER_YEAR):
+        raise ValueError(f"reset options: start_hour = {h!r}; expected an integer in [0, {HOURS_PER_YEAR - 1}]")
+    return None if h is None else int(h)
 
 
 # --------------------------------------------------------------------------- Gymnasium
@@ -80,6 +98,7 @@ class GymnasiumEnv(gym.Env):
         low, high = self._bounds()
         self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = spaces.Box(low=-1.0, high=1.0, shape=(self.sim.n_actions,), dtype=np.float32)
+        self._reset_done = False
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature bounds of the observation, from the scenario and its profiles.
@@ -101,18 +120,22 @@ class GymnasiumEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        start_hour = reset_start_hour(options)
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = sorted(set(options) - {"start_hour"})
-        if unknown:
-            raise ValueError(f"reset options: unknown key {unknown[0]!r}; accepted: start_hour")
         self.sim.rng = self.np_random
-        obs = self.sim.reset(start_hour=options.get("start_hour"))
+        obs = self.sim.reset(start_hour=start_hour)
+        self._reset_done = True
         return obs.astype(np.float32), {"totals": dict(self.sim.episode)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self._reset_done:
+            raise RuntimeError("step: call reset() first")
         obs, reward, terminated, truncated, info = self.sim.step(action)
         return obs.astype(np.float32), reward, terminated, truncated, info
+
+    def render(self) -> None:
+        """Nothing: the environment has no render mode (Gymnasium's ``render_mode=None``)."""
+        return None
 
 
 def make_gymnasium_env(
@@ -205,4 +228,4 @@ def make_legacy_env(scenario: Scenario | str = "iquitos-128", **kwargs: Any) -> 
 
 
 __all__ = ["GymnasiumEnv", "LegacyGymnaxEnv", "RESERVED_INFO_KEYS", "RenderModeError", "check_render_mode",
-           "make_gymnasium_env", "make_legacy_env"]
+           "make_gymnasium_env", "make_legacy_env", "reset_start_hour"]

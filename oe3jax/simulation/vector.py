@@ -2,7 +2,7 @@
 
 >>> envs = JaxVectorEnv("iquitos-128", num_envs=64)                   # or:
 >>> envs = gymnasium.make_vec("oe3jax/EVCharging-iquitos-128-v0", num_envs=64)
->>> obs, infos = envs.reset(seed=0)                                   # obs: float32 (64, 535)
+>>> obs, infos = envs.reset(seed=0)                                   # obs: float32 (64, 537)
 >>> obs, rewards, terminated, truncated, infos = envs.step(actions)  # actions: (64, 129)
 
 One call of :meth:`JaxVectorEnv.step` is one compiled program over every environment
@@ -47,7 +47,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from oe3jax.simulation.adapters import GymnasiumEnv, check_render_mode
+from oe3jax.simulation.adapters import GymnasiumEnv, check_render_mode, reset_start_hour
 from oe3jax.simulation.env import batched_step, make_env
 from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario
 
@@ -162,6 +162,9 @@ class JaxVectorEnv(gym.vector.VectorEnv):
     (``capacity_kwh=3000``). Spaces: ``single_observation_space`` and ``single_action_space`` are
     those of the single Gymnasium env; ``observation_space`` / ``action_space`` their batches.
     Observations are float32 ``(num_envs, obs_dim)``, rewards float64, flags bool ``(num_envs,)``.
+    ``max_episode_steps`` (what ``gymnasium.make_vec`` passes on) ends episodes after
+    ``min(episode_hours, max_episode_steps)`` steps, as ``gymnasium.make``'s TimeLimit ends them;
+    None or -1: no limit.
     ``reset(options={"start_hour": h})`` starts every environment at hour ``h`` (later automatic
     resets follow ``start_hour`` / ``random_start`` again).
     """
@@ -177,11 +180,18 @@ class JaxVectorEnv(gym.vector.VectorEnv):
         start_hour: int = 0,
         random_start: bool = False,
         render_mode: str | None = None,
+        max_episode_steps: int | None = None,
         **overrides: Any,
     ) -> None:
         if not _is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
         check_render_mode(render_mode)
+        if max_episode_steps is not None and max_episode_steps != -1:
+            if not _is_int(max_episode_steps) or max_episode_steps < 1:
+                raise ValueError("max_episode_steps: expected an integer >= 1 (or None or -1: no limit), "
+                                 f"got {max_episode_steps!r}")
+            if _is_int(episode_hours):
+                episode_hours = min(episode_hours, int(max_episode_steps))
         self.env, self.params = make_env(scenario, episode_hours=episode_hours, random_start=random_start,
                                          start_hour=start_hour, **overrides)
         single = GymnasiumEnv(self.env.scenario, episode_hours=episode_hours, start_hour=start_hour,
@@ -193,8 +203,13 @@ class JaxVectorEnv(gym.vector.VectorEnv):
         self.num_envs = int(num_envs)
         self.single_observation_space = single.observation_space
         self.single_action_space = single.action_space
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        try:
+            self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+            self.action_space = batch_space(self.single_action_space, self.num_envs)
+        except MemoryError:
+            gib = 2 * 4 * obs_dim * self.num_envs / 2**30
+            raise MemoryError(f"num_envs: {self.num_envs} environments do not fit in memory "
+                              f"(their observation bounds alone take {gib:,.0f} GiB)") from None
         self.scenario = self.env.scenario
         self._programs = _programs(self.env, self.num_envs)
         self._key_data: Any = None   # uint32[n, 2] on the device, None before the first reset
@@ -214,20 +229,16 @@ class JaxVectorEnv(gym.vector.VectorEnv):
         return [s + i for i in range(self.num_envs)]
 
     def _reset_params(self, options: dict[str, Any] | None) -> Any:
-        options = dict(options or {})
-        unknown = sorted(set(options) - {"start_hour"})
-        if unknown:
-            raise ValueError(f"reset options: unknown key {unknown[0]!r}; accepted: start_hour")
-        if "start_hour" not in options:
+        h = reset_start_hour(options)
+        if h is None:
             return self.params
-        h = options["start_hour"]
-        if not _is_int(h) or not 0 <= h < HOURS_PER_YEAR:
-            raise ValueError(f"reset options: start_hour = {h!r}; expected an integer in [0, {HOURS_PER_YEAR - 1}]")
         return self.params.replace(start_hour=jnp.asarray(h, jnp.int32), random_start=jnp.asarray(False))
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if isinstance(seed, np.ndarray) and seed.ndim == 0:
+            seed = seed.item()   # np.array(5): the seed 5
         seeds = self._seeds(seed)
         params = self._reset_params(options)
         if _is_int(seed):
@@ -257,7 +268,7 @@ class JaxVectorEnv(gym.vector.VectorEnv):
         if a is None or a.dtype.kind not in "biuf":
             raise TypeError(f"actions: expected real numbers of shape {shape} (num_envs, 1 + n_sockets) for "
                             f"scenario {self.scenario.name!r}, got {type(actions).__name__}"
-                            + ("" if a is None else f" of dtype {a.dtype}"))
+                            + ("" if a is None or a.ndim == 0 else f" of dtype {a.dtype}"))
         if a.shape != shape:
             raise ValueError(f"actions: expected shape {shape} (num_envs, 1 + n_sockets) for scenario "
                              f"{self.scenario.name!r}, got {a.shape}")
@@ -312,6 +323,10 @@ class JaxVectorEnv(gym.vector.VectorEnv):
             out[name] = value.copy() if full else np.where(mask, value, np.zeros((), value.dtype))
             out["_" + name] = shared
         return out
+
+    def render(self) -> None:
+        """Nothing: the environment has no render mode (Gymnasium's ``render_mode=None``)."""
+        return None
 
     def close_extras(self, **kwargs: Any) -> None:
         self._states = None
