@@ -898,8 +898,16 @@ def peers_markdown(block: Mapping[str, Any]) -> str:
 # Main
 # --------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line on stderr (exit status 2), not the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = message.removeprefix("argument ")
+        self.exit(2, f"{message}; see python scripts/benchmark.py --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = _Parser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks that every section runs")
     p.add_argument("--plan", choices=("auto", "cpu", "gpu"), default="auto",
                    help="sizes and rows: the CPU's or the GPU's plan (default: by JAX's default backend)")
@@ -925,8 +933,57 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_PEERS_ONLY = ("resume", "citylearn_python", "citylearn_schema", "ev2gym_python")
+
+
+def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """One line naming the first option that does not apply or cannot work, or None.
+
+    Checked before anything is measured: an option that would be ignored is refused, and
+    ``--out`` must be a directory that can be created and written (the results of a long run
+    would otherwise be lost at its end).
+    """
+    from oe3jax.schema import ConfigError
+    from oe3jax.training.resources import check_writable_dir
+
+    flag = lambda dest: "--" + dest.replace("_", "-")  # noqa: E731
+    if args.scaling and args.peers is not None:
+        return "--scaling: not with --peers; run them one after the other"
+    if args.peers is None:
+        for dest in _PEERS_ONLY:
+            if getattr(args, dest) != parser.get_default(dest):
+                return f"{flag(dest)}: only with --peers"
+    else:
+        if args.sections is not None:
+            return "--sections: not with --peers (its sections follow it: --peers env,train,quality)"
+        if args.plan != "auto":
+            return "--plan: not with --peers"
+        for dest in ("citylearn_python", "ev2gym_python"):
+            path = getattr(args, dest)
+            if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                return f"{flag(dest)}: {path} is not an executable file"
+    if args.quick and args.plan != "auto":
+        return "--plan: not with --quick (it has its own tiny sizes)"
+    if args.scaling:
+        if args.sections is not None:
+            return "--sections: not with --scaling"
+        if args.plan != "auto":
+            return "--plan: not with --scaling"
+    try:
+        check_writable_dir(args.out, "--out")
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    internal = args.peers_job or args.worker or args.scaling_worker is not None
+    problem = None if internal else check_options(args, parser)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if args.peers_job:
         job = json.loads(Path(args.peers_job).read_text(encoding="utf-8"))
         row = run_peer_job(job["section"], job["name"], job["kwargs"])
@@ -934,7 +991,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.peers is not None:
         return run_peers(args, lambda text: print(text, flush=True))
-    if args.scaling_worker:
+    if args.scaling_worker is not None:
         row = scaling.measure(args.scaling_worker, SCALING_QUICK if args.quick else SCALING)
         Path(args.result).write_text(json.dumps(row, default=str), encoding="utf-8")
         return 0
