@@ -125,8 +125,11 @@ def test_a_second_run_loads_its_programs_from_the_cache_and_ends_with_the_same_b
     assert "compiled a chunk of 1 updates" in out1 and "(in the background)" in out1
     written = sorted(p.name for p in cache.iterdir())
     assert any("chunk" in name for name in written)
-    second, p2, _ = _train(tmp_path / "b", str(cache))
+    assert "from the compilation cache" not in out1
+    second, p2, out2 = _train(tmp_path / "b", str(cache))
     assert second["rc"] == 0 and second["hits"] >= 2  # both chunk programs at least
+    assert "loaded a chunk of 2 updates" in out2 and "loaded a chunk of 1 updates" in out2
+    assert "compiled a chunk" not in out2 and out2.count("from the compilation cache") == 2
     off, p3, _ = _train(tmp_path / "c", "null")
     assert off["hits"] == 0
     assert len(p1) == len(p2) == len(p3) > 0

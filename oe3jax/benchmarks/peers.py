@@ -320,7 +320,7 @@ def ours_train_rate(algo: str, total_steps: int, timeout: float = 900.0) -> dict
             parts = line.split()
             steps = int(parts[1].split("/")[0].replace(",", ""))
             rates.append(float(parts[parts.index("steps/s") - 1].replace(",", "")))
-        if "compiled a chunk" in line:
+        if "] compiled a chunk" in line or "] loaded a chunk" in line:  # loaded: from the compilation cache
             compile_s += float(line.rsplit(" in ", 1)[1].split()[0])
     if not rates:
         raise RuntimeError("no progress line in the trainer's output")
