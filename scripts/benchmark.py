@@ -962,6 +962,11 @@ def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             path = getattr(args, dest)
             if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
                 return f"{flag(dest)}: {path} is not an executable file"
+    for option, value, accepted in (("--sections", args.sections, ", ".join(SECTIONS)),
+                                    ("--peers", args.peers, ", ".join(PEER_SECTIONS))):
+        if value is not None and not value.replace(",", " ").split():
+            tail = ", or none for all" if option == "--peers" else ""
+            return f"{option}: expected one or more of {accepted} (comma-separated){tail}, got {value!r}"
     if args.quick and args.plan != "auto":
         return "--plan: not with --quick (it has its own tiny sizes)"
     if args.scaling:
@@ -999,7 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_scaling(args, lambda text: print(text, flush=True))
     plan_key = plan_name(args.plan, args.quick)
     plan = plans()[plan_key]
-    sections = [s.strip() for s in (args.sections or ",".join(plan["default_sections"])).split(",") if s.strip()]
+    chosen = args.sections if args.sections is not None else ",".join(plan["default_sections"])
+    sections = [s.strip() for s in chosen.split(",") if s.strip()]
     if args.worker:
         return run_worker(args.worker, sections, plan, args.peak, Path(args.result))
     unknown = [s for s in sections if s not in SECTIONS]
