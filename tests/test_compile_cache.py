@@ -136,3 +136,12 @@ def test_a_second_run_loads_its_programs_from_the_cache_and_ends_with_the_same_b
     for a, b, c in zip(p1, p2, p3):
         assert a.dtype == b.dtype == c.dtype and a.shape == b.shape == c.shape
         assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+def test_a_cache_size_beyond_the_bound_is_one_line_error(tmp_path, capsys):
+    from oe3jax.training.cli import main
+
+    rc = main(["--algo", "ppo", "--run-dir", str(tmp_path / "r"), "--set", "compile.cache_max_gib=1e300"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: compile.cache_max_gib: expected a number in [0.01, 1e+06], got 1e+300"]
+    assert not (tmp_path / "r").exists()
