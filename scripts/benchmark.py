@@ -27,7 +27,8 @@ On a GPU (JAX's default backend ``gpu``, or ``--plan gpu``) the plan changes: ba
 every algorithm in each precision and for PPO with 2,048 environments; no step profile and no
 checkpoint section unless asked for. JAX's preallocation of GPU memory is turned off for this
 script (``XLA_PYTHON_CLIENT_PREALLOCATE=false``, unless set), so that the parent's environment
-measurements and each training row's process share the GPU.
+measurements and each training row's process share the GPU. JAX's persistent compilation cache is
+off too (``JAX_ENABLE_COMPILATION_CACHE=false``, unless set), so that compile times are compilations.
 
 ``--scaling`` measures env stepping (the environments split over the devices) and PPO training
 (the seeds split over the devices) on 1, 2 and 4 devices, one process per device count
@@ -58,6 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # the parent measures env stepping on the GPU and then starts one process per training row: JAX's
 # default of taking 75 % of the GPU's memory in every process would leave the children none
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# compile times are compilations: a persistent cache (JAX_COMPILATION_CACHE_DIR) would make them loads
+os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
 
 from oe3jax.benchmarks import peers  # noqa: E402
 from oe3jax.benchmarks import scaling  # noqa: E402

@@ -266,3 +266,22 @@ def test_cli_argparse_errors_are_one_line(capsys):
     with pytest.raises(SystemExit):
         script.main(["--bogus"])
     assert capsys.readouterr().err.strip() == "unrecognized arguments: --bogus; see python scripts/benchmark.py --help"
+
+
+def test_the_benchmark_measures_without_the_persistent_compilation_cache(tmp_path):
+    """Compile times are compilations: a JAX_COMPILATION_CACHE_DIR of the user's is not read."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('b', {str(ROOT / 'scripts' / 'benchmark.py')!r})\n"
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "import jax\n"
+            "print(jax.config.jax_enable_compilation_cache)\n")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_COMPILATION_CACHE"}
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "cache")
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False"]
