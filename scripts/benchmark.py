@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure environment, training and checkpoint throughput; write results/benchmark.{json,md}.
 
-    python scripts/benchmark.py                          # everything (about 5-10 minutes on 2 cores)
+    python scripts/benchmark.py                          # everything (about 3-10 minutes on 2 cores)
     python scripts/benchmark.py --sections env           # environment stepping only
     python scripts/benchmark.py --quick --out /tmp/b     # tiny sizes: checks that it all runs
     python scripts/benchmark.py --peers                  # peers side by side (extra 'peers'; long)
@@ -910,13 +910,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.split("\n")[0])
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks that every section runs")
     p.add_argument("--plan", choices=("auto", "cpu", "gpu"), default="auto",
                    help="sizes and rows: the CPU's or the GPU's plan (default: by JAX's default backend)")
     p.add_argument("--sections", default=None,
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; env,train on a GPU)")
-    p.add_argument("--out", default="results", help="directory for benchmark.json and benchmark.md")
+    p.add_argument("--out", default="results",
+                   help="directory for benchmark.json and benchmark.md (scaling.* with --scaling; default: %(default)s)")
     p.add_argument("--peers", nargs="?", const="all", metavar="SECTIONS",
                    help="measure peers side by side instead (needs the extra 'peers'): env, train, quality, "
                    "comma-separated (default: all); written under \"peers\" in benchmark.json, the rest kept")
