@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure environment, training and checkpoint throughput; write results/benchmark.{json,md}.
 
-    python scripts/benchmark.py                          # everything (about 5-10 minutes on 2 cores)
+    python scripts/benchmark.py                          # everything (about 3-10 minutes on 2 cores)
     python scripts/benchmark.py --sections env           # environment stepping only
     python scripts/benchmark.py --quick --out /tmp/b     # tiny sizes: checks that it all runs
     python scripts/benchmark.py --peers                  # peers side by side (extra 'peers'; long)
@@ -27,7 +27,8 @@ On a GPU (JAX's default backend ``gpu``, or ``--plan gpu``) the plan changes: ba
 every algorithm in each precision and for PPO with 2,048 environments; no step profile and no
 checkpoint section unless asked for. JAX's preallocation of GPU memory is turned off for this
 script (``XLA_PYTHON_CLIENT_PREALLOCATE=false``, unless set), so that the parent's environment
-measurements and each training row's process share the GPU.
+measurements and each training row's process share the GPU. JAX's persistent compilation cache is
+off too (``JAX_ENABLE_COMPILATION_CACHE=false``, unless set), so that compile times are compilations.
 
 ``--scaling`` measures env stepping (the environments split over the devices) and PPO training
 (the seeds split over the devices) on 1, 2 and 4 devices, one process per device count
@@ -58,6 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # the parent measures env stepping on the GPU and then starts one process per training row: JAX's
 # default of taking 75 % of the GPU's memory in every process would leave the children none
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# compile times are compilations: a persistent cache (JAX_COMPILATION_CACHE_DIR) would make them loads
+os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
 
 from oe3jax.benchmarks import peers  # noqa: E402
 from oe3jax.benchmarks import scaling  # noqa: E402
@@ -898,14 +901,23 @@ def peers_markdown(block: Mapping[str, Any]) -> str:
 # Main
 # --------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line on stderr (exit status 2), not the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = message.removeprefix("argument ")
+        self.exit(2, f"{message}; see python scripts/benchmark.py --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks that every section runs")
     p.add_argument("--plan", choices=("auto", "cpu", "gpu"), default="auto",
                    help="sizes and rows: the CPU's or the GPU's plan (default: by JAX's default backend)")
     p.add_argument("--sections", default=None,
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; env,train on a GPU)")
-    p.add_argument("--out", default="results", help="directory for benchmark.json and benchmark.md")
+    p.add_argument("--out", default="results",
+                   help="directory for benchmark.json and benchmark.md (scaling.* with --scaling; default: %(default)s)")
     p.add_argument("--peers", nargs="?", const="all", metavar="SECTIONS",
                    help="measure peers side by side instead (needs the extra 'peers'): env, train, quality, "
                    "comma-separated (default: all); written under \"peers\" in benchmark.json, the rest kept")
@@ -925,8 +937,62 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_PEERS_ONLY = ("resume", "citylearn_python", "citylearn_schema", "ev2gym_python")
+
+
+def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """One line naming the first option that does not apply or cannot work, or None.
+
+    Checked before anything is measured: an option that would be ignored is refused, and
+    ``--out`` must be a directory that can be created and written (the results of a long run
+    would otherwise be lost at its end).
+    """
+    from oe3jax.schema import ConfigError
+    from oe3jax.training.resources import check_writable_dir
+
+    flag = lambda dest: "--" + dest.replace("_", "-")  # noqa: E731
+    if args.scaling and args.peers is not None:
+        return "--scaling: not with --peers; run them one after the other"
+    if args.peers is None:
+        for dest in _PEERS_ONLY:
+            if getattr(args, dest) != parser.get_default(dest):
+                return f"{flag(dest)}: only with --peers"
+    else:
+        if args.sections is not None:
+            return "--sections: not with --peers (its sections follow it: --peers env,train,quality)"
+        if args.plan != "auto":
+            return "--plan: not with --peers"
+        for dest in ("citylearn_python", "ev2gym_python"):
+            path = getattr(args, dest)
+            if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                return f"{flag(dest)}: {path} is not an executable file"
+    for option, value, accepted in (("--sections", args.sections, ", ".join(SECTIONS)),
+                                    ("--peers", args.peers, ", ".join(PEER_SECTIONS))):
+        if value is not None and not value.replace(",", " ").split():
+            tail = ", or none for all" if option == "--peers" else ""
+            return f"{option}: expected one or more of {accepted} (comma-separated){tail}, got {value!r}"
+    if args.quick and args.plan != "auto":
+        return "--plan: not with --quick (it has its own tiny sizes)"
+    if args.scaling:
+        if args.sections is not None:
+            return "--sections: not with --scaling"
+        if args.plan != "auto":
+            return "--plan: not with --scaling"
+    try:
+        check_writable_dir(args.out, "--out")
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    internal = args.peers_job or args.worker or args.scaling_worker is not None
+    problem = None if internal else check_options(args, parser)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if args.peers_job:
         job = json.loads(Path(args.peers_job).read_text(encoding="utf-8"))
         row = run_peer_job(job["section"], job["name"], job["kwargs"])
@@ -934,7 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.peers is not None:
         return run_peers(args, lambda text: print(text, flush=True))
-    if args.scaling_worker:
+    if args.scaling_worker is not None:
         row = scaling.measure(args.scaling_worker, SCALING_QUICK if args.quick else SCALING)
         Path(args.result).write_text(json.dumps(row, default=str), encoding="utf-8")
         return 0
@@ -942,7 +1008,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_scaling(args, lambda text: print(text, flush=True))
     plan_key = plan_name(args.plan, args.quick)
     plan = plans()[plan_key]
-    sections = [s.strip() for s in (args.sections or ",".join(plan["default_sections"])).split(",") if s.strip()]
+    chosen = args.sections if args.sections is not None else ",".join(plan["default_sections"])
+    sections = [s.strip() for s in chosen.split(",") if s.strip()]
     if args.worker:
         return run_worker(args.worker, sections, plan, args.peak, Path(args.result))
     unknown = [s for s in sections if s not in SECTIONS]

@@ -208,3 +208,80 @@ def test_cli_records_failing_sections_and_fails_only_for_env(tmp_path, monkeypat
 
     assert script.main(["--quick", "--sections", "train", "--out", str(tmp_path)]) == 0
     assert script.main(["--sections", "env,nope", "--out", str(tmp_path)]) == 2
+
+
+def test_cli_bad_out_and_options_are_one_line_before_any_measurement(tmp_path, capsys, monkeypatch):
+    script = _script()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("measured despite bad options")
+
+    monkeypatch.setattr(script, "run_env", boom)
+    monkeypatch.setattr(script, "run_scaling", boom)
+    monkeypatch.setattr(script, "run_peers", boom)
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    cases = [
+        (["--quick", "--sections", "env", "--out", str(a_file)], f"--out: {a_file} is a file, not a directory"),
+        (["--quick", "--out", str(a_file / "sub")], f"--out: cannot create {a_file / 'sub'}: {a_file} is a file, "
+                                                     "not a directory"),
+        (["--scaling", "--quick", "--out", str(a_file)], f"--out: {a_file} is a file, not a directory"),
+        (["--peers", "env", "--out", str(a_file)], f"--out: {a_file} is a file, not a directory"),
+        (["--out", ""], "--out: expected a directory path, got an empty string"),
+        (["--resume", "--out", str(tmp_path)], "--resume: only with --peers"),
+        (["--ev2gym-python", "python", "--out", str(tmp_path)], "--ev2gym-python: only with --peers"),
+        (["--citylearn-python", "python", "--out", str(tmp_path)], "--citylearn-python: only with --peers"),
+        (["--citylearn-schema", "x", "--out", str(tmp_path)], "--citylearn-schema: only with --peers"),
+        (["--peers", "--sections", "env", "--out", str(tmp_path)],
+         "--sections: not with --peers (its sections follow it: --peers env,train,quality)"),
+        (["--peers", "--plan", "gpu", "--out", str(tmp_path)], "--plan: not with --peers"),
+        (["--scaling", "--sections", "env", "--out", str(tmp_path)], "--sections: not with --scaling"),
+        (["--quick", "--plan", "gpu", "--out", str(tmp_path)], "--plan: not with --quick (it has its own tiny sizes)"),
+        (["--sections", "", "--out", str(tmp_path)],
+         "--sections: expected one or more of env, train, checkpoint (comma-separated), got ''"),
+        (["--sections", " , ", "--out", str(tmp_path)],
+         "--sections: expected one or more of env, train, checkpoint (comma-separated), got ' , '"),
+        (["--peers", "", "--out", str(tmp_path)],
+         "--peers: expected one or more of env, train, quality (comma-separated), or none for all, got ''"),
+        (["--scaling", "--peers", "--out", str(tmp_path)], "--scaling: not with --peers; run them one after the other"),
+        (["--peers", "--ev2gym-python", str(tmp_path / "nope"), "--out", str(tmp_path)],
+         f"--ev2gym-python: {tmp_path / 'nope'} is not an executable file"),
+        (["--peers", "--citylearn-python", str(a_file), "--out", str(tmp_path)],
+         f"--citylearn-python: {a_file} is not an executable file"),
+    ]
+    for argv, message in cases:
+        assert script.main(argv) == 2, argv
+        assert capsys.readouterr().err.strip() == message
+    assert not (a_file.parent / "benchmark.json").exists()
+
+
+def test_cli_argparse_errors_are_one_line(capsys):
+    script = _script()
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--plan", "foo"])
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("--plan: invalid choice: 'foo' (choose from ") and "'auto', 'cpu', 'gpu'" in line
+    assert line.endswith("; see python scripts/benchmark.py --help")
+    with pytest.raises(SystemExit):
+        script.main(["--bogus"])
+    assert capsys.readouterr().err.strip() == "unrecognized arguments: --bogus; see python scripts/benchmark.py --help"
+
+
+def test_the_benchmark_measures_without_the_persistent_compilation_cache(tmp_path):
+    """Compile times are compilations: a JAX_COMPILATION_CACHE_DIR of the user's is not read."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('b', {str(ROOT / 'scripts' / 'benchmark.py')!r})\n"
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "import jax\n"
+            "print(jax.config.jax_enable_compilation_cache)\n")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_COMPILATION_CACHE"}
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "cache")
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False"]

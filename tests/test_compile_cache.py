@@ -35,6 +35,43 @@ def test_cache_directory_of_each_setting(tmp_path):
     assert compile_cache_dir("auto", {}) == Path.home() / ".cache" / "oe3jax" / "jax"
     with pytest.raises(ConfigError, match="^compile.cache: expected 'auto', a directory or null"):
         compile_cache_dir(" ")
+    # a blank variable is an unset one (not a directory named by spaces in the working directory)
+    assert compile_cache_dir("auto", {"JAX_COMPILATION_CACHE_DIR": " ", "XDG_CACHE_HOME": "/x"}) == Path("/x/oe3jax/jax")
+
+
+# JAX reads JAX_COMPILATION_CACHE_DIR itself and opens that cache at its first compilation, which
+# importing the package already makes: compile.cache must still decide where programs go.
+_OVERRIDE = r"""
+import sys
+import jax, jax.numpy as jnp
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.jit(lambda x: x + 1)(jnp.ones(3))  # JAX opens the cache of JAX_COMPILATION_CACHE_DIR here
+from oe3jax.training.resources import use_compile_cache
+ours = sys.argv[1]
+use_compile_cache({"compile": {"cache": ours, "cache_max_gib": 1.0}})
+def first_program(x):
+    return x * 3
+jax.jit(first_program)(jnp.ones(5))
+use_compile_cache({"compile": {"cache": None, "cache_max_gib": 1.0}})
+def second_program(x):
+    return x * 5
+jax.jit(second_program)(jnp.ones(7))
+"""
+
+
+def test_compile_cache_decides_even_when_jax_opened_its_own(tmp_path):
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(theirs)}
+    env.pop("JAX_ENABLE_COMPILATION_CACHE", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    proc = subprocess.run([sys.executable, "-c", _OVERRIDE, str(ours)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = lambda d: sorted(p.name for p in d.iterdir()) if d.is_dir() else []  # noqa: E731
+    assert any(n.startswith("jit__lambda") for n in names(theirs))  # JAX's own cache was in use before
+    assert {n.split("-")[0] for n in names(ours) if "program" in n} == {"jit_first_program"}
+    # null: no cache at all, not JAX_COMPILATION_CACHE_DIR's
+    assert not any("program" in n for n in names(theirs))
 
 
 def test_a_file_as_cache_is_one_line_error(tmp_path, capsys):
@@ -88,11 +125,23 @@ def test_a_second_run_loads_its_programs_from_the_cache_and_ends_with_the_same_b
     assert "compiled a chunk of 1 updates" in out1 and "(in the background)" in out1
     written = sorted(p.name for p in cache.iterdir())
     assert any("chunk" in name for name in written)
-    second, p2, _ = _train(tmp_path / "b", str(cache))
+    assert "from the compilation cache" not in out1
+    second, p2, out2 = _train(tmp_path / "b", str(cache))
     assert second["rc"] == 0 and second["hits"] >= 2  # both chunk programs at least
+    assert "loaded a chunk of 2 updates" in out2 and "loaded a chunk of 1 updates" in out2
+    assert "compiled a chunk" not in out2 and out2.count("from the compilation cache") == 2
     off, p3, _ = _train(tmp_path / "c", "null")
     assert off["hits"] == 0
     assert len(p1) == len(p2) == len(p3) > 0
     for a, b, c in zip(p1, p2, p3):
         assert a.dtype == b.dtype == c.dtype and a.shape == b.shape == c.shape
         assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+def test_a_cache_size_beyond_the_bound_is_one_line_error(tmp_path, capsys):
+    from oe3jax.training.cli import main
+
+    rc = main(["--algo", "ppo", "--run-dir", str(tmp_path / "r"), "--set", "compile.cache_max_gib=1e300"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: compile.cache_max_gib: expected a number in [0.01, 1e+06], got 1e+300"]
+    assert not (tmp_path / "r").exists()

@@ -99,3 +99,28 @@ def test_peers_without_the_extra_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "--peers: the peers benchmark needs the optional extra: pip install 'oe3jax[peers]'"
     assert not (tmp_path / "benchmark.json").exists()
+
+
+def test_our_training_rate_runs_cold_and_counts_loaded_chunks_as_compilation(monkeypatch):
+    """The project's trainer is measured without the persistent compilation cache (the user's
+    cache neither speeds it up nor is written), and both log forms of a chunk count as compilation."""
+    import subprocess
+    import types
+
+    from oe3jax.benchmarks import peers
+
+    seen = []
+    stdout = ("[a2c] compiled a chunk of 2 updates x 256 env steps x 1 run(s) in 6.5 s\n"
+              "[a2c] loaded a chunk of 1 updates x 256 env steps x 1 run(s) from the compilation cache in 1.0 s\n"
+              "[a2c]          512/512 steps (100.0%)  2,048 steps/s  ETA 0:00:00  reward -0.07\n")
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        return types.SimpleNamespace(returncode=0, stdout=stdout, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    row = peers.ours_train_rate("a2c", 512)
+    (cmd,) = seen
+    assert "compile.cache=null" in cmd and cmd[cmd.index("compile.cache=null") - 1] == "--set"
+    assert row["compile_s"] == 7.5 and row["steps"] == 512 and row["env_steps_per_s"] == pytest.approx(2048)
+    assert "compile.cache=null" in row["command"]

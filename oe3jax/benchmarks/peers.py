@@ -302,12 +302,18 @@ def sb3_train_rate(algo: str, env_kind: str, seconds: float = 60.0, *, num_envs:
                 cycles=len(marks) - 1, wall_s=round(wall, 1))
 
 
+#: the project's trainer is measured from a cold start: no persistent compilation cache, so that
+#: compilation counts the same on every machine and the user's cache is neither read nor written
+COLD = ("--set", "compile.cache=null")
+
+
 def ours_train_rate(algo: str, total_steps: int, timeout: float = 900.0) -> dict[str, Any]:
     """The project's trainer on ``algo``'s default run for ``total_steps``: the end-to-end rate it
     prints (steps over wall-clock after compilation, checkpoints included)."""
     with tempfile.TemporaryDirectory(prefix="oe3jax-peers-") as tmp:
         cmd = [sys.executable, "-m", "oe3jax.training", "--algo", algo, "--run-dir", str(Path(tmp) / "run"),
-               "--total-steps", str(total_steps), "--set", "eval.enabled=false", "--set", "log.print_every_s=0"]
+               "--total-steps", str(total_steps), "--set", "eval.enabled=false", "--set", "log.print_every_s=0",
+               *COLD]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_child_env())
         wall = time.perf_counter() - t0
@@ -320,7 +326,7 @@ def ours_train_rate(algo: str, total_steps: int, timeout: float = 900.0) -> dict
             parts = line.split()
             steps = int(parts[1].split("/")[0].replace(",", ""))
             rates.append(float(parts[parts.index("steps/s") - 1].replace(",", "")))
-        if "compiled a chunk" in line:
+        if "] compiled a chunk" in line or "] loaded a chunk" in line:  # loaded: from the compilation cache
             compile_s += float(line.rsplit(" in ", 1)[1].split()[0])
     if not rates:
         raise RuntimeError("no progress line in the trainer's output")
@@ -463,7 +469,7 @@ def ours_time_to_quality(eval_every_s: float = 20.0, algo: str = "ppo", total_st
                 evaluate(name, step, train_s)
             paused += time.perf_counter() - now
 
-        argv = ["--algo", algo, "--run-dir", str(run_dir), "--set", "eval.enabled=false"]
+        argv = ["--algo", algo, "--run-dir", str(run_dir), "--set", "eval.enabled=false", *COLD]
         if total_steps is not None:
             argv += ["--total-steps", str(total_steps)]
         with contextlib.redirect_stdout(io.StringIO()):

@@ -100,8 +100,8 @@ TOP_SPEC: dict[str, Any] = {
                        help="persistent cache of compiled programs, read by later runs with the same programs: "
                        "'auto' (JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME/oe3jax/jax or "
                        "~/.cache/oe3jax/jax), a directory, or null (no cache)"),
-        "cache_max_gib": Field(2.0, float, low=0.01, help="size of the cache beyond which the least recently "
-                               "used programs are deleted"),
+        "cache_max_gib": Field(2.0, float, low=0.01, high=1_000_000, help="size of the cache beyond which the "
+                               "least recently used programs are deleted"),
     },
     "sweep": SweepField({}, dict, help="hyperparameters trained together in one program: key -> values "
                         "(the grid of all keys, every member with every seed)"),

@@ -340,15 +340,30 @@ class _Programs:
         self.pending: dict[int, Any] = {}
         self.pool: Any = None
 
-    def _compile(self, n: int, abstract_state: Any) -> tuple[Any, float]:
+    def _compile(self, n: int, abstract_state: Any) -> tuple[Any, float, bool]:
+        """``(program, seconds, loaded)``: ``loaded`` when it came from the persistent compilation cache."""
+        import threading
+
         import jax
+        import jax.monitoring
 
         plan = self.plan
         t0 = time.perf_counter()
         chunk = learning.rows_chunk(plan.algo, plan.env, plan.env_params, plan.cfg, n)
         donate = jax.default_backend() != "cpu"
-        compiled = plan.placement.jit_chunk(chunk, abstract_state, donate).lower(abstract_state).compile()
-        return compiled, time.perf_counter() - t0
+        hits: list[str] = []
+        thread = threading.get_ident()  # this compilation's, not the other thread's
+
+        def listen(event: str, **_: Any) -> None:
+            if event == "/jax/compilation_cache/cache_hits" and threading.get_ident() == thread:
+                hits.append(event)
+
+        jax.monitoring.register_event_listener(listen)
+        try:
+            compiled = plan.placement.jit_chunk(chunk, abstract_state, donate).lower(abstract_state).compile()
+        finally:
+            jax.monitoring.unregister_event_listener(listen)
+        return compiled, time.perf_counter() - t0, bool(hits)
 
     def prefetch(self, sizes: list[int], state: Any) -> None:
         """Start compiling the chunks of these sizes (but the first) in a background thread."""
@@ -370,15 +385,17 @@ class _Programs:
         if n not in self.compiled:
             plan = self.plan
             if n in self.pending:
-                self.compiled[n], dt = self.pending.pop(n).result()
+                self.compiled[n], dt, loaded = self.pending.pop(n).result()
                 how = " (in the background)"
             else:
-                self.compiled[n], dt = self._compile(n, plan.placement.abstract(state))
+                self.compiled[n], dt, loaded = self._compile(n, plan.placement.abstract(state))
                 how = ""
             self.status.compiled(dt)
             where = f" on {plan.placement.describe()}" if plan.placement.devices > 1 else ""
-            self.status.say(f"[{plan.name}] compiled a chunk of {n} updates x {plan.steps_per_update:,} env "
-                            f"steps x {plan.rows} run(s){where} in {dt:.1f} s{how}")
+            what = "loaded" if loaded else "compiled"
+            source = " from the compilation cache" if loaded else ""
+            self.status.say(f"[{plan.name}] {what} a chunk of {n} updates x {plan.steps_per_update:,} env "
+                            f"steps x {plan.rows} run(s){where}{source} in {dt:.1f} s{how}")
         return self.compiled[n]
 
 

@@ -326,9 +326,10 @@ def compile_cache_dir(setting: str | None, environ: Mapping[str, str] = os.envir
         if not setting.strip():
             raise ConfigError("compile.cache: expected 'auto', a directory or null, got an empty string")
         return Path(setting).expanduser()
-    if environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return Path(environ["JAX_COMPILATION_CACHE_DIR"]).expanduser()
-    base = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    named = environ.get("JAX_COMPILATION_CACHE_DIR", "")
+    if named.strip():  # a blank variable is an unset one, as for XDG_CACHE_HOME
+        return Path(named).expanduser()
+    base = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME", "").strip() else Path.home() / ".cache"
     return base / "oe3jax" / "jax"
 
 
@@ -342,25 +343,36 @@ def use_compile_cache(cfg: Mapping[str, Any], warn: Any = None) -> Path | None:
     with ``auto``, a cache that cannot be created is reported on ``warn`` and the run goes on without.
     With JAX's own switch off (``JAX_ENABLE_COMPILATION_CACHE=false``) the directory is checked but
     nothing is set or created.
+    JAX opens the cache of ``JAX_COMPILATION_CACHE_DIR`` at its first compilation, which importing
+    the package already makes; that cache is closed here, so that the setting decides (null: none).
     Returns the directory in use, or None.
     """
     import jax
 
     setting = cfg["compile"]["cache"]
     path = compile_cache_dir(setting)
-    if path is None:
-        return None
-    try:
-        check_writable_dir(path, "compile.cache")
-        if not jax.config.jax_enable_compilation_cache:  # JAX_ENABLE_COMPILATION_CACHE=false
-            return None
-        path.mkdir(parents=True, exist_ok=True)
-    except (ConfigError, OSError) as exc:
-        if setting != "auto":
-            raise ConfigError(str(exc).splitlines()[0]) from None
-        if warn is not None:
-            print(f"warning: no compilation cache ({str(exc).splitlines()[0]})", file=warn)
-        return None
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_compilation_cache_max_size", int(cfg["compile"]["cache_max_gib"] * 2**30))
+    if path is not None:
+        try:
+            check_writable_dir(path, "compile.cache")
+            if jax.config.jax_enable_compilation_cache:  # JAX_ENABLE_COMPILATION_CACHE=false: nothing created
+                path.mkdir(parents=True, exist_ok=True)
+        except (ConfigError, OSError) as exc:
+            if setting != "auto":
+                raise ConfigError(str(exc).splitlines()[0]) from None
+            if warn is not None:
+                print(f"warning: no compilation cache ({str(exc).splitlines()[0]})", file=warn)
+            path = None
+    if not jax.config.jax_enable_compilation_cache:
+        path = None
+    _point_jax_cache_at(path, cfg["compile"]["cache_max_gib"])
     return path
+
+
+def _point_jax_cache_at(path: Path | None, max_gib: float) -> None:
+    """Point JAX's persistent cache at ``path`` (None: no cache), whether or not JAX opened one."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", None if path is None else str(path))
+    jax.config.update("jax_compilation_cache_max_size", int(max_gib * 2**30))
+    compilation_cache.reset_cache()  # the next compilation opens the cache named above, or none
