@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from oe3jax.simulation.reference import ReferenceEnv
-from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario, get_scenario
+from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario, get_scenario, is_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from oe3jax.simulation.env import EnvParams, EnvState, EVChargingEnv
@@ -57,8 +57,7 @@ def reset_start_hour(options: Any) -> int | None:
     if unknown:
         raise ValueError(f"reset options: unknown key {unknown[0]!r}; accepted: start_hour")
     h = options.get("start_hour")
-    if h is not None and (isinstance(h, (bool, np.bool_)) or not isinstance(h, (int, np.integer))
-                          or not 0 <= h < HOURS_PER_YEAR):
+    if h is not None and (not is_int(h) or not 0 <= h < HOURS_PER_YEAR):
         raise ValueError(f"reset options: start_hour = {h!r}; expected an integer in [0, {HOURS_PER_YEAR - 1}]")
     return None if h is None else int(h)
 

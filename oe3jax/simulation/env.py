@@ -25,7 +25,7 @@ from oe3jax.simulation import rng
 from oe3jax.simulation.calendar import MONTH_START_HOURS
 from oe3jax.simulation.checks import check_action
 from oe3jax.simulation.scenario import (HOURS_PER_YEAR, REWARD_PRESETS, REWARD_TERMS, Scenario, get_scenario,
-                                        mall_peak_kw, scenario_profiles)
+                                        is_int, mall_peak_kw, scenario_profiles)
 
 # Config section ``env:`` of a training run (the runner resolves it; see make_env for the meaning).
 ENV_SPEC = {
@@ -188,10 +188,6 @@ def batched_step(env: Any) -> Any:
     return own if own is not None else jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _poisson_cdf_table(daily: float, factor: np.ndarray) -> np.ndarray:
     """P(N <= k) for the Poisson arrivals of each hour of day, k = 0..K-1.
 
@@ -219,9 +215,9 @@ def make_params(scn: Scenario, episode_hours: int = HOURS_PER_YEAR, random_start
                 start_hour: int = 0) -> EnvParams:
     """EnvParams of a validated scenario (profiles resolved and checked here)."""
     hours = ENV_SPEC["episode_hours"]
-    if not _is_int(episode_hours) or not hours.low <= episode_hours <= hours.high:
+    if not is_int(episode_hours) or not hours.low <= episode_hours <= hours.high:
         raise ValueError(f"episode_hours = {episode_hours!r}; expected an integer in [{hours.low:,}, {hours.high:,}]")
-    if not _is_int(start_hour) or not 0 <= start_hour < HOURS_PER_YEAR:
+    if not is_int(start_hour) or not 0 <= start_hour < HOURS_PER_YEAR:
         raise ValueError(f"start_hour = {start_hour!r}; expected an integer in [0, {HOURS_PER_YEAR - 1}] "
                          f"(hour of the year)")
     if not isinstance(random_start, (bool, np.bool_)):

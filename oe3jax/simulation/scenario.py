@@ -115,7 +115,8 @@ def _host(value: Any, accepted: str, where: str = "") -> Any:
     return value
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer (Python or NumPy), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
@@ -136,7 +137,7 @@ class _Num:
 
     def convert(self, value: Any, where: str = "") -> float | int:
         value = _host(value, self.accepted(), where)
-        ok_type = _is_int(value) if self.integer else _is_real(value) and math.isfinite(value)
+        ok_type = is_int(value) if self.integer else _is_real(value) and math.isfinite(value)
         if not ok_type or not (self.low < value if self.low_open else self.low <= value) or value > self.high:
             raise _Bad(value, self.accepted(), where)
         return int(value) if self.integer else float(value)

@@ -49,7 +49,7 @@ from gymnasium.vector.utils import batch_space
 
 from oe3jax.simulation.adapters import GymnasiumEnv, check_render_mode, reset_start_hour
 from oe3jax.simulation.env import batched_step, make_env
-from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario
+from oe3jax.simulation.scenario import HOURS_PER_YEAR, Scenario, is_int
 
 #: the info groups of a step, in the order they are packed
 STEP_INFO_GROUPS = ("flows", "vehicles", "terms", "totals")
@@ -133,10 +133,6 @@ def _build_programs(env_key: _EnvKey, num_envs: int) -> _Programs:
 
 
 # --------------------------------------------------------------------------- seeds
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def seed_key_data(seeds: Any) -> np.ndarray:
     """Threefry key data ``uint32[n, 2]`` of non-negative integer seeds: (high word, low word),
     the key of ``jax.random.key(seed)`` (for seeds below 2**32 whatever JAX's integer width)."""
@@ -148,7 +144,7 @@ def seed_key_data(seeds: Any) -> np.ndarray:
 
 
 def _check_seed(seed: Any, where: str) -> int:
-    if not _is_int(seed) or not 0 <= int(seed) <= _SEED_MAX:
+    if not is_int(seed) or not 0 <= int(seed) <= _SEED_MAX:
         raise ValueError(f"{where}: expected an integer in [0, 2**64 - 1] or None, got {seed!r}")
     return int(seed)
 
@@ -183,14 +179,14 @@ class JaxVectorEnv(gym.vector.VectorEnv):
         max_episode_steps: int | None = None,
         **overrides: Any,
     ) -> None:
-        if not _is_int(num_envs) or num_envs < 1:
+        if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
         check_render_mode(render_mode)
         if max_episode_steps is not None and max_episode_steps != -1:
-            if not _is_int(max_episode_steps) or max_episode_steps < 1:
+            if not is_int(max_episode_steps) or max_episode_steps < 1:
                 raise ValueError("max_episode_steps: expected an integer >= 1 (or None or -1: no limit), "
                                  f"got {max_episode_steps!r}")
-            if _is_int(episode_hours):
+            if is_int(episode_hours):
                 episode_hours = min(episode_hours, int(max_episode_steps))
         self.env, self.params = make_env(scenario, episode_hours=episode_hours, random_start=random_start,
                                          start_hour=start_hour, **overrides)
@@ -241,7 +237,7 @@ class JaxVectorEnv(gym.vector.VectorEnv):
             seed = seed.item()   # np.array(5): the seed 5
         seeds = self._seeds(seed)
         params = self._reset_params(options)
-        if _is_int(seed):
+        if is_int(seed):
             super().reset(seed=int(seed))  # Gymnasium's np_random, as other vector envs seed it
         if self._key_data is None:
             fresh = np.random.SeedSequence().generate_state(2 * self.num_envs, np.uint32).reshape(-1, 2)
